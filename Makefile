@@ -1,0 +1,62 @@
+# The one task runner. CI runs `make test` (through .ci/run), exactly as the README says.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+WITH_STACK_ENV := set -a; [ -f .stack/env ] && . .stack/env; set +a;
+
+.PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate demo test check lint types pytest \
+        test-unit test-integration test-faults test-load bench fmt clean
+
+help:  ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
+
+deps:  ## system packages (PostgreSQL, PgBouncer) via apt when missing
+	@tools/bootstrap.sh system
+
+venv: deps  ## .venv with the runtime and dev requirements
+	@tools/bootstrap.sh venv
+
+stack-up: venv  ## start the local Neon-like stack (Postgres + PgBouncer, TLS, SCRAM) and write .stack/env
+	@$(PYTHON) -m tools.stack up
+
+stack-down:  ## stop the local stack; nothing is left running
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m tools.stack down; else python3 -m tools.stack down; fi
+
+stack-clean:  ## stop the local stack and delete .stack/
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m tools.stack clean; else python3 -m tools.stack clean; fi
+
+migrate: stack-up  ## apply the schema over the direct URL (migration mode); harmless to re-run
+	@$(WITH_STACK_ENV) DATABASE_URL="$${DIRECT_DATABASE_URL:-$$DATABASE_URL}" $(PYTHON) -m lib.migrate
+
+demo: migrate  ## the main job: invoke every handler with every sample event against the local stack
+	@$(WITH_STACK_ENV) $(PYTHON) -m tools.demo
+
+lint:
+	@$(BIN)/ruff check .
+
+types:
+	@$(BIN)/mypy
+
+pytest:
+	@$(BIN)/pytest
+
+check: lint types pytest  ## lint + types + the whole pytest suite (needs `make venv`)
+
+test: venv  ## everything CI runs: install, start the stack, lint, types, all tests, SAM checks
+	@$(PYTHON) -m tools.stack run -- $(MAKE) --no-print-directory check sam-check
+
+test-unit: venv
+	@$(BIN)/pytest tests/unit
+
+test-integration: stack-up
+	@$(BIN)/pytest tests/integration
+
+fmt: venv
+	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean: stack-clean
+	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+-include tools/sam.mk
