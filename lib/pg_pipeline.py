@@ -1,0 +1,215 @@
+"""pg8000 with fewer round trips: each statement in one flight, BEGIN riding along, no first-connect queries.
+
+Every change keeps the rule that makes pg8000 safe behind a transaction-mode pooler: each Sync either ends a
+transaction or arrives while one is open, so the pooler never hands the server to another client mid-statement.
+Wire it into SQLAlchemy by importing this module and using ``DRIVERNAME``::
+
+    engine = create_engine(url.set(drivername=pg_pipeline.DRIVERNAME), connect_args=..., ...)
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any, Final
+
+import pg8000
+import pg8000.legacy
+from pg8000.converters import make_params
+from pg8000.core import NULL_BYTE, SYNC_MSG, Context, CoreConnection, _flush, _write
+from pg8000.exceptions import DatabaseError, InterfaceError
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
+from sqlalchemy.engine import Connection as SAConnection
+from sqlalchemy.engine.interfaces import IsolationLevel
+
+PG8000_VERSION: Final = "1.31.6"
+DRIVERNAME: Final = "postgresql+pg8000_pipeline"
+PING_SQL: Final = "SELECT 1"
+# The exact text pg8000's Cursor.execute sends before the first statement of a transaction.
+_BEGIN: Final = "begin transaction"
+_BEGIN_PREFIX: Final = _BEGIN + ";\n"
+
+
+def check_pg8000_version(found: str) -> None:
+    """Refuse any pg8000 but the one whose internals this module overrides."""
+    if found != PG8000_VERSION:
+        raise ImportError(
+            f"lib.pg_pipeline overrides internals of pg8000=={PG8000_VERSION} but pg8000=={found} is installed; "
+            "re-read pg8000.core (execute_simple, execute_unnamed, send_*) and legacy.Cursor.execute, "
+            "then update the pin"
+        )
+
+
+check_pg8000_version(version("pg8000"))
+
+
+class PipelinedConnection(pg8000.legacy.Connection):  # type: ignore[misc]
+    """The connection ``pg8000.connect`` returns, with each statement sent as one flight and BEGIN sent with it."""
+
+    _sock: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._begin_pending = False
+        super().__init__(*args, **kwargs)
+
+    def execute_simple(self, statement: str) -> Context:
+        if statement == _BEGIN and not self._in_transaction:
+            # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight.
+            self._begin_pending = True
+            return Context(statement)
+        if not self._begin_pending:
+            return super().execute_simple(statement)
+        # One Query, not two: if BEGIN ever failed, a second Query would still run, in its own implicit
+        # transaction, i.e. autocommitted. In one Query a parse error runs nothing, and a run-time error
+        # leaves the transaction open and aborted, as pg8000's own two round trips would.
+        context = Context(statement)
+        self._send_flight(lambda: self.send_QUERY(_BEGIN_PREFIX + statement))
+        try:
+            self.handle_messages(context)
+        except DatabaseError as error:
+            _unshift_error_position(error, len(_BEGIN_PREFIX))
+            raise
+        return context
+
+    def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Context:
+        if stream is not None:
+            # COPY goes back and forth mid-statement, so it keeps pg8000's path (inside a transaction: safe).
+            self._send_pending_begin()
+            return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
+        # pg8000 splits this over three Syncs, each one a round trip and, outside a transaction, a point where
+        # the pooler may hand the server to another client between Parse and Execute. One Sync is one
+        # (implicit) transaction. BEGIN goes as extended messages before it: if BEGIN failed, the server
+        # skips everything up to the Sync, so the statement can never run outside the transaction.
+        params = make_params(self.py_types, vals)
+        begin = self._begin_pending
+
+        def compose() -> None:
+            if begin:
+                self.send_PARSE(NULL_BYTE, _BEGIN, ())
+                self.send_BIND(NULL_BYTE, ())
+                self.send_EXECUTE()
+            self.send_PARSE(NULL_BYTE, statement, oids)
+            self.send_DESCRIBE_STATEMENT(NULL_BYTE)
+            self.send_BIND(NULL_BYTE, params)
+            self.send_EXECUTE()
+            _write(self._sock, SYNC_MSG)
+
+        context = Context(statement)
+        self._send_flight(compose)
+        self.handle_messages(context)
+        return context
+
+    def commit(self) -> None:
+        # pg8000 commits through execute_unnamed: three round trips, and one even with no transaction open.
+        self._begin_pending = False
+        if self._in_transaction:
+            self.execute_simple("commit")
+
+    def rollback(self) -> None:
+        self._begin_pending = False
+        if self._in_transaction:
+            self.execute_simple("rollback")
+
+    def _send_pending_begin(self) -> None:
+        if self._begin_pending:
+            super().execute_simple(_BEGIN)
+            self._begin_pending = False
+
+    def _send_flight(self, compose: Callable[[], None]) -> None:
+        """Write what ``compose`` sends with one flush; if composing fails, nothing reaches the socket."""
+        sock = self._sock
+        if sock is None:
+            raise InterfaceError("connection is closed")
+        # pg8000's send_* write straight to self._sock; pointing it at a buffer keeps a half-composed flight
+        # (a value that fails to encode) from being sent ahead of the next statement.
+        buffer = io.BytesIO()
+        self._sock = buffer
+        try:
+            compose()
+        finally:
+            self._sock = sock
+        self._begin_pending = False
+        _write(sock, buffer.getvalue())
+        _flush(sock)
+
+
+def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
+    """Make an error's statement position count from the caller's statement, not the BEGIN prefix."""
+    fields = error.args[0] if error.args else None
+    if isinstance(fields, dict) and str(fields.get("P", "")).isdigit():
+        fields["P"] = str(max(1, int(fields["P"]) - prefix_length))
+
+
+def connect(*args: Any, **kwargs: Any) -> PipelinedConnection:
+    """``pg8000.connect`` returning a PipelinedConnection; usable as ``create_engine(..., creator=...)``."""
+    return PipelinedConnection(*args, **kwargs)
+
+
+def ping(connection: pg8000.legacy.Connection) -> None:
+    """Check a connection is alive in one round trip, without opening a transaction."""
+    # A simple Query outside a transaction is its own implicit transaction: safe behind the pooler, and it
+    # leaves the connection idle, where pg8000's cursor would send BEGIN first and keep a transaction open.
+    CoreConnection.execute_simple(connection, PING_SQL)
+
+
+def parse_server_version(reported: str) -> tuple[int, ...] | None:
+    """Version tuple from the ``server_version`` parameter, as SQLAlchemy derives it from ``version()``."""
+    match = re.match(r"(\d+)\.?(\d+)?(?:\.(\d+))?", reported)
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def _parameter_status(connection: SAConnection, name: str) -> str | None:
+    statuses = getattr(connection.connection.dbapi_connection, "parameter_statuses", {})
+    value = statuses.get(name)
+    return value if isinstance(value, str) else None
+
+
+class PipelineDialect(PGDialect_pg8000):
+    """SQLAlchemy's pg8000 dialect on PipelinedConnection, initialised from what the server reported at startup."""
+
+    supports_statement_cache = True
+
+    def __init__(self, *, default_schema: str = "public", **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self._assumed_default_schema = default_schema
+
+    def connect(self, *cargs: Any, **cparams: Any) -> PipelinedConnection:
+        return connect(*cargs, **cparams)
+
+    # The stock first connect runs five queries (plus BEGIN and ROLLBACK): 8 round trips per new engine.
+    # Postgres already sent server_version and standard_conforming_strings as ParameterStatus at startup
+    # (PgBouncer passes them on); the other two have no such source and get Postgres' defaults.
+
+    def _get_server_version_info(self, connection: SAConnection) -> tuple[int, ...]:
+        reported = _parameter_status(connection, "server_version")
+        parsed = parse_server_version(reported) if reported else None
+        return parsed or super()._get_server_version_info(connection)  # type: ignore[no-untyped-call]
+
+    def _set_backslash_escapes(self, connection: SAConnection) -> None:
+        reported = _parameter_status(connection, "standard_conforming_strings")
+        if reported is None:
+            super()._set_backslash_escapes(connection)  # type: ignore[no-untyped-call]
+        else:
+            self._backslash_escapes = reported == "off"
+
+    def _get_default_schema_name(self, connection: SAConnection) -> str:
+        # What current_schema() returns unless search_path or a schema named after the role says otherwise;
+        # then pass create_engine(..., default_schema=...).
+        return self._assumed_default_schema
+
+    def get_default_isolation_level(self, dbapi_conn: Any) -> IsolationLevel:
+        # Only used to restore a connection after execution_options(isolation_level=...), a session setting
+        # that must not be used behind the pooler anyway (set it per transaction instead).
+        return "READ COMMITTED"
+
+    def do_ping(self, dbapi_connection: Any) -> bool:
+        ping(dbapi_connection)
+        return True
+
+
+registry.register(DRIVERNAME.replace("+", "."), __name__, PipelineDialect.__name__)
