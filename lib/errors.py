@@ -1,0 +1,79 @@
+"""Error types of the template: one flat list, each a type callers can catch; messages never carry secrets."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message names the variable and the fix."""
+
+
+class MissingDatabaseUrlError(ConfigError):
+    """None of DATABASE_URL, DATABASE_SECRET_ARN, DATABASE_URL_PARAMETER is set."""
+
+
+class DatabaseUrlSourceError(ConfigError):
+    """The secret or parameter holding the database URL could not be fetched or decoded."""
+
+
+class InvalidDatabaseUrlError(ConfigError):
+    """The database URL is malformed or carries parameters pg8000 cannot honour."""
+
+
+class SslRootCertError(ConfigError):
+    """The sslrootcert file is missing or does not hold a usable CA certificate."""
+
+
+class InsecureTransportError(ConfigError):
+    """The TLS settings would allow an unverified or plaintext connection where that is refused."""
+
+
+class PoolerRequiredError(ConfigError):
+    """Serverless mode needs a transaction pooler (Neon `-pooler` host or an entry of DB_POOLER_HOSTS)."""
+
+
+class DirectConnectionRequiredError(ConfigError):
+    """Migration mode needs a direct connection, not the pooler."""
+
+
+class InvalidSettingError(ConfigError):
+    """An environment variable has a value outside its accepted set."""
+
+
+class UnsafeEngineOptionError(ConfigError):
+    """An engine option that is unsafe behind a transaction pooler (AUTOCOMMIT, session-level SET)."""
+
+
+class DatabaseUnavailableError(Exception):
+    """The database cannot be reached in time; the HTTP layer answers 503 with Retry-After."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PoolExhaustedError(DatabaseUnavailableError):
+    """No pooled connection became free within the bounded retries."""
+
+
+class NoteNotFoundError(Exception):
+    """No live note has this id (never existed, deleted, or expired)."""
+
+
+class IdempotencyConflictError(Exception):
+    """An Idempotency-Key was reused with a different request body."""
+
+
+class InvalidCursorError(Exception):
+    """A pagination cursor that this API did not issue (or that was altered)."""
+
+
+class UnsupportedMediaTypeError(Exception):
+    """A request body that is not declared as JSON."""
+
+
+class InvalidEventError(Exception):
+    """A Lambda event of the wrong shape for its handler; the message names what was expected."""
+
+
+class MigrationError(Exception):
+    """The schema cannot be applied as found (e.g. an already applied migration file was edited)."""

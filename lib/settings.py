@@ -1,0 +1,423 @@
+"""One settings object per execution environment, built from the environment and validated at init.
+
+Importing this module is cheap: Powertools Parameters (and boto3 behind it) load only when the database URL
+comes from Secrets Manager or SSM.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from lib.dsn import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DatabaseUrl,
+    SslMode,
+    database_url_from_parts,
+    parse_database_url,
+    require_verified_tls,
+)
+from lib.errors import (
+    DatabaseUrlSourceError,
+    InvalidDatabaseUrlError,
+    InvalidSettingError,
+    MissingDatabaseUrlError,
+)
+from lib.pooler import HostKind, PoolerHost, classify_host, parse_pooler_hosts, require_direct, require_pooler
+
+Mode = Literal["serverless", "server", "migration"]
+AppEnv = Literal["development", "staging", "production"]
+PoolProfile = Literal["tiny", "nullpool"]
+UrlSourceKind = Literal["DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER", "argument"]
+
+MODES: tuple[str, ...] = get_args(Mode)
+APP_ENVS: tuple[str, ...] = get_args(AppEnv)
+POOL_PROFILES: tuple[str, ...] = get_args(PoolProfile)
+URL_VARIABLES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
+
+DEFAULT_SECRET_MAX_AGE = 300
+DEFAULT_IDLE_PING_SECONDS = 60.0
+DEFAULT_POOL_RECYCLE = 1800
+SERVERLESS_POOL_TIMEOUT = 5.0
+SERVER_POOL_TIMEOUT = 30.0
+# pool_size / max_overflow per APP_ENV for long-running servers.
+SERVER_POOL_SIZES: Mapping[str, tuple[int, int]] = {
+    "development": (2, 5),
+    "staging": (5, 10),
+    "production": (10, 20),
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# Keys of a JSON secret that carry libpq parameters (RDS-rotation style secrets keep these beside host/port).
+_SECRET_PARAM_KEYS = (
+    "sslmode",
+    "sslrootcert",
+    "connect_timeout",
+    "options",
+    "application_name",
+    "channel_binding",
+    "ssl_min_protocol_version",
+)
+
+
+class PoolKind(enum.Enum):
+    """The SQLAlchemy pool class to use."""
+
+    QUEUE = "QueuePool"
+    NULLPOOL = "NullPool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSettings:
+    """Pool sizing and health-check policy (seconds throughout)."""
+
+    profile: str
+    kind: PoolKind
+    pool_size: int
+    max_overflow: int
+    pool_timeout: float
+    pool_recycle: int
+    pool_pre_ping: bool
+    idle_ping_seconds: float
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """Where the database URL came from: the variable, and the secret ARN / parameter name (never its value)."""
+
+    kind: UrlSourceKind
+    reference: str | None = None
+    max_age: int = DEFAULT_SECRET_MAX_AGE
+
+    @property
+    def from_secret_store(self) -> bool:
+        """True when the URL lives in Secrets Manager or SSM (so it can rotate)."""
+        return self.kind in ("DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
+
+    def __str__(self) -> str:
+        return self.kind if self.reference is None else f"{self.kind}={self.reference}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Validated configuration; construction runs the TLS policy and the pooler validator for the mode."""
+
+    database: DatabaseUrl
+    mode: Mode = "server"
+    app_env: AppEnv = "development"
+    pooler_hosts: tuple[PoolerHost, ...] = ()
+    pool_profile: PoolProfile | None = None
+    pool_timeout: float | None = None
+    pool_recycle: int = DEFAULT_POOL_RECYCLE
+    pool_pre_ping: bool | None = None
+    idle_ping_seconds: float = DEFAULT_IDLE_PING_SECONDS
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    source: UrlSource = UrlSource("argument")
+    # Set by validation: the sslmode the URL asked for when serverless policy raised it to verify-full.
+    tls_upgraded_from: SslMode | None = field(init=False, default=None)
+    host_kind: HostKind = field(init=False, default=HostKind.OTHER)
+
+    def __post_init__(self) -> None:
+        database = self.database
+        if database.connect_timeout is None:
+            database = replace(database, connect_timeout=self.connect_timeout)
+        if self.mode == "serverless":
+            secured = require_verified_tls(database)
+            if secured.sslmode != database.sslmode:
+                object.__setattr__(self, "tls_upgraded_from", database.sslmode)
+            database = secured
+            if database.server_options:
+                raise InvalidDatabaseUrlError(
+                    f"options={database.server_options!r} cannot pass a transaction pooler (PgBouncer refuses "
+                    "startup options); remove them and use SET LOCAL inside the transaction"
+                )
+            kind = require_pooler(database, self.pooler_hosts)
+        elif self.mode == "migration":
+            kind = require_direct(database, self.pooler_hosts)
+        else:
+            kind = classify_host(database.host, database.port, self.pooler_hosts)
+        # Fails now, at init, when sslrootcert is missing or unreadable.
+        database.ssl_context()
+        object.__setattr__(self, "database", database)
+        object.__setattr__(self, "host_kind", kind)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, force_fetch: bool = False) -> Settings:
+        """Build settings from environment variables; ``force_fetch`` bypasses the secret cache."""
+        # Plain variables first: a typo in DB_POOL fails without a Secrets Manager round trip.
+        mode = _mode(environ)
+        app_env = cast(AppEnv, _choice(environ, "APP_ENV", APP_ENVS) or "development")
+        pool_profile = cast(PoolProfile | None, _choice(environ, "DB_POOL", POOL_PROFILES))
+        pool_timeout = _number(environ, "DB_POOL_TIMEOUT", minimum=0.0, exclusive=True)
+        pool_recycle = _number(environ, "DB_POOL_RECYCLE", minimum=-1, integer=True)
+        idle_ping = _number(environ, "DB_IDLE_PING_SECONDS", minimum=0.0)
+        connect_timeout = _number(environ, "DB_CONNECT_TIMEOUT", minimum=0.0, exclusive=True)
+        pooler_hosts = parse_pooler_hosts(environ.get("DB_POOLER_HOSTS", ""))
+        source = _source(environ)
+        if source.kind == "DATABASE_URL":
+            database = _decode(environ["DATABASE_URL"].strip(), source)
+        else:
+            database = _fetch_database(source, force_fetch=force_fetch)
+        return cls(
+            database=database,
+            mode=mode,
+            app_env=app_env,
+            pooler_hosts=pooler_hosts,
+            pool_profile=pool_profile,
+            pool_timeout=pool_timeout,
+            pool_recycle=int(_default(pool_recycle, DEFAULT_POOL_RECYCLE)),
+            pool_pre_ping=_flag(environ, "DB_POOL_PRE_PING"),
+            idle_ping_seconds=_default(idle_ping, DEFAULT_IDLE_PING_SECONDS),
+            connect_timeout=_default(connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            source=source,
+        )
+
+    @property
+    def url_from_secret_store(self) -> bool:
+        """True when the URL comes from Secrets Manager / SSM and can be re-fetched after rotation."""
+        return self.source.from_secret_store
+
+    @property
+    def pool(self) -> PoolSettings:
+        """The pool profile: serverless tiny (1/0) or nullpool; servers sized by APP_ENV; migrations nullpool."""
+        serverless = self.mode == "serverless"
+        profile = self.pool_profile or {"serverless": "tiny", "migration": "nullpool"}.get(self.mode)
+        if profile == "nullpool":
+            kind, size, overflow = PoolKind.NULLPOOL, 0, 0
+        elif profile == "tiny":
+            kind, size, overflow = PoolKind.QUEUE, 1, 0
+        else:
+            profile = f"sized for {self.app_env}"
+            kind, (size, overflow) = PoolKind.QUEUE, SERVER_POOL_SIZES[self.app_env]
+        return PoolSettings(
+            profile=profile,
+            kind=kind,
+            pool_size=size,
+            max_overflow=overflow,
+            pool_timeout=_default(self.pool_timeout, SERVERLESS_POOL_TIMEOUT if serverless else SERVER_POOL_TIMEOUT),
+            pool_recycle=self.pool_recycle,
+            # Serverless pings only after idle (engine), not on every checkout: one round trip saved per request.
+            pool_pre_ping=self.pool_pre_ping if self.pool_pre_ping is not None else not serverless,
+            idle_ping_seconds=self.idle_ping_seconds,
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Human-readable, password-free summary (for the doctor and a startup log line)."""
+        database = self.database
+        pool = self.pool
+        tls: str = database.effective_sslmode
+        if self.tls_upgraded_from is not None:
+            tls += f" (upgraded from {self.tls_upgraded_from}: serverless mode verifies TLS)"
+        if database.effective_sslmode != "disable":
+            tls += f", CA {database.sslrootcert or 'system'}"
+        pool_text = (
+            f"{pool.profile}: {pool.kind.value} size={pool.pool_size} overflow={pool.max_overflow} "
+            f"timeout={pool.pool_timeout:g}s recycle={pool.pool_recycle}s pre_ping={str(pool.pool_pre_ping).lower()} "
+            f"idle_ping={pool.idle_ping_seconds:g}s"
+        )
+        summary = {
+            "url": database.redacted(),
+            "source": str(self.source),
+            "mode": self.mode,
+            "app env": self.app_env,
+            "host": f"{database.host}:{database.port} ({self.host_kind.value})",
+            "tls": tls,
+            "channel binding": f"{database.channel_binding} (pg8000 uses it when offered; cannot require it)",
+            "endpoint id": database.endpoint_id or "- (sent by SNI)",
+            "connect timeout": f"{database.effective_connect_timeout:g}s",
+            "pool": pool_text,
+        }
+        if database.ignored_params:
+            summary["ignored parameters"] = ", ".join(database.ignored_params)
+        return summary
+
+
+def refresh_database_url(settings: Settings) -> Settings:
+    """Re-fetch a secret-store URL bypassing the cache (after an auth failure: the secret may have rotated)."""
+    if not settings.source.from_secret_store:
+        return settings
+    fresh = _fetch_database(settings.source, force_fetch=True)
+    if fresh.connect_timeout is None:
+        fresh = replace(fresh, connect_timeout=settings.connect_timeout)
+    refreshed = replace(settings, database=fresh)
+    _cache.replace(settings, refreshed)
+    return refreshed
+
+
+def get_settings() -> Settings:
+    """The execution environment's settings, read from ``os.environ`` once."""
+    return _cache.get()
+
+
+class SettingsCache:
+    """Holds the one Settings of a process; a refresh swaps it so later readers see the rotated URL."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._lock = threading.Lock()
+        self._settings: Settings | None = None
+
+    def get(self) -> Settings:
+        """The cached settings, built from the environment on first use."""
+        with self._lock:
+            if self._settings is None:
+                self._settings = Settings.from_env(self._environ)
+            return self._settings
+
+    def replace(self, old: Settings, new: Settings) -> None:
+        """Swap in refreshed settings if the cached ones came from the same source."""
+        with self._lock:
+            if self._settings is None or self._settings.source == old.source:
+                self._settings = new
+
+    def clear(self) -> None:
+        """Forget the cached settings (tests; SnapStart restore with new configuration)."""
+        with self._lock:
+            self._settings = None
+
+
+_cache = SettingsCache(os.environ)
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _default(value: float | None, default: _Number) -> float | _Number:
+    return default if value is None else value
+
+
+def _value(environ: Mapping[str, str], name: str) -> str | None:
+    # Unset and empty are the same: SAM passes empty strings for unset template parameters.
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _mode(environ: Mapping[str, str]) -> Mode:
+    mode = _choice(environ, "DB_MODE", MODES)
+    if mode is not None:
+        return cast(Mode, mode)
+    return "serverless" if _value(environ, "AWS_LAMBDA_FUNCTION_NAME") else "server"
+
+
+def _choice(environ: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str | None:
+    value = _value(environ, name)
+    if value is None:
+        return None
+    if value.lower() not in accepted:
+        raise InvalidSettingError(f"{name}={value!r} is not valid: expected one of {', '.join(accepted)}")
+    return value.lower()
+
+
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    *,
+    minimum: float,
+    exclusive: bool = False,
+    integer: bool = False,
+) -> float | None:
+    value = _value(environ, name)
+    if value is None:
+        return None
+    pattern = r"-?[0-9]+" if integer else r"-?[0-9]+(\.[0-9]+)?"
+    number = float(value) if re.fullmatch(pattern, value) else None
+    if number is None or number < minimum or (exclusive and number == minimum):
+        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+        kind = "a whole number of seconds" if integer else "a number of seconds"
+        raise InvalidSettingError(f"{name}={value!r} is not valid: expected {kind} {bound}")
+    return number
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool | None:
+    value = _value(environ, name)
+    if value is None:
+        return None
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise InvalidSettingError(f"{name}={value!r} is not valid: expected true or false")
+
+
+def _source(environ: Mapping[str, str]) -> UrlSource:
+    max_age = int(_number(environ, "DB_SECRET_MAX_AGE", minimum=0, integer=True) or DEFAULT_SECRET_MAX_AGE)
+    for name in URL_VARIABLES:
+        value = _value(environ, name)
+        if value is not None:
+            reference = None if name == "DATABASE_URL" else value
+            return UrlSource(cast(UrlSourceKind, name), reference, max_age)
+    raise MissingDatabaseUrlError(
+        "no database URL configured: set DATABASE_URL, or DATABASE_SECRET_ARN (Secrets Manager), "
+        "or DATABASE_URL_PARAMETER (SSM SecureString)"
+    )
+
+
+def _fetch_database(source: UrlSource, *, force_fetch: bool) -> DatabaseUrl:
+    assert source.reference is not None
+    from aws_lambda_powertools.utilities import parameters
+    from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+
+    value: str | bytes
+    try:
+        if source.kind == "DATABASE_SECRET_ARN":
+            value = parameters.get_secret(source.reference, max_age=source.max_age, force_fetch=force_fetch)
+        else:
+            value = parameters.get_parameter(
+                source.reference, decrypt=True, max_age=source.max_age, force_fetch=force_fetch
+            )
+    except (parameters.GetParameterError, BotoCoreError) as error:
+        raise DatabaseUrlSourceError(f"{source}: could not fetch the database URL: {error}") from None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return _decode(value.strip(), source)
+
+
+def _decode(value: str, source: UrlSource) -> DatabaseUrl:
+    """A URL string, or JSON holding ``url``/``DATABASE_URL``, or RDS-style host/port/username/password fields."""
+    try:
+        if not value.startswith("{"):
+            return parse_database_url(value)
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError:
+            raise DatabaseUrlSourceError(f"{source} holds malformed JSON") from None
+        return _from_json(data, source)
+    except InvalidDatabaseUrlError as error:
+        raise type(error)(f"{source}: {error}") from None
+
+
+def _from_json(data: Any, source: UrlSource) -> DatabaseUrl:
+    if not isinstance(data, dict):
+        raise DatabaseUrlSourceError(f"{source} holds JSON that is not an object")
+    for key in ("url", "DATABASE_URL"):
+        if isinstance(data.get(key), str):
+            return parse_database_url(data[key])
+    user = data.get("username", data.get("user"))
+    host = data.get("host")
+    if not isinstance(host, str) or not isinstance(user, str):
+        raise DatabaseUrlSourceError(
+            f"{source} holds JSON without 'url', 'DATABASE_URL', or 'host' and 'username' fields"
+        )
+    password = data.get("password")
+    database = data.get("dbname", data.get("database"))
+    port = data.get("port")
+    if port is not None and not (isinstance(port, int) or (isinstance(port, str) and port.isdigit())):
+        raise DatabaseUrlSourceError(f"{source} holds a 'port' that is not a number")
+    params = {key: str(data[key]) for key in _SECRET_PARAM_KEYS if data.get(key) is not None}
+    endpoint = data.get("endpoint")
+    if isinstance(endpoint, str) and endpoint:
+        params["options"] = f"endpoint={endpoint} {params.get('options', '')}".strip()
+    return database_url_from_parts(
+        host=host,
+        port=int(port) if port is not None else None,
+        user=user,
+        password=password if isinstance(password, str) else None,
+        database=database if isinstance(database, str) else None,
+        params=params,
+    )
