@@ -1,0 +1,357 @@
+"""lib.pg_pipeline against a scripted server: what goes into each flight, and the state errors leave behind."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pg8000
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from lib import pg_pipeline
+
+INT4 = 23
+TEXT = 25
+STARTUP_STATUSES = {
+    "server_version": "15.18 (Debian 15.18-0+deb12u1)",
+    "standard_conforming_strings": "on",
+    "client_encoding": "UTF8",
+}
+BEGIN_THEN_STATEMENT = ["P", "H", "B", "H", "E", "H", "P", "H", "D", "H", "B", "H", "E", "H", "S"]
+STATEMENT = BEGIN_THEN_STATEMENT[6:]
+
+
+def message(code: bytes, payload: bytes = b"") -> bytes:
+    return code + struct.pack("!i", len(payload) + 4) + payload
+
+
+def ready(status: bytes) -> bytes:
+    return message(b"Z", status)
+
+
+def command_complete(tag: str) -> bytes:
+    return message(b"C", tag.encode() + b"\x00")
+
+
+def error_response(sqlstate: str, text: str = "scripted error", position: int | None = None) -> bytes:
+    fields = {"S": "ERROR", "V": "ERROR", "C": sqlstate, "M": text}
+    if position is not None:
+        fields["P"] = str(position)
+    return message(b"E", b"".join(k.encode() + v.encode() + b"\x00" for k, v in fields.items()) + b"\x00")
+
+
+def row_description(name: str, type_oid: int) -> bytes:
+    column = name.encode() + b"\x00" + struct.pack("!ihihih", 0, 0, type_oid, -1, -1, 0)
+    return message(b"T", struct.pack("!H", 1) + column)
+
+
+def data_row(value: bytes) -> bytes:
+    return message(b"D", struct.pack("!H", 1) + struct.pack("!i", len(value)) + value)
+
+
+def startup_reply(statuses: dict[str, str]) -> bytes:
+    return (
+        message(b"R", struct.pack("!i", 0))
+        + b"".join(message(b"S", k.encode() + b"\x00" + v.encode() + b"\x00") for k, v in statuses.items())
+        + message(b"K", struct.pack("!ii", 1, 2))
+        + ready(b"I")
+    )
+
+
+BEGIN_REPLY = message(b"1") + message(b"2") + command_complete("BEGIN")
+
+
+def select_reply(value: int, *, begin: bool, status: bytes = b"T") -> bytes:
+    """Server side of one parameterised SELECT returning ``value`` as int4."""
+    return (
+        (BEGIN_REPLY if begin else b"")
+        + message(b"1")
+        + message(b"t", struct.pack("!Hi", 1, INT4))
+        + row_description("v", INT4)
+        + message(b"2")
+        + data_row(str(value).encode())
+        + command_complete("SELECT 1")
+        + ready(status)
+    )
+
+
+def message_types(flight: bytes) -> list[str]:
+    types, at = [], 0
+    while at < len(flight):
+        types.append(flight[at : at + 1].decode())
+        at += 1 + struct.unpack_from("!i", flight, at + 1)[0]
+    return types
+
+
+class ScriptedServer:
+    """Both pg8000's socket and its file: records each flight and answers it with the next scripted reply."""
+
+    def __init__(self, statuses: dict[str, str] | None = None) -> None:
+        self.flights: list[bytes] = []
+        self.replies: list[bytes] = [startup_reply(STARTUP_STATUSES if statuses is None else statuses)]
+        self._unflushed = bytearray()
+        self._sent = bytearray()
+        self._incoming = bytearray()
+
+    def makefile(self, mode: str) -> ScriptedServer:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> int:
+        self._unflushed += data
+        return len(data)
+
+    def flush(self) -> None:
+        self._sent += self._unflushed
+        self._unflushed.clear()
+
+    def read(self, size: int) -> bytes:
+        if not self._incoming:
+            assert self._sent, "client waits for a reply without having sent anything"
+            self.flights.append(bytes(self._sent))
+            self._sent.clear()
+            assert self.replies, f"unexpected round trip: {message_types(self.flights[-1])}"
+            self._incoming += self.replies.pop(0)
+        chunk = bytes(self._incoming[:size])
+        del self._incoming[:size]
+        return chunk
+
+    def reply(self, *replies: bytes) -> None:
+        self.replies.extend(replies)
+
+    def last_flight_types(self) -> list[str]:
+        return message_types(self.flights[-1])
+
+
+@pytest.fixture
+def server() -> ScriptedServer:
+    return ScriptedServer()
+
+
+@pytest.fixture
+def conn(server: ScriptedServer) -> Any:
+    connection = pg_pipeline.connect(user="app", sock=server, ssl_context=False)
+    assert len(server.flights) == 1  # the startup message
+    return connection
+
+
+def test_a_pg8000_other_than_the_pinned_one_is_refused() -> None:
+    pg_pipeline.check_pg8000_version(pg_pipeline.PG8000_VERSION)
+    with pytest.raises(ImportError, match=r"pg8000==1\.31\.7 is installed"):
+        pg_pipeline.check_pg8000_version("1.31.7")
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [
+        ("15.18 (Debian 15.18-0+deb12u1)", (15, 18)),
+        ("16.4", (16, 4)),
+        ("9.6.24", (9, 6, 24)),
+        ("17beta1", (17,)),
+        ("unknown", None),
+    ],
+)
+def test_server_version_parses_like_sqlalchemy(reported: str, expected: tuple[int, ...] | None) -> None:
+    assert pg_pipeline.parse_server_version(reported) == expected
+
+
+def test_first_statement_of_a_transaction_goes_with_begin_in_one_flight_with_one_sync(
+    server: ScriptedServer, conn: Any
+) -> None:
+    server.reply(select_reply(7, begin=True))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (7,))
+
+    assert cursor.fetchall() == ([7],)
+    assert len(server.flights) == 2
+    assert server.last_flight_types() == BEGIN_THEN_STATEMENT
+    assert b"begin transaction\x00" in server.flights[-1]
+    assert conn._in_transaction
+
+
+def test_later_statement_is_one_flight_without_begin(server: ScriptedServer, conn: Any) -> None:
+    server.reply(select_reply(1, begin=True), select_reply(2, begin=False))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (1,))
+    cursor.execute("select %s::int as v", (2,))
+
+    assert cursor.fetchall() == ([2],)
+    assert len(server.flights) == 3
+    assert server.last_flight_types() == STATEMENT
+
+
+def test_statement_without_parameters_carries_begin_in_the_same_query(server: ScriptedServer, conn: Any) -> None:
+    server.reply(
+        command_complete("BEGIN")
+        + row_description("n", INT4)
+        + data_row(b"1")
+        + command_complete("SELECT 1")
+        + ready(b"T")
+    )
+    cursor = conn.cursor()
+    cursor.execute("select 1 as n")
+
+    assert cursor.fetchall() == ([1],)
+    assert server.last_flight_types() == ["Q"]
+    assert server.flights[-1][5:] == b"begin transaction;\nselect 1 as n\x00"
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_commit_and_rollback_are_one_simple_query(server: ScriptedServer, conn: Any, end: str) -> None:
+    server.reply(select_reply(1, begin=True), command_complete(end.upper()) + ready(b"I"))
+    conn.cursor().execute("select %s::int as v", (1,))
+    getattr(conn, end)()
+
+    assert len(server.flights) == 3
+    assert server.flights[-1] == message(b"Q", end.encode() + b"\x00")
+    assert not conn._in_transaction
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_commit_and_rollback_outside_a_transaction_send_nothing(server: ScriptedServer, conn: Any, end: str) -> None:
+    getattr(conn, end)()
+    assert len(server.flights) == 1
+
+
+def test_ping_is_one_query_that_opens_no_transaction(server: ScriptedServer, conn: Any) -> None:
+    server.reply(row_description("?column?", INT4) + data_row(b"1") + command_complete("SELECT 1") + ready(b"I"))
+    pg_pipeline.ping(conn)
+
+    assert server.flights[-1] == message(b"Q", b"SELECT 1\x00")
+    assert not conn._in_transaction
+
+
+def test_autocommit_statement_is_one_sync_without_begin(server: ScriptedServer, conn: Any) -> None:
+    conn.autocommit = True
+    server.reply(select_reply(3, begin=False, status=b"I"))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (3,))
+
+    assert cursor.fetchall() == ([3],)
+    assert server.last_flight_types() == STATEMENT
+
+
+def test_statement_error_after_begin_leaves_an_aborted_transaction_that_rollback_ends(
+    server: ScriptedServer, conn: Any
+) -> None:
+    server.reply(BEGIN_REPLY + error_response("42601") + ready(b"E"))
+    cursor = conn.cursor()
+    with pytest.raises(pg8000.ProgrammingError) as raised:
+        cursor.execute("selec %s", (1,))
+
+    assert raised.value.args[0]["C"] == "42601"
+    assert conn._transaction_status == b"E"
+    server.reply(command_complete("ROLLBACK") + ready(b"I"), select_reply(5, begin=True))
+    conn.rollback()
+    cursor.execute("select %s::int as v", (5,))
+    assert cursor.fetchall() == ([5],)
+    assert [message_types(f) for f in server.flights[2:]] == [["Q"], BEGIN_THEN_STATEMENT]
+
+
+def test_unique_violation_is_an_integrity_error_with_its_sqlstate(server: ScriptedServer, conn: Any) -> None:
+    server.reply(BEGIN_REPLY + message(b"1") + message(b"n") + message(b"2") + error_response("23505") + ready(b"E"))
+    with pytest.raises(pg8000.IntegrityError) as raised:
+        conn.cursor().execute("insert into t values (%s)", (1,))
+    assert raised.value.args[0]["C"] == "23505"
+    assert conn._transaction_status == b"E"
+
+
+def test_failed_begin_skips_the_statement_and_leaves_no_transaction(server: ScriptedServer, conn: Any) -> None:
+    # The server discards everything after an error up to the Sync: the statement never runs on its own.
+    server.reply(error_response("53300", "too many connections") + ready(b"I"))
+    cursor = conn.cursor()
+    with pytest.raises(pg8000.ProgrammingError) as raised:
+        cursor.execute("select %s::int as v", (1,))
+
+    assert raised.value.args[0]["C"] == "53300"
+    assert not conn._in_transaction
+    conn.rollback()
+    server.reply(select_reply(1, begin=True))
+    cursor.execute("select %s::int as v", (1,))
+    assert len(server.flights) == 3
+    assert server.last_flight_types() == BEGIN_THEN_STATEMENT
+
+
+def test_value_that_cannot_be_encoded_sends_nothing(server: ScriptedServer, conn: Any) -> None:
+    cursor = conn.cursor()
+    with pytest.raises(UnicodeEncodeError):
+        cursor.execute("select %s::text", ("\ud800",))
+
+    assert len(server.flights) == 1
+    server.reply(select_reply(9, begin=True))
+    cursor.execute("select %s::int as v", (9,))
+    assert cursor.fetchall() == ([9],)
+    assert server.last_flight_types() == BEGIN_THEN_STATEMENT
+
+
+def test_error_position_counts_from_the_callers_statement(server: ScriptedServer, conn: Any) -> None:
+    prefix = len("begin transaction;\n")
+    server.reply(command_complete("BEGIN") + error_response("42601", position=prefix + 10) + ready(b"E"))
+    with pytest.raises(pg8000.ProgrammingError) as raised:
+        conn.cursor().execute("select 1 frm x")
+    assert raised.value.args[0]["P"] == "10"
+
+
+def _engine(server: ScriptedServer) -> sa.Engine:
+    return sa.create_engine(
+        f"{pg_pipeline.DRIVERNAME}://app@/neondb",
+        connect_args={"sock": server, "ssl_context": False},
+        poolclass=NullPool,
+    )
+
+
+def test_new_engine_initialises_from_startup_parameters_without_queries(server: ScriptedServer) -> None:
+    engine = _engine(server)
+    server.reply(select_reply(4, begin=True), command_complete("COMMIT") + ready(b"I"))
+    with engine.begin() as connection:
+        assert connection.scalar(sa.text("select cast(:x as int) as v"), {"x": 4}) == 4
+        assert isinstance(connection.connection.dbapi_connection, pg_pipeline.PipelinedConnection)
+
+    assert [message_types(f) for f in server.flights[1:]] == [BEGIN_THEN_STATEMENT, ["Q"]]
+    dialect = engine.dialect
+    assert isinstance(dialect, pg_pipeline.PipelineDialect)
+    assert dialect.server_version_info == (15, 18)
+    assert dialect.default_schema_name == "public"
+    assert dialect.default_isolation_level == "READ COMMITTED"
+    assert dialect._backslash_escapes is False
+
+
+def test_dialect_asks_the_server_when_startup_parameters_are_missing() -> None:
+    server = ScriptedServer(statuses={"client_encoding": "UTF8"})
+    engine = _engine(server)
+    version = b"PostgreSQL 14.2 on x86_64-pc-linux-gnu"
+    server.reply(
+        command_complete("BEGIN")
+        + row_description("version", TEXT)
+        + data_row(version)
+        + command_complete("SELECT 1")
+        + ready(b"T"),
+        row_description("standard_conforming_strings", TEXT)
+        + data_row(b"off")
+        + command_complete("SHOW")
+        + ready(b"T"),
+        command_complete("ROLLBACK") + ready(b"I"),
+    )
+    with engine.connect():
+        pass
+
+    dialect = engine.dialect
+    assert isinstance(dialect, pg_pipeline.PipelineDialect)
+    assert dialect.server_version_info == (14, 2)
+    assert dialect._backslash_escapes is True
+    assert server.replies == []
+
+
+def test_engine_ping_is_one_query() -> None:
+    server = ScriptedServer()
+    engine = _engine(server)
+    with engine.connect() as connection:
+        server.reply(row_description("?column?", INT4) + data_row(b"1") + command_complete("SELECT 1") + ready(b"I"))
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None
+        assert engine.dialect.do_ping(dbapi_connection)
+    assert server.flights[-1] == message(b"Q", b"SELECT 1\x00")
