@@ -18,7 +18,7 @@ class HostKind(enum.Enum):
     NEON_POOLER = "Neon pooler"
     NEON_DIRECT = "Neon direct endpoint"
     LISTED_POOLER = f"pooler listed in {POOLER_HOSTS_VARIABLE}"
-    OTHER = "direct (not a known pooler)"
+    OTHER = "not a known pooler"
 
     @property
     def is_pooler(self) -> bool:

@@ -20,6 +20,7 @@ from lib.dsn import (
     DatabaseUrl,
     SslMode,
     database_url_from_parts,
+    is_neon_host,
     parse_database_url,
     require_verified_tls,
 )
@@ -229,10 +230,11 @@ class Settings:
             "host": f"{database.host}:{database.port} ({self.host_kind.value})",
             "tls": tls,
             "channel binding": f"{database.channel_binding} (pg8000 uses it when offered; cannot require it)",
-            "endpoint id": database.endpoint_id or "- (sent by SNI)",
             "connect timeout": f"{database.effective_connect_timeout:g}s",
             "pool": pool_text,
         }
+        if database.endpoint_id or is_neon_host(database.host):
+            summary["endpoint id"] = database.endpoint_id or "from SNI (pg8000 sends the host name)"
         if database.ignored_params:
             summary["ignored parameters"] = ", ".join(database.ignored_params)
         return summary
