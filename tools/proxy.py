@@ -44,10 +44,12 @@ class ProxyStats:
     A flight is a burst of bytes from one side that starts after that side last received data (or is
     the first data on the connection), so client_flights counts request/response round trips.
     Bytes and flights are counted as the proxy receives them; blackholed data is not counted.
+    What a client sends while closing (Terminate, TLS close_notify) arrives after its close() returns,
+    so wait for open_connections to drop before reading or resetting counters after a close.
     """
 
-    connections: int = 0
-    refused: int = 0
+    connections: int = 0  # accepted and served, blackholed ones included
+    refused: int = 0  # reset at accept by refuse_for()
     open_connections: int = 0
     client_flights: int = 0
     server_flights: int = 0
@@ -359,11 +361,13 @@ class Proxy:
             c = self._counters
             if upstream:
                 c.bytes_up += size
-                c.client_flights += not link.client_sending
+                if not link.client_sending:
+                    c.client_flights += 1
                 link.client_sending = True
             else:
                 c.bytes_down += size
-                c.server_flights += not link.server_sending
+                if not link.server_sending:
+                    c.server_flights += 1
                 link.server_sending = True
 
     async def _deliver(
@@ -391,8 +395,10 @@ class Proxy:
                 link.client_sending = False
             await writer.drain()
         if link.dead:
-            # A dead link forwards no EOF either, but closing both sides keeps upstream slots from leaking.
-            writer.close()
+            # A vanished peer sends the client nothing, not even EOF; upstream is closed so its slot
+            # (a PgBouncer client connection) does not leak.
+            if upstream:
+                writer.close()
         elif writer.can_write_eof():
             writer.write_eof()
 
