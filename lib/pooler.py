@@ -51,12 +51,15 @@ def parse_pooler_hosts(value: str, *, variable: str = POOLER_HOSTS_VARIABLE) -> 
             continue
         if entry.startswith("["):
             host, _, after = entry[1:].partition("]")
-            port_text = after.removeprefix(":") if after.startswith(":") else after
+            has_port, port_text = after.startswith(":"), after.removeprefix(":")
+            valid_suffix = has_port or not after
         elif entry.count(":") == 1:
             host, _, port_text = entry.partition(":")
+            has_port, valid_suffix = True, True
         else:  # a bare name, or an IPv6 address without brackets (no port then)
-            host, port_text = entry, ""
-        if not host or (port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536)):
+            host, port_text, has_port, valid_suffix = entry, "", False, True
+        port_ok = not has_port or (port_text.isdigit() and 0 < int(port_text) < 65536)
+        if not host or not valid_suffix or not port_ok:
             raise InvalidSettingError(
                 f"{variable} entry {entry!r} is not valid: expected host or host:port, comma-separated "
                 "(e.g. pooler.internal:6432,[::1]:6432)"
