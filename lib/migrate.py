@@ -1,0 +1,112 @@
+"""Apply lib/schema/*.sql in order over the direct URL (migration mode); applied files are recorded and skipped.
+
+Usage: ``python -m lib.migrate`` with DATABASE_URL set to the direct (non-pooler) URL; ``make migrate`` does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from lib.engine import build_engine
+from lib.errors import ConfigError, MigrationError
+from lib.observability import logger
+from lib.settings import Settings
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same for every migrator of this database.
+_MIGRATION_LOCK_KEY = 0x6E656F6E  # "neon"
+
+_CREATE_LEDGER = text(
+    """
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+        version    text        PRIMARY KEY,
+        checksum   text        NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+    )
+    """
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema file: its version (file name without .sql), SQL text and checksum."""
+
+    version: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
+    """The schema files in version order; a stray file name is an error rather than silently skipped."""
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        if not _FILE_NAME.match(path.name):
+            raise MigrationError(f"{path.name}: schema files are named NNNN_lowercase_words.sql")
+        migrations.append(Migration(version=path.stem, sql=path.read_text(encoding="utf-8")))
+    return migrations
+
+
+def apply(connection: Connection, migrations: list[Migration]) -> list[str]:
+    """Apply the pending migrations in one transaction; returns the versions applied (empty when up to date)."""
+    with connection.begin():
+        # Two migrators at once (two CI jobs, a deploy and a developer) queue here instead of racing.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        connection.execute(_CREATE_LEDGER)
+        applied: dict[str, str] = dict(
+            connection.execute(text("SELECT version, checksum FROM schema_migrations")).tuples().all()
+        )
+        pending = []
+        for migration in migrations:
+            recorded = applied.get(migration.version)
+            if recorded is None:
+                pending.append(migration)
+            elif recorded != migration.checksum:
+                raise MigrationError(
+                    f"{migration.version}.sql changed after it was applied; add a new file instead of editing it"
+                )
+        for migration in pending:
+            # No parameters: pg8000 sends the file as one simple query, so a file may hold several statements.
+            connection.exec_driver_sql(migration.sql)
+            connection.execute(
+                text("INSERT INTO schema_migrations (version, checksum) VALUES (:version, :checksum)"),
+                {"version": migration.version, "checksum": migration.checksum},
+            )
+            logger.info("migration applied", extra={"version": migration.version})
+    return [migration.version for migration in pending]
+
+
+def migrate(environ: Mapping[str, str]) -> list[str]:
+    """Apply the schema to the database named by `environ` (always in migration mode: direct URL only)."""
+    settings = Settings.from_env({**environ, "DB_MODE": "migration"})
+    engine = build_engine(settings)
+    try:
+        with engine.connect() as connection:
+            return apply(connection, load_migrations())
+    finally:
+        engine.dispose()
+
+
+def main() -> int:
+    try:
+        applied = migrate(os.environ)
+    except (ConfigError, MigrationError) as error:
+        logger.error("migration refused", extra={"error": type(error).__name__, "reason": str(error)})
+        return 2
+    logger.info("schema up to date", extra={"applied": applied, "database": "direct"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
