@@ -1,0 +1,160 @@
+"""Notes data access: one SQL statement per operation; functions take the caller's session and never commit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Row, text
+from sqlalchemy.orm import Session
+
+from lib.errors import IdempotencyConflictError, InvalidCursorError, NoteNotFoundError
+
+_COLUMNS = "id, title, body, created_at, expires_at"
+_LIVE = "(expires_at IS NULL OR expires_at > now())"
+
+# One statement whether or not there is an Idempotency-Key: NULL keys never conflict, and the second branch
+# (the earlier note with this key) only runs when the insert did nothing.
+_CREATE = text(
+    f"""
+    WITH inserted AS (
+        INSERT INTO notes (title, body, expires_at, idempotency_key, request_hash)
+        VALUES (:title, :body, now() + make_interval(secs => :ttl_seconds), :key, :request_hash)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING {_COLUMNS}, request_hash, false AS replayed
+    )
+    SELECT {_COLUMNS}, request_hash, replayed FROM inserted
+    UNION ALL
+    SELECT {_COLUMNS}, request_hash, true FROM notes
+    WHERE idempotency_key = :key AND NOT EXISTS (SELECT FROM inserted)
+    """
+)
+_GET = text(f"SELECT {_COLUMNS} FROM notes WHERE id = :id AND {_LIVE}")
+_DELETE = text(f"DELETE FROM notes WHERE id = :id AND {_LIVE} RETURNING id")
+_FIRST_PAGE = text(f"SELECT {_COLUMNS} FROM notes WHERE {_LIVE} ORDER BY created_at DESC, id DESC LIMIT :fetch")
+_NEXT_PAGE = text(
+    f"""
+    SELECT {_COLUMNS} FROM notes
+    WHERE {_LIVE} AND (created_at, id) < (:created_at, :id)
+    ORDER BY created_at DESC, id DESC LIMIT :fetch
+    """
+)
+
+# A concurrent request with the same key that commits after this statement's snapshot was taken makes the insert
+# do nothing while the snapshot cannot see that note yet; a new statement (new snapshot) sees it.
+_CREATE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Note:
+    """A live note as the API shows it."""
+
+    id: UUID
+    title: str
+    body: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CreatedNote:
+    """The outcome of a create: the note, and whether it is an earlier request's note replayed for its key."""
+
+    note: Note
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position (created_at, id) of the last note on a page; opaque to clients."""
+
+    created_at: datetime
+    id: UUID
+
+    def encode(self) -> str:
+        raw = json.dumps([self.created_at.isoformat(), str(self.id)], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            created_at, note_id = json.loads(raw)
+            cursor = cls(created_at=datetime.fromisoformat(created_at), id=UUID(note_id))
+        except (binascii.Error, ValueError, TypeError) as error:
+            raise InvalidCursorError("cursor is not one this API issued; start again without it") from error
+        if cursor.created_at.tzinfo is None:
+            raise InvalidCursorError("cursor is not one this API issued; start again without it")
+        return cursor
+
+
+@dataclass(frozen=True)
+class NotePage:
+    """Up to `limit` notes, newest first, and the cursor of the next page when there is one."""
+
+    notes: list[Note]
+    next_cursor: Cursor | None
+
+
+def request_hash(*, title: str, body: str, ttl_seconds: int | None) -> str:
+    """A stable digest of a create request, to tell a retry from a different request reusing its key."""
+    canonical = json.dumps({"title": title, "body": body, "ttl_seconds": ttl_seconds}, sort_keys=True)
+    return "v1:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_note(
+    session: Session, *, title: str, body: str, ttl_seconds: int | None, idempotency_key: str | None
+) -> CreatedNote:
+    """Insert a note, or return the note an earlier request with the same Idempotency-Key created."""
+    digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds) if idempotency_key else None
+    params = {
+        "title": title,
+        "body": body,
+        "ttl_seconds": ttl_seconds,
+        "key": idempotency_key,
+        "request_hash": digest,
+    }
+    for _ in range(_CREATE_ATTEMPTS):
+        row = session.execute(_CREATE, params).one_or_none()
+        if row is not None:
+            break
+    else:
+        raise RuntimeError(f"idempotent insert found neither a new nor an existing note after {_CREATE_ATTEMPTS} tries")
+    if row.replayed and row.request_hash != digest:
+        raise IdempotencyConflictError("Idempotency-Key was already used with a different request body")
+    return CreatedNote(note=_note(row), replayed=row.replayed)
+
+
+def get_note(session: Session, note_id: UUID) -> Note:
+    """The live note with this id."""
+    row = session.execute(_GET, {"id": note_id}).one_or_none()
+    if row is None:
+        raise NoteNotFoundError(f"note {note_id} not found")
+    return _note(row)
+
+
+def delete_note(session: Session, note_id: UUID) -> None:
+    """Delete the live note with this id (an expired note is already gone as far as clients know)."""
+    if session.execute(_DELETE, {"id": note_id}).one_or_none() is None:
+        raise NoteNotFoundError(f"note {note_id} not found")
+
+
+def list_notes(session: Session, *, limit: int, after: Cursor | None = None) -> NotePage:
+    """Live notes newest first, starting after `after`; one extra row tells whether another page exists."""
+    if after is None:
+        rows = session.execute(_FIRST_PAGE, {"fetch": limit + 1}).all()
+    else:
+        rows = session.execute(_NEXT_PAGE, {"created_at": after.created_at, "id": after.id, "fetch": limit + 1}).all()
+    notes = [_note(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return NotePage(notes=notes, next_cursor=Cursor(notes[-1].created_at, notes[-1].id) if more else None)
+
+
+def _note(row: Row[Any]) -> Note:
+    return Note(id=row.id, title=row.title, body=row.body, created_at=row.created_at, expires_at=row.expires_at)
