@@ -1,0 +1,23 @@
+"""ApiFunction entry point: API Gateway HTTP API (payload 2.0) → Mangum → the FastAPI app in lib.api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from mangum import Mangum
+
+from lib.api import create_app
+from lib.invocation import lambda_entry
+from lib.observability import logger, metrics
+
+app = create_app()
+# lifespan="off": Mangum would run the ASGI lifespan on every invocation; the engine lives in lib.engine instead.
+adapter = Mangum(app, lifespan="off")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics
+@lambda_entry
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return adapter(event, context)

@@ -1,0 +1,288 @@
+"""The notes HTTP API (FastAPI): routes, request/response models, and the one JSON error shape for every 4xx/5xx."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from email.message import Message
+from http import HTTPStatus
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from lib import notes
+from lib.engine import ping, run_in_transaction
+from lib.errors import (
+    DatabaseUnavailableError,
+    IdempotencyConflictError,
+    InvalidCursorError,
+    NoteNotFoundError,
+    PoolExhaustedError,
+    UnsupportedMediaTypeError,
+)
+from lib.observability import logger
+
+MAX_TITLE = 200
+MAX_BODY = 10_000
+MIN_TTL_SECONDS = 60
+MAX_TTL_SECONDS = 31_536_000
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _storable(value: str) -> str:
+    # Postgres text cannot hold NUL, and a lone surrogate (valid in JSON "\ud800") cannot be encoded as UTF-8:
+    # refuse both here, or they would surface as a 500 from the driver.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no unpaired surrogates)") from None
+    return value
+
+
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE), AfterValidator(_storable)]
+Body = Annotated[str, Field(max_length=MAX_BODY), AfterValidator(_storable)]
+TtlSeconds = Annotated[int, Field(strict=True, ge=MIN_TTL_SECONDS, le=MAX_TTL_SECONDS)]
+
+
+class NoteCreate(BaseModel):
+    """POST /notes body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title
+    body: Body = ""
+    ttl_seconds: TtlSeconds | None = None
+
+
+class NoteOut(BaseModel):
+    """A note as returned by the API."""
+
+    id: UUID
+    title: str
+    body: str
+    created_at: datetime
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, note: notes.Note) -> NoteOut:
+        return cls(id=note.id, title=note.title, body=note.body, created_at=note.created_at, expires_at=note.expires_at)
+
+
+class NotePageOut(BaseModel):
+    """GET /notes: one page, newest first; pass next_cursor back as ?cursor= for the next page."""
+
+    items: list[NoteOut]
+    next_cursor: str | None
+
+
+class HealthOut(BaseModel):
+    """GET /health when the database answered."""
+
+    status: str
+    database: str
+
+
+class ErrorDetail(BaseModel):
+    """Which input was wrong and why."""
+
+    field: str
+    reason: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of every 4xx/5xx response."""
+
+    error: ErrorInfo
+
+
+def require_json(request: Request) -> None:
+    """Refuse bodies not declared as JSON with 415 (FastAPI would otherwise report a confusing type error)."""
+    message = Message()
+    message["content-type"] = request.headers.get("content-type", "")
+    if message.get_content_type() != "application/json":
+        raise UnsupportedMediaTypeError("send the request body as JSON with Content-Type: application/json")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (400, 404, 409, 415, 422, 500, 503)
+}
+
+
+def create_app() -> FastAPI:
+    """The API app; no lifespan work: the engine is built lazily once per execution environment (lib.engine)."""
+    app = FastAPI(title="Notes API", docs_url=None, redoc_url=None, responses=_ERRORS)
+    _add_routes(app)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/health")
+    def health() -> HealthOut:
+        ping()
+        return HealthOut(status="ok", database="reachable")
+
+    @app.post("/notes", status_code=201, dependencies=[Depends(require_json)])
+    def create_note(
+        payload: NoteCreate,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)] = None,
+    ) -> NoteOut:
+        created = run_in_transaction(
+            lambda session: notes.create_note(
+                session,
+                title=payload.title,
+                body=payload.body,
+                ttl_seconds=payload.ttl_seconds,
+                idempotency_key=idempotency_key,
+            )
+        )
+        # A replay answers exactly like the original (201, same note); the header tells a retrying client.
+        response.headers["Location"] = f"/notes/{created.note.id}"
+        if created.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return NoteOut.of(created.note)
+
+    @app.get("/notes")
+    def list_notes(
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    ) -> NotePageOut:
+        after = notes.Cursor.decode(cursor) if cursor is not None else None
+        page = run_in_transaction(lambda session: notes.list_notes(session, limit=limit, after=after))
+        return NotePageOut(
+            items=[NoteOut.of(note) for note in page.notes],
+            next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+        )
+
+    @app.get("/notes/{note_id}")
+    def get_note(note_id: UUID) -> NoteOut:
+        return NoteOut.of(run_in_transaction(lambda session: notes.get_note(session, note_id)))
+
+    @app.delete("/notes/{note_id}", status_code=204)
+    def delete_note(note_id: UUID) -> Response:
+        run_in_transaction(lambda session: notes.delete_note(session, note_id))
+        return Response(status_code=204)
+
+
+# Domain errors → HTTP, in one place: (status, code, fixed message or None to use the error's own message).
+# 5xx messages are fixed: the exception text may name hosts or SQLSTATEs, which clients never see.
+_DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
+    NoteNotFoundError: (404, "note_not_found", None),
+    IdempotencyConflictError: (409, "idempotency_conflict", None),
+    InvalidCursorError: (400, "invalid_cursor", None),
+    UnsupportedMediaTypeError: (415, "unsupported_media_type", None),
+    PoolExhaustedError: (503, "database_busy", "the database is busy; retry after the Retry-After delay"),
+    DatabaseUnavailableError: (503, "database_unavailable", "the database is unavailable; retry after the delay"),
+}
+_FIELD_OF_ERROR: dict[type[Exception], str] = {InvalidCursorError: "cursor"}
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Sequence[ErrorDetail] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Build the one error shape."""
+    body = ErrorOut(error=ErrorInfo(code=code, message=message, details=list(details)))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    for error_type in _DOMAIN_ERRORS:
+        app.add_exception_handler(error_type, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    # Starlette sends this response, then re-raises for the server (Mangum logs it again as mangum.http).
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _domain_error(request: Request, error: Exception) -> JSONResponse:
+    error_type = next(t for t in type(error).__mro__ if t in _DOMAIN_ERRORS)
+    status, code, fixed_message = _DOMAIN_ERRORS[error_type]
+    headers = None
+    if isinstance(error, DatabaseUnavailableError):
+        headers = {"Retry-After": str(error.retry_after)}
+        logger.warning("database unavailable", extra={"error": type(error).__name__, "reason": str(error)})
+    field = _FIELD_OF_ERROR.get(error_type)
+    details = [ErrorDetail(field=field, reason=str(error))] if field else []
+    return error_response(status, code, fixed_message or str(error), details, headers)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    invalid_json = next((p for p in problems if p.get("type") == "json_invalid"), None)
+    if invalid_json is not None:
+        reason = invalid_json.get("ctx", {}).get("error", "malformed JSON")
+        position = invalid_json["loc"][-1]
+        return error_response(400, "invalid_json", f"request body is not valid JSON: {reason} (character {position})")
+    details = [ErrorDetail(field=_field_name(p["loc"]), reason=_reason(p)) for p in problems]
+    fields = ", ".join(dict.fromkeys(d.field for d in details))
+    return error_response(422, "validation_error", f"invalid request: {fields}", details)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    status = error.status_code
+    headers = error.headers
+    if status == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    elif status == 405:
+        allowed = _allowed_methods(request)
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        headers = {"Allow": ", ".join(allowed)}
+    elif isinstance(error.__cause__, UnicodeDecodeError):
+        return error_response(400, "invalid_json", "request body is not valid JSON: it is not UTF-8")
+    else:
+        message = error.detail if isinstance(error.detail, str) else HTTPStatus(status).phrase
+    code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    return error_response(status, code, message, headers=headers)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error", extra={"method": request.method, "path": request.url.path})
+    return error_response(500, "internal_error", "internal error")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's Allow header names only the first route matching the path; GET and DELETE /notes/{id} are two.
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    where, *path = loc
+    if where == "header" and path:
+        return "-".join(part.capitalize() for part in str(path[0]).split("-"))
+    if not path:
+        return "request body" if where == "body" else str(where)
+    return ".".join(str(part) for part in path)
+
+
+def _reason(problem: Any) -> str:
+    message = str(problem.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
