@@ -111,20 +111,27 @@ def _log(name: str, pool: Pool, record: ConnectionPoolEntry | None, **fields: An
     logger.debug(f"pool {name}", extra=line)
 
 
+def _identify(record: ConnectionPoolEntry) -> None:
+    # first_connect fires before connect for the engine's first connection: whichever comes first names it.
+    if "connection_id" not in record.info:
+        record.info["connection_id"] = f"{_ENVIRONMENT_TAG}-{next(_connection_numbers)}"
+        record.info["connected_at"] = time.monotonic()
+
+
 def attach(engine: Engine) -> None:
     """Listen to every pool event of the engine."""
     pool = engine.pool
 
-    @event.listens_for(pool, "connect")
-    def on_connect(_dbapi: Any, record: ConnectionPoolEntry) -> None:
-        record.info["connection_id"] = f"{_ENVIRONMENT_TAG}-{next(_connection_numbers)}"
-        record.info["connected_at"] = time.monotonic()
-        current().connections_opened += 1
-        _log("connect", pool, record)
-
     @event.listens_for(pool, "first_connect")
     def on_first_connect(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        _identify(record)
         _log("first_connect", pool, record)
+
+    @event.listens_for(pool, "connect")
+    def on_connect(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        _identify(record)
+        current().connections_opened += 1
+        _log("connect", pool, record)
 
     @event.listens_for(pool, "checkout")
     def on_checkout(_dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:

@@ -1,0 +1,351 @@
+"""The engine: built once per execution environment, on the pooler, with retries bounded by the Lambda deadline."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pg8000.dbapi
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
+
+from lib import pool_events
+from lib.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    PoolExhaustedError,
+    UnsafeEngineOptionError,
+)
+from lib.invocation import remaining_seconds
+from lib.observability import logger
+from lib.settings import PoolKind, Settings, get_settings, refresh_database_url
+
+T = TypeVar("T")
+
+# SQLSTATEs that mean "this connection (or the compute behind it) is gone": Neon suspend/restart, admin kill,
+# pooler restart. pg8000 reports several of them as ProgrammingError, which SQLAlchemy does not see as disconnects.
+DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"})
+# Connection attempts failing with these are worth retrying while a compute wakes up.
+RETRYABLE_CONNECT_SQLSTATES = DISCONNECT_SQLSTATES | {"53300", "XX000"}
+AUTH_SQLSTATES = frozenset({"28P01", "28000"})
+
+# Keep this much of the invocation for answering (a 503 beats a Lambda timeout).
+DEADLINE_MARGIN_SECONDS = 0.5
+CONNECT_BACKOFF_BASE = 0.1
+CONNECT_BACKOFF_CAP = 2.0
+CONNECT_MAX_ATTEMPTS = 8
+EXHAUSTION_RETRIES = 2
+UNIT_OF_WORK_ATTEMPTS = 2
+RETRY_AFTER_SECONDS = 1
+
+# Options that make the pg8000 dialect run session-level SET on pooled connections or switch to AUTOCOMMIT:
+# behind a transaction pooler they land on an arbitrary server or return wrong rows.
+UNSAFE_OPTIONS = frozenset({"isolation_level", "postgresql_readonly", "postgresql_deferrable", "autocommit"})
+
+
+def sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a pg8000 server error, if it is one."""
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        error = error.orig
+    if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
+        code = error.args[0].get("C")
+        return code if isinstance(code, str) else None
+    return None
+
+
+def _is_network_failure(error: BaseException | None) -> bool:
+    return isinstance(error, (OSError, pg8000.dbapi.InterfaceError)) or sqlstate(error) in DISCONNECT_SQLSTATES
+
+
+def refuse_unsafe_options(options: Mapping[str, Any]) -> None:
+    unsafe = sorted(UNSAFE_OPTIONS & set(options))
+    if unsafe:
+        raise UnsafeEngineOptionError(
+            f"engine option(s) {', '.join(unsafe)} refused: behind a transaction pooler they either switch pg8000 to "
+            "AUTOCOMMIT (wrong rows) or run session-level SET on a shared server; use SET LOCAL / SET TRANSACTION "
+            "inside the transaction instead"
+        )
+
+
+class _Connector:
+    """Opens pg8000 connections with backoff while a compute wakes up; re-reads a rotated secret once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._use(settings)
+
+    def _use(self, settings: Settings) -> None:
+        self.settings = settings
+        database = settings.database
+        # Built once: loading CA files for every new connection would cost each cold request.
+        self._kwargs: dict[str, Any] = dict(database.connect_args())
+
+    def __call__(self) -> pg8000.dbapi.Connection:
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                connection = self._connect_once()
+            except Exception as error:
+                code = sqlstate(error)
+                if code in AUTH_SQLSTATES and not refreshed and self.settings.url_from_secret_store:
+                    # A rotated secret: fetch it again (bypassing the cache) and try once more at once.
+                    refreshed = True
+                    self._use(refresh_database_url(self.settings))
+                    logger.warning("database authentication failed; re-read the secret", extra={"sqlstate": code})
+                    continue
+                retryable = _is_network_failure(error) or code in RETRYABLE_CONNECT_SQLSTATES
+                delay = random.uniform(0, min(CONNECT_BACKOFF_CAP, CONNECT_BACKOFF_BASE * 2**attempt))
+                budget = remaining_seconds() - DEADLINE_MARGIN_SECONDS
+                logger.warning(
+                    "database connect attempt failed",
+                    extra={
+                        "attempt": attempt,
+                        "error": type(error).__name__,
+                        "sqlstate": code,
+                        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "retry_in_ms": round(delay * 1000) if retryable else None,
+                    },
+                )
+                if not retryable or attempt >= CONNECT_MAX_ATTEMPTS or delay >= budget:
+                    raise
+                pool_events.current().connect_retries += 1
+                time.sleep(delay)
+                continue
+            if attempt > 1:
+                logger.info("database connected after retries", extra={"attempt": attempt})
+            return connection
+
+    def _connect_once(self) -> pg8000.dbapi.Connection:
+        timeout = min(self._kwargs["timeout"], max(0.5, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
+        connection = pg8000.dbapi.connect(**{**self._kwargs, "timeout": timeout})
+        # pg8000's timeout is one socket timeout for the connection's whole life: it bounds connecting only;
+        # statement time is bounded per checkout by the invocation's remaining time (see _bound_statement_time).
+        _socket(connection).settimeout(None)
+        return connection
+
+
+def _socket(connection: Any) -> Any:
+    return connection._usock
+
+
+def build_engine(settings: Settings, **options: Any) -> Engine:
+    """A pg8000 engine for the settings' profile; refuses options that are unsafe behind a transaction pooler."""
+    refuse_unsafe_options(options)
+    refuse_unsafe_options(options.get("execution_options", {}))
+    pool = settings.pool
+    pool_options: dict[str, Any]
+    if pool.kind is PoolKind.NULLPOOL:
+        pool_options = {"poolclass": NullPool}
+    else:
+        pool_options = {
+            "poolclass": QueuePool,
+            "pool_size": pool.pool_size,
+            "max_overflow": pool.max_overflow,
+            "pool_timeout": pool.pool_timeout,
+            "pool_recycle": pool.pool_recycle,
+            "pool_use_lifo": True,
+        }
+    engine = create_engine(
+        settings.database.sqlalchemy_url(),
+        creator=_Connector(settings),
+        pool_pre_ping=pool.pool_pre_ping,
+        pool_reset_on_return="rollback",
+        **pool_options,
+        **options,
+    )
+    _install_guards(engine, settings)
+    pool_events.attach(engine)
+    return engine
+
+
+def _install_guards(engine: Engine, settings: Settings) -> None:
+    idle_ping_seconds = settings.pool.idle_ping_seconds
+
+    @event.listens_for(engine, "handle_error")
+    def classify_disconnects(context: ExceptionContext) -> None:
+        # Neon's suspend (57P01), a killed backend or a timed-out socket: mark the connection dead so the pool drops it.
+        if not context.is_disconnect and _is_network_failure(context.original_exception):
+            context.is_disconnect = True
+
+    @event.listens_for(engine, "set_engine_execution_options")
+    def refuse_engine_options(_engine: Engine, options: Mapping[str, Any]) -> None:
+        refuse_unsafe_options(options)
+
+    @event.listens_for(engine, "set_connection_execution_options")
+    def refuse_connection_options(_connection: Any, options: Mapping[str, Any]) -> None:
+        refuse_unsafe_options(options)
+
+    @event.listens_for(engine.pool, "checkout")
+    def check_after_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        # A connection that sat idle (frozen environment, Neon suspend) gets one ping; a busy one gets none.
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is not None and time.monotonic() - checked_in_at > idle_ping_seconds:
+            pool_events.current().idle_pings += 1
+            _bound_statement_time(dbapi_connection)
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as error:
+                reason = f"idle connection failed its ping: {type(error).__name__}"
+                raise sqlalchemy.exc.DisconnectionError(reason) from error
+        _bound_statement_time(dbapi_connection)
+
+
+def _bound_statement_time(dbapi_connection: Any) -> None:
+    # A hung statement must fail before Lambda kills the invocation, so the client gets a clean 503.
+    _socket(dbapi_connection).settimeout(max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
+
+
+class _EngineHolder:
+    """The one engine of this execution environment, built on first use (not at import: INIT is capped at 10 s)."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = build_engine(get_settings())
+            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    def sessions(self) -> sessionmaker[Session]:
+        self.engine()
+        assert self._sessions is not None
+        return self._sessions
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = None
+        self._sessions = None
+
+
+_holder = _EngineHolder()
+
+
+def get_engine() -> Engine:
+    """The execution environment's engine (built lazily from lib.settings)."""
+    return _holder.engine()
+
+
+def dispose_engine() -> None:
+    """Close every pooled connection and forget the engine (SnapStart, tests, settings changes)."""
+    _holder.dispose()
+
+
+def _unavailable(error: BaseException) -> DatabaseUnavailableError:
+    if isinstance(error, sqlalchemy.exc.TimeoutError):
+        pool_events.current().pool_exhausted += 1
+        return PoolExhaustedError("database connection pool exhausted", retry_after=RETRY_AFTER_SECONDS)
+    return DatabaseUnavailableError(
+        f"database unavailable ({type(error).__name__}, sqlstate {sqlstate(error)})", retry_after=RETRY_AFTER_SECONDS
+    )
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, sqlalchemy.exc.TimeoutError):
+        return True
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        return bool(error.connection_invalidated) or _is_network_failure(error.orig)
+    return _is_network_failure(error)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One short session and transaction: commit on success, roll back on error. The edge owns it."""
+    session = _holder.sessions()()
+    try:
+        pool_events.checkout_starting()
+        yield session
+        session.commit()
+    except BaseException as error:
+        session.rollback()
+        if isinstance(error, Exception) and _is_unavailable(error):
+            raise _unavailable(error) from error
+        raise
+    finally:
+        session.close()
+
+
+def run_in_transaction(work: Callable[[Session], T]) -> T:
+    """Run `work` in one transaction; re-run it once if a reused connection was dead before COMMIT was sent."""
+    exhaustion_retries = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        session = _holder.sessions()()
+        committing = False
+        try:
+            pool_events.checkout_starting()
+            result = work(session)
+            committing = True
+            session.commit()
+            return result
+        except Exception as error:
+            _rollback_quietly(session)
+            if isinstance(error, sqlalchemy.exc.TimeoutError) and exhaustion_retries < EXHAUSTION_RETRIES:
+                exhaustion_retries += 1
+                if remaining_seconds() > 1 + DEADLINE_MARGIN_SECONDS:
+                    time.sleep(random.uniform(0.05, 0.2))
+                    attempt -= 1
+                    continue
+            if not _is_unavailable(error):
+                raise
+            # Once COMMIT was sent we cannot know whether it landed: re-running could write twice.
+            retry = not committing and attempt < UNIT_OF_WORK_ATTEMPTS and remaining_seconds() > 1
+            logger.warning(
+                "transaction failed on a dead connection",
+                extra={"error": type(error).__name__, "sqlstate": sqlstate(error), "retrying": retry},
+            )
+            if not retry:
+                raise _unavailable(error) from error
+        finally:
+            session.close()
+
+
+def _rollback_quietly(session: Session) -> None:
+    try:
+        session.rollback()
+    except Exception as error:  # noqa: BLE001 - the connection is already broken; the original error matters.
+        logger.debug("rollback after failure also failed", extra={"error": type(error).__name__})
+
+
+def ping() -> None:
+    """One round trip to the database; DatabaseUnavailableError when it cannot be reached."""
+    try:
+        engine = get_engine()
+        pool_events.checkout_starting()
+        with engine.connect() as connection:
+            connection.exec_driver_sql("select 1")
+            connection.rollback()
+    except ConfigError:
+        raise
+    except Exception as error:
+        if _is_unavailable(error) or isinstance(error, sqlalchemy.exc.DBAPIError):
+            raise _unavailable(error) from error
+        raise
+
+
+def _register_snapstart_hooks() -> None:
+    """With SnapStart no socket may live in the snapshot: drop the engine before it and after restore."""
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start":
+        return
+    try:
+        from snapshot_restore_py import register_after_restore, register_before_snapshot  # type: ignore[import-not-found]
+    except ImportError:
+        logger.warning("SnapStart detected but snapshot_restore_py is missing; engine is not disposed at snapshot")
+        return
+    register_before_snapshot(dispose_engine)
+    register_after_restore(dispose_engine)
+
+
+_register_snapstart_hooks()
