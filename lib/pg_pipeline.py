@@ -2,9 +2,10 @@
 
 Every change keeps the rule that makes pg8000 safe behind a transaction-mode pooler: each Sync either ends a
 transaction or arrives while one is open, so the pooler never hands the server to another client mid-statement.
-Wire it into SQLAlchemy by importing this module and using ``DRIVERNAME``::
+Wire it into SQLAlchemy with ``DRIVERNAME`` (the dialect; importing this module registers it), and either let
+the dialect connect or pass a creator that calls ``connect``::
 
-    engine = create_engine(url.set(drivername=pg_pipeline.DRIVERNAME), connect_args=..., ...)
+    engine = create_engine(url.set(drivername=pg_pipeline.DRIVERNAME), creator=lambda: pg_pipeline.connect(**kw))
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any, Final
 
-import pg8000
-import pg8000.legacy
+import pg8000.dbapi
 from pg8000.converters import make_params
 from pg8000.core import NULL_BYTE, SYNC_MSG, Context, CoreConnection, _flush, _write
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -38,7 +38,7 @@ def check_pg8000_version(found: str) -> None:
     if found != PG8000_VERSION:
         raise ImportError(
             f"lib.pg_pipeline overrides internals of pg8000=={PG8000_VERSION} but pg8000=={found} is installed; "
-            "re-read pg8000.core (execute_simple, execute_unnamed, send_*) and legacy.Cursor.execute, "
+            "re-read pg8000.core (execute_simple, execute_unnamed, send_*) and pg8000.dbapi.Cursor.execute, "
             "then update the pin"
         )
 
@@ -46,8 +46,8 @@ def check_pg8000_version(found: str) -> None:
 check_pg8000_version(version("pg8000"))
 
 
-class PipelinedConnection(pg8000.legacy.Connection):  # type: ignore[misc]
-    """The connection ``pg8000.connect`` returns, with each statement sent as one flight and BEGIN sent with it."""
+class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
+    """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first."""
 
     _sock: Any
 
@@ -103,7 +103,7 @@ class PipelinedConnection(pg8000.legacy.Connection):  # type: ignore[misc]
         return context
 
     def commit(self) -> None:
-        # pg8000 commits through execute_unnamed: three round trips, and one even with no transaction open.
+        # pg8000 commits through execute_unnamed (three round trips), even with no transaction open.
         self._begin_pending = False
         if self._in_transaction:
             self.execute_simple("commit")
@@ -144,11 +144,11 @@ def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
 
 
 def connect(*args: Any, **kwargs: Any) -> PipelinedConnection:
-    """``pg8000.connect`` returning a PipelinedConnection; usable as ``create_engine(..., creator=...)``."""
+    """``pg8000.dbapi.connect`` returning a PipelinedConnection; usable in ``create_engine(..., creator=...)``."""
     return PipelinedConnection(*args, **kwargs)
 
 
-def ping(connection: pg8000.legacy.Connection) -> None:
+def ping(connection: pg8000.dbapi.Connection) -> None:
     """Check a connection is alive in one round trip, without opening a transaction."""
     # A simple Query outside a transaction is its own implicit transaction: safe behind the pooler, and it
     # leaves the connection idle, where pg8000's cursor would send BEGIN first and keep a transaction open.
@@ -181,7 +181,7 @@ class PipelineDialect(PGDialect_pg8000):
     def connect(self, *cargs: Any, **cparams: Any) -> PipelinedConnection:
         return connect(*cargs, **cparams)
 
-    # The stock first connect runs five queries (plus BEGIN and ROLLBACK): 8 round trips per new engine.
+    # The stock first connect runs BEGIN, four queries and a three-round-trip ROLLBACK: 8 per new engine.
     # Postgres already sent server_version and standard_conforming_strings as ParameterStatus at startup
     # (PgBouncer passes them on); the other two have no such source and get Postgres' defaults.
 
