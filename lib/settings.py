@@ -275,7 +275,7 @@ class SettingsCache:
     def replace(self, old: Settings, new: Settings) -> None:
         """Swap in refreshed settings if the cached ones came from the same source."""
         with self._lock:
-            if self._settings is None or self._settings.source == old.source:
+            if self._settings is not None and self._settings.source == old.source:
                 self._settings = new
 
     def clear(self) -> None:
@@ -383,7 +383,7 @@ def _fetch_database(source: UrlSource, *, force_fetch: bool) -> DatabaseUrl:
 def _decode(value: str, source: UrlSource) -> DatabaseUrl:
     """A URL string, or JSON holding ``url``/``DATABASE_URL``, or RDS-style host/port/username/password fields."""
     try:
-        if not value.startswith("{"):
+        if not value.startswith(("{", "[")):
             return parse_database_url(value)
         try:
             data = json.loads(value)
