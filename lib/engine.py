@@ -16,9 +16,8 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
-from lib import pool_events
+from lib import pg_pipeline, pool_events
 from lib.errors import (
-    ConfigError,
     DatabaseUnavailableError,
     PoolExhaustedError,
     UnsafeEngineOptionError,
@@ -126,7 +125,7 @@ class _Connector:
 
     def _connect_once(self) -> pg8000.dbapi.Connection:
         timeout = min(self._kwargs["timeout"], max(0.5, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
-        connection = pg8000.dbapi.connect(**{**self._kwargs, "timeout": timeout})
+        connection = pg_pipeline.connect(**{**self._kwargs, "timeout": timeout})
         # pg8000's timeout is one socket timeout for the connection's whole life: it bounds connecting only;
         # statement time is bounded per checkout by the invocation's remaining time (see _bound_statement_time).
         _socket(connection).settimeout(None)
@@ -155,7 +154,7 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
             "pool_use_lifo": True,
         }
     engine = create_engine(
-        settings.database.sqlalchemy_url(),
+        settings.database.sqlalchemy_url().set(drivername=pg_pipeline.DRIVERNAME),
         creator=_Connector(settings),
         pool_pre_ping=pool.pool_pre_ping,
         pool_reset_on_return="rollback",
@@ -320,19 +319,28 @@ def _rollback_quietly(session: Session) -> None:
 
 
 def ping() -> None:
-    """One round trip to the database; DatabaseUnavailableError when it cannot be reached."""
-    try:
-        engine = get_engine()
+    """One round trip to the database, outside any transaction; DatabaseUnavailableError when unreachable."""
+    engine = get_engine()
+    attempt = 0
+    while True:
+        attempt += 1
         pool_events.checkout_starting()
-        with engine.connect() as connection:
-            connection.exec_driver_sql("select 1")
-            connection.rollback()
-    except ConfigError:
-        raise
-    except Exception as error:
-        if _is_unavailable(error) or isinstance(error, sqlalchemy.exc.DBAPIError):
-            raise _unavailable(error) from error
-        raise
+        try:
+            with engine.connect() as connection:
+                try:
+                    pg_pipeline.ping(connection.connection.dbapi_connection)
+                except Exception:
+                    # The ping bypasses SQLAlchemy's error handling: drop the connection ourselves.
+                    connection.invalidate()
+                    raise
+            return
+        except Exception as error:
+            if not _is_unavailable(error):
+                raise
+            retry = attempt < UNIT_OF_WORK_ATTEMPTS and remaining_seconds() > 1
+            logger.warning("ping failed", extra={"error": type(error).__name__, "retrying": retry})
+            if not retry:
+                raise _unavailable(error) from error
 
 
 def _register_snapstart_hooks() -> None:

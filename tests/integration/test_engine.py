@@ -19,6 +19,7 @@ from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless
 from tests.support.logs import captured_logs
 from tools import stack
+from tools.proxy import Proxy
 
 
 def _serverless(url: str, database: DatabaseTarget, **extra: str) -> Settings:
@@ -176,3 +177,47 @@ def test_concurrent_clients_on_a_one_server_pool_get_their_own_rows(database: Da
     assert not any(thread.is_alive() for thread in threads)
     assert wrong == []
     assert errors == []
+
+
+@pytest.fixture
+def counted(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """The app in serverless mode, talking to the pooler through a round-trip-counting proxy."""
+    port = int(database.pooler_hosts.rsplit(":", 1)[1])
+    with Proxy("127.0.0.1", port) as proxy:
+        url = database.pooled_url.replace(f"localhost:{port}/", f"localhost:{proxy.port}/")
+        configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=f"localhost:{proxy.port}")
+        yield proxy
+        db.dispose_engine()
+
+
+def _flights(proxy: Proxy, action: Any) -> int:
+    proxy.reset_stats()
+    action()
+    return proxy.stats.client_flights
+
+
+def test_round_trips_of_the_serverless_profile(counted: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    first_request = _flights(counted, lambda: db.run_in_transaction(_select(1)))
+    assert counted.stats.connections == 1
+    assert first_request <= 12
+    # Warm: BEGIN rides with the parameterised statement (1), COMMIT (1); no liveness ping while busy.
+    assert _flights(counted, lambda: db.run_in_transaction(_select(2))) == 2
+    assert _flights(counted, db.ping) == 1
+    assert counted.stats.connections == 0
+
+
+def test_an_idle_connection_is_pinged_once_before_reuse(counted: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_IDLE_PING_SECONDS", "0.05")
+    from tests.lambda_runtime import reset_database_state
+
+    reset_database_state()
+    db.run_in_transaction(_select(1))
+    time.sleep(0.1)
+    assert _flights(counted, lambda: db.run_in_transaction(_select(2))) == 3
+
+
+def test_health_ping_recovers_from_a_dropped_connection(counted: Proxy) -> None:
+    db.ping()
+    assert counted.drop_connections() == 1
+    db.ping()
+    assert counted.stats.connections == 2
