@@ -64,9 +64,8 @@ def apply(connection: Connection, migrations: list[Migration]) -> list[str]:
         # Two migrators at once (two CI jobs, a deploy and a developer) queue here instead of racing.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         connection.execute(_CREATE_LEDGER)
-        applied: dict[str, str] = dict(
-            connection.execute(text("SELECT version, checksum FROM schema_migrations")).tuples().all()
-        )
+        ledger = connection.execute(text("SELECT version, checksum FROM schema_migrations"))
+        applied = {row.version: row.checksum for row in ledger}
         pending = []
         for migration in migrations:
             recorded = applied.get(migration.version)
