@@ -115,11 +115,16 @@ _SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
 
 @dataclass
 class Resolver:
-    """Evaluates intrinsics against parameter values (defaults unless overridden) and local pseudo parameters."""
+    """Evaluates intrinsics against parameter values (defaults unless overridden) and local pseudo parameters.
+
+    With `symbolic`, references to resources (Ref, GetAtt, ${Resource.Attribute}) are kept as written instead of
+    raising UnresolvableError, so a policy can be read with its conditions and parameters evaluated.
+    """
 
     template: Mapping[str, Any]
     overrides: Mapping[str, str] = field(default_factory=dict)
     pseudo: Mapping[str, str] = field(default_factory=lambda: dict(LOCAL_PSEUDO_PARAMETERS))
+    symbolic: bool = False
 
     def __post_init__(self) -> None:
         declared = self.template.get("Parameters", {})
@@ -171,6 +176,8 @@ class Resolver:
             return str(separator).join(str(item) for item in self.resolve(items))
         if name == "Fn::Sub":
             return self._sub(argument)
+        if self.symbolic:
+            return {name: argument}
         raise UnresolvableError(f"{name} cannot be evaluated outside a deployed stack")
 
     def _ref(self, name: str) -> Any:
@@ -180,6 +187,8 @@ class Resolver:
             return self.parameters[name]
         if name in self.pseudo:
             return self.pseudo[name]
+        if self.symbolic:
+            return {"Ref": name}
         raise UnresolvableError(f"Ref {name} names a resource, which exists only in a deployed stack")
 
     def _sub(self, argument: Any) -> str:
@@ -190,7 +199,9 @@ class Resolver:
             name = match.group(1)
             if name in values:
                 return values[name]
-            if "." in name:
+            if "." in name or (self.symbolic and name not in self.parameters and name not in self.pseudo):
+                if self.symbolic:
+                    return match.group(0)
                 raise UnresolvableError(f"${{{name}}} is a resource attribute")
             return str(self._ref(name))
 

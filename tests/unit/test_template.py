@@ -1,0 +1,309 @@
+"""template.yaml read as data: least-privilege IAM, capacity within Neon's pooler, limits, routes, build defaults."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from lib.api import create_app
+from lib.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
+from lib.settings import Settings
+from tools.invoke import function_config
+from tools.sam_template import NO_VALUE, ROOT, Resolver, function_ids, function_properties, load_template
+
+TEMPLATE = load_template()
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-pooled-url-AbCdEf"
+PARAMETER_NAME = "/neon/prod/database-url"
+PARAMETER_ARN = "arn:aws:ssm:us-east-1:123456789012:parameter/neon/prod/database-url"
+KMS_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+DATABASE_SOURCES: dict[str, dict[str, str]] = {
+    "secret": {"DatabaseSecretArn": SECRET_ARN},
+    "parameter": {"DatabaseUrlParameterName": PARAMETER_NAME},
+}
+# X-Ray's write actions have no resource-level permissions: "*" is the only resource they accept.
+STAR_ONLY_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+
+# Neon docs, "Connection pooling" (2026): max_connections by compute size (CU); the pooler's default_pool_size
+# (server connections per user+database) is 90 % of it. The template's default is sized for the smallest compute.
+NEON_MAX_CONNECTIONS = {0.25: 104, 0.5: 209, 1: 419, 2: 839, 3: 1258, 4: 1678, 5: 2098, 6: 2517, 7: 2937, 8: 3357}
+NEON_MAX_CONNECTIONS_9_CU_AND_UP = 4000
+DEFAULT_COMPUTE_CU = 0.25
+# API Gateway HTTP APIs end an integration after 30 s whatever the function's timeout.
+HTTP_API_INTEGRATION_LIMIT_SECONDS = 30
+
+
+def neon_default_pool_size(compute_units: float) -> int:
+    """PgBouncer default_pool_size of Neon's pooler for a compute size."""
+    max_connections = NEON_MAX_CONNECTIONS.get(compute_units, NEON_MAX_CONNECTIONS_9_CU_AND_UP)
+    return math.floor(0.9 * max_connections)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(role_id: str, overrides: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The statements of a role's inline policies with conditions and parameters evaluated."""
+    resolver = Resolver(TEMPLATE, overrides=dict(overrides), symbolic=True)
+    role = resolver.resolve(TEMPLATE["Resources"][role_id]["Properties"])
+    return [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
+
+
+def grants(role_id: str, overrides: Mapping[str, str]) -> dict[str, list[Any]]:
+    """action -> resources the role allows it on."""
+    granted: dict[str, list[Any]] = {}
+    for statement in role_statements(role_id, overrides):
+        assert statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"]):
+            granted.setdefault(action, []).extend(_as_list(statement["Resource"]))
+    return granted
+
+
+def role_of(function_id: str) -> str:
+    role = function_properties(TEMPLATE, function_id)["Role"]
+    assert set(role) == {"Fn::GetAtt"}, f"{function_id} must use a role defined in this template"
+    role_id, attribute = role["Fn::GetAtt"]
+    assert attribute == "Arn"
+    return str(role_id)
+
+
+def log_group_arn(function_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [f"{function_id}LogGroup", "Arn"]}
+
+
+def test_template_declares_the_two_functions_with_their_handlers() -> None:
+    handlers = {fid: function_properties(TEMPLATE, fid)["Handler"] for fid in function_ids(TEMPLATE)}
+    assert handlers == {"ApiFunction": "handlers.api.handler", "PurgeFunction": "handlers.scheduled.handler"}
+
+
+@pytest.mark.parametrize("function_id", function_ids(TEMPLATE))
+def test_functions_use_own_roles_without_managed_policies(function_id: str) -> None:
+    # SAM's generated role would attach AWSLambdaBasicExecutionRole (logs:* on every log group).
+    properties = TEMPLATE["Resources"][function_id]["Properties"]
+    assert "Policies" not in properties
+    role = TEMPLATE["Resources"][role_of(function_id)]
+    assert role["Type"] == "AWS::IAM::Role"
+    assert "ManagedPolicyArns" not in role["Properties"]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+
+
+@pytest.mark.parametrize("source", sorted(DATABASE_SOURCES))
+def test_api_role_grants_exactly_logs_tracing_and_the_one_database_url(source: str) -> None:
+    expected = {
+        "logs:CreateLogStream": [log_group_arn("ApiFunction")],
+        "logs:PutLogEvents": [log_group_arn("ApiFunction")],
+        "xray:PutTraceSegments": ["*"],
+        "xray:PutTelemetryRecords": ["*"],
+        **(
+            {"secretsmanager:GetSecretValue": [SECRET_ARN]}
+            if source == "secret"
+            else {"ssm:GetParameter": [PARAMETER_ARN]}
+        ),
+    }
+    assert grants(role_of("ApiFunction"), DATABASE_SOURCES[source]) == expected
+
+
+@pytest.mark.parametrize("source", sorted(DATABASE_SOURCES))
+def test_purge_role_adds_only_sending_to_its_dead_letter_queue(source: str) -> None:
+    api = grants(role_of("ApiFunction"), DATABASE_SOURCES[source])
+    purge = grants(role_of("PurgeFunction"), DATABASE_SOURCES[source])
+    logs = {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert {action: resources for action, resources in purge.items() if action not in logs} == {
+        **{action: resources for action, resources in api.items() if action not in logs},
+        "sqs:SendMessage": [{"Fn::GetAtt": ["PurgeDeadLetterQueue", "Arn"]}],
+    }
+    assert all(purge[action] == [log_group_arn("PurgeFunction")] for action in logs)
+
+
+@pytest.mark.parametrize("source", sorted(DATABASE_SOURCES))
+def test_customer_managed_key_adds_one_decrypt_scoped_to_the_key_and_the_secret_services(source: str) -> None:
+    overrides = {**DATABASE_SOURCES[source], "DatabaseKmsKeyArn": KMS_KEY_ARN}
+    for function_id in function_ids(TEMPLATE):
+        kms = [s for s in role_statements(role_of(function_id), overrides) if "kms:Decrypt" in _as_list(s["Action"])]
+        assert kms == [
+            {
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": KMS_KEY_ARN,
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": ["secretsmanager.us-east-1.amazonaws.com", "ssm.us-east-1.amazonaws.com"]
+                    }
+                },
+            }
+        ]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [*DATABASE_SOURCES.values(), {**DATABASE_SOURCES["secret"], "DatabaseKmsKeyArn": KMS_KEY_ARN}],
+    ids=["secret", "parameter", "secret-with-customer-key"],
+)
+def test_no_role_wildcards_an_action_or_a_resource_that_has_a_narrower_form(overrides: dict[str, str]) -> None:
+    for function_id in function_ids(TEMPLATE):
+        for action, resources in grants(role_of(function_id), overrides).items():
+            assert "*" not in action, f"{function_id}: wildcard action {action}"
+            for resource in resources:
+                if action in STAR_ONLY_ACTIONS:
+                    assert resource == "*"
+                else:
+                    assert "*" not in str(resource), f"{function_id}: {action} on {resource}"
+
+
+def test_dead_letter_queue_accepts_messages_only_from_the_purge_schedule_rule() -> None:
+    resources = TEMPLATE["Resources"]
+    (statement,) = resources["PurgeDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    # SAM names the rule it generates for a Schedule event <function id><event id>.
+    assert "PurgeSchedule" in resources["PurgeFunction"]["Properties"]["Events"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["PurgeDeadLetterQueue", "Arn"]}
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["PurgeFunctionPurgeSchedule", "Arn"]}}
+    }
+
+
+def test_scheduled_purge_retries_and_keeps_failed_runs() -> None:
+    properties = TEMPLATE["Resources"]["PurgeFunction"]["Properties"]
+    schedule = properties["Events"]["PurgeSchedule"]
+    queue_arn = {"Fn::GetAtt": ["PurgeDeadLetterQueue", "Arn"]}
+    assert schedule["Type"] == "Schedule"
+    assert schedule["Properties"]["Schedule"] == {"Ref": "ScheduleExpression"}
+    assert schedule["Properties"]["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert schedule["Properties"]["DeadLetterConfig"] == {"Arn": queue_arn}
+    invoke_config = properties["EventInvokeConfig"]
+    assert invoke_config["MaximumRetryAttempts"] > 0
+    assert invoke_config["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": queue_arn}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [
+        (DATABASE_SOURCES["secret"], True),
+        (DATABASE_SOURCES["parameter"], True),
+        ({**DATABASE_SOURCES["secret"], **DATABASE_SOURCES["parameter"]}, False),
+        ({}, False),
+    ],
+    ids=["secret", "parameter", "both", "neither"],
+)
+def test_deploy_rule_requires_exactly_one_database_source(overrides: dict[str, str], accepted: bool) -> None:
+    (assertion,) = TEMPLATE["Rules"]["ExactlyOneDatabaseSource"]["Assertions"]
+    assert Resolver(TEMPLATE, overrides=overrides).resolve(assertion["Assert"]) is accepted
+
+
+@pytest.mark.parametrize("source", sorted(DATABASE_SOURCES))
+def test_functions_get_exactly_the_configured_database_source(source: str) -> None:
+    for function_id in function_ids(TEMPLATE):
+        environment = function_config(function_id, parameters=DATABASE_SOURCES[source]).environment
+        present = {
+            name: environment[name] for name in ("DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER") if name in environment
+        }
+        assert present == (
+            {"DATABASE_SECRET_ARN": SECRET_ARN} if source == "secret" else {"DATABASE_URL_PARAMETER": PARAMETER_NAME}
+        )
+        assert environment["DB_MODE"] == "serverless"
+        assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(environment)
+
+
+def test_stage_and_pool_parameters_reach_the_functions() -> None:
+    environment = function_config("ApiFunction", parameters={"Stage": "staging", "DbPool": "nullpool"}).environment
+    assert (environment["APP_ENV"], environment["DB_POOL"]) == ("staging", "nullpool")
+
+
+def connections_per_environment(pool_profile: str) -> int:
+    """Most pooler client connections one execution environment holds, from the app's own pool settings."""
+    url = parse_database_url(
+        "postgresql://app:pw@ep-calm-sun-123456-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require"
+    )
+    pool = Settings(database=url, mode="serverless", pool_profile=pool_profile).pool  # type: ignore[arg-type]
+    # NullPool keeps nothing between invocations but still holds one connection during one.
+    return max(1, pool.pool_size + pool.max_overflow)
+
+
+def reserved_concurrency(overrides: Mapping[str, str] | None = None) -> dict[str, int | None]:
+    resolver = Resolver(TEMPLATE, overrides=dict(overrides or {}))
+    reserved: dict[str, int | None] = {}
+    for function_id in function_ids(TEMPLATE):
+        properties = function_properties(TEMPLATE, function_id)
+        value = resolver.resolve({"value": properties.get("ReservedConcurrentExecutions", NO_VALUE)}).get("value")
+        reserved[function_id] = None if value is None else int(value)
+    return reserved
+
+
+def test_default_capacity_fits_the_pooler_of_the_smallest_compute() -> None:
+    reserved = reserved_concurrency()
+    assert None not in reserved.values(), f"every function must reserve concurrency by default: {reserved}"
+    default_pool = TEMPLATE["Parameters"]["DbPool"]["Default"]
+    environments = sum(value for value in reserved.values() if value is not None)
+    assert neon_default_pool_size(DEFAULT_COMPUTE_CU) == 93
+    assert environments * connections_per_environment(default_pool) <= neon_default_pool_size(DEFAULT_COMPUTE_CU)
+
+
+@pytest.mark.parametrize("pool_profile", TEMPLATE["Parameters"]["DbPool"]["AllowedValues"])
+def test_every_pool_profile_holds_one_connection_per_environment(pool_profile: str) -> None:
+    # The capacity math in docs/deploy.md (environments x 1) holds for both profiles.
+    assert connections_per_environment(pool_profile) == 1
+
+
+def test_reserved_concurrency_parameter_sets_the_api_limit_and_none_lifts_it() -> None:
+    assert reserved_concurrency({"ReservedConcurrency": "500"}) == {"ApiFunction": 500, "PurgeFunction": 1}
+    assert reserved_concurrency({"ReservedConcurrency": "none"})["ApiFunction"] is None
+
+
+def test_timeouts_cover_connect_retries_and_stay_under_the_http_api_limit() -> None:
+    api = function_config("ApiFunction")
+    purge = function_config("PurgeFunction")
+    assert 2 * DEFAULT_CONNECT_TIMEOUT <= api.timeout_seconds < HTTP_API_INTEGRATION_LIMIT_SECONDS
+    assert purge.timeout_seconds >= api.timeout_seconds
+
+
+def _normalise(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+def test_http_api_routes_are_exactly_the_apps_routes() -> None:
+    events = TEMPLATE["Resources"]["ApiFunction"]["Properties"]["Events"].values()
+    template_routes = {(e["Properties"]["Method"], _normalise(e["Properties"]["Path"])) for e in events}
+    assert all(e["Type"] == "HttpApi" and e["Properties"]["ApiId"] == {"Ref": "HttpApi"} for e in events)
+    app_routes = {
+        (method, _normalise(route.path))
+        for route in create_app().routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert template_routes == app_routes
+
+
+def _make_default(path: Path, variable: str) -> str:
+    match = re.search(rf"^{variable}\s*\?=\s*(\S+)\s*$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    assert match, f"{path} has no `{variable} ?= ...` default"
+    return match.group(1)
+
+
+def test_build_makefiles_default_to_the_templates_runtime_and_architecture() -> None:
+    parameters = Resolver(TEMPLATE).parameters
+    build_makefile = ROOT / "tools" / "sam" / "Makefile"
+    assert f"python{_make_default(build_makefile, 'LAMBDA_PYTHON_VERSION')}" == parameters["PythonRuntime"]
+    assert _make_default(build_makefile, "LAMBDA_ARCHITECTURE") == parameters["Architecture"]
+    verbs = ROOT / "tools" / "sam.mk"
+    assert _make_default(verbs, "SAM_PYTHON_RUNTIME") == parameters["PythonRuntime"]
+    assert _make_default(verbs, "SAM_ARCHITECTURE") == parameters["Architecture"]
+
+
+@pytest.mark.parametrize("function_id", function_ids(TEMPLATE))
+def test_every_function_is_built_by_the_runtime_only_makefile(function_id: str) -> None:
+    assert TEMPLATE["Resources"][function_id]["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "tools/sam"}
+    targets = (ROOT / "tools" / "sam" / "Makefile").read_text(encoding="utf-8")
+    assert re.search(rf"^(?:\S+ )*build-{function_id}\b.*:", targets, re.MULTILINE)
+
+
+def test_outputs_name_the_api_url_and_the_functions() -> None:
+    assert {"ApiUrl", "ApiFunctionName", "PurgeFunctionName"} <= set(TEMPLATE["Outputs"])
