@@ -54,7 +54,9 @@ venv() {
     "$python" -m venv .venv
   fi
   say "installing requirements-dev.txt into .venv"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  # Some machines' pip config lists local mirrors that may be absent; pip warns per package, which is noise.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
   echo "$wanted" > "$stamp"
 }
 
