@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from tools.invoke import FunctionConfig, InvokeResult, function_config, function_ids, invoke, load_template
+from tools.invoke import FunctionConfig, InvokeResult, function_config, invoke
+from tools.sam_template import function_ids, load_template
 
 RULE = "─" * 100
 
