@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any, Final
@@ -143,9 +144,41 @@ def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
         fields["P"] = str(max(1, int(fields["P"]) - prefix_length))
 
 
-def connect(*args: Any, **kwargs: Any) -> PipelinedConnection:
-    """``pg8000.dbapi.connect`` returning a PipelinedConnection; usable in ``create_engine(..., creator=...)``."""
-    return PipelinedConnection(*args, **kwargs)
+def connect(**kwargs: Any) -> PipelinedConnection:
+    """``pg8000.dbapi.connect`` (same keyword arguments) returning a PipelinedConnection over a TCP_NODELAY socket."""
+    host = kwargs.get("host", "localhost")
+    if host is None or kwargs.get("sock") is not None or kwargs.get("unix_sock") is not None:
+        return PipelinedConnection(**kwargs)
+    sock = _tcp_socket(
+        host,
+        kwargs.get("port", 5432),
+        timeout=kwargs.get("timeout"),
+        source_address=kwargs.pop("source_address", None),
+        keepalive=kwargs.pop("tcp_keepalive", True),
+    )
+    try:
+        # pg8000 does TLS on it as on its own socket, with SNI for the host name.
+        return PipelinedConnection(sock=sock, **kwargs)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _tcp_socket(host: str, port: int, *, timeout: float | None, source_address: Any, keepalive: bool) -> socket.socket:
+    """pg8000's TCP socket plus TCP_NODELAY, which libpq sets and pg8000 does not."""
+    # Without it, Nagle holds the startup message until the server ACKs the TLS Finished sent just before
+    # it: one more round trip per new connection.
+    try:
+        sock = socket.create_connection((host, port), timeout, source_address)
+    except OSError as error:
+        raise InterfaceError(
+            f"Can't create a connection to host {host} and port {port} "
+            f"(timeout is {timeout} and source_address is {source_address})."
+        ) from error
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if keepalive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
 
 
 def ping(connection: pg8000.dbapi.Connection) -> None:
@@ -179,7 +212,9 @@ class PipelineDialect(PGDialect_pg8000):
         self._assumed_default_schema = default_schema
 
     def connect(self, *cargs: Any, **cparams: Any) -> PipelinedConnection:
-        return connect(*cargs, **cparams)
+        if cargs:
+            raise TypeError("pg8000 connections take keyword arguments only")
+        return connect(**cparams)
 
     # The stock first connect runs BEGIN, four queries and a three-round-trip ROLLBACK: 8 per new engine.
     # Postgres already sent server_version and standard_conforming_strings as ParameterStatus at startup

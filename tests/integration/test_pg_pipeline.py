@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -135,6 +136,24 @@ def test_ping_is_one_round_trip_and_leaves_no_transaction(via_proxy: DatabaseUrl
     assert flights(proxy, lambda: pg_pipeline.ping(conn)) == 1
     assert not conn._in_transaction
     conn.close()
+
+
+def test_connections_use_tcp_nodelay_and_keepalive(pooled: DatabaseUrl) -> None:
+    # Nagle would otherwise hold the startup message until the server ACKs the TLS Finished: +1 round trip.
+    conn = pg_pipeline.connect(**pooled.connect_args())
+    raw = conn._usock
+    assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert raw.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    select_value(conn.cursor(), 1)
+    conn.close()
+
+
+def test_unreachable_server_raises_pg8000s_interface_error(pooled: DatabaseUrl) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with pytest.raises(pg8000.dbapi.InterfaceError, match="Can't create a connection"):
+        pg_pipeline.connect(**(pooled.connect_args() | {"host": "127.0.0.1", "port": closed_port}))
 
 
 # Round trips through SQLAlchemy: (stock dialect, pipeline dialect)
