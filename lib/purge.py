@@ -90,9 +90,10 @@ def delete_expired_batch(session: Session, *, batch_size: int) -> int:
     return session.execute(_DELETE_BATCH, {"batch": batch_size}).rowcount  # type: ignore[attr-defined, no-any-return]
 
 
-def purge_expired(*, batch_size: int = BATCH_SIZE, holder: str | None = None) -> PurgeSummary:
-    """Purge expired notes in batches under the job lease; skips when another run holds it."""
+def purge_expired(*, batch_size: int | None = None, holder: str | None = None) -> PurgeSummary:
+    """Purge expired notes in batches (BATCH_SIZE by default) under the job lease; skips while another run holds it."""
     started = time.perf_counter()
+    batch_size = batch_size or BATCH_SIZE
     holder = holder or str(uuid.uuid4())
     lease_seconds = max(remaining_seconds(), 0) + LEASE_MARGIN_SECONDS
     if not run_in_transaction(lambda s: take_lease(s, name=JOB_NAME, holder=holder, seconds=lease_seconds)):
