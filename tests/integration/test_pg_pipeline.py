@@ -235,7 +235,7 @@ def run_concurrently(url: DatabaseUrl, connect: Connect, *, autocommit: bool) ->
     def client(thread: int) -> None:
         conn = connect(**url.connect_args(timeout=30))
         conn.autocommit = autocommit
-        start.wait()
+        start.wait(timeout=60)
         for i in range(QUERIES_PER_THREAD):
             value = thread * 100_000 + i
             outcome = "right"
@@ -369,6 +369,19 @@ def test_sqlalchemy_sees_the_unique_violation_and_reuses_the_connection(
     one_request(engine)
     assert isinstance(engine.pool, QueuePool)
     assert engine.pool.checkedin() == 1
+    engine.dispose()
+
+
+def test_savepoint_rolled_back_after_an_error_keeps_the_outer_transaction(
+    pooled: DatabaseUrl, taken_key_table: str
+) -> None:
+    engine = make_engine(pooled, pg_pipeline.DRIVERNAME)
+    with engine.begin() as connection:
+        with pytest.raises(sa.exc.DatabaseError) as raised, connection.begin_nested():
+            connection.execute(sa.text(f"insert into {taken_key_table} (id) values (:id)"), {"id": "taken"})
+        assert raised.value.orig is not None
+        assert raised.value.orig.args[0]["C"] == "23505"
+        assert connection.scalar(sa.text("select cast(:v as int)"), {"v": 6}) == 6
     engine.dispose()
 
 
