@@ -163,6 +163,8 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
     )
     _install_guards(engine, settings)
     pool_events.attach(engine)
+    # Once per environment: says which pool profile, TLS mode (and any serverless upgrade) is in force.
+    logger.info("database engine created", extra={"database": settings.describe()})
     return engine
 
 
