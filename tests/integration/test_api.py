@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from handlers.api import handler
 from lib import migrate, notes
-from lib.engine import build_engine, run_in_transaction
+from lib.engine import build_engine, get_engine, run_in_transaction
 from lib.settings import Settings
 from tests.events import event_names, load_event, with_header, with_json_body, with_note_id, with_query
 from tests.integration.conftest import DatabaseTarget
@@ -266,3 +266,50 @@ def test_expired_notes_are_hidden_from_get_list_and_delete() -> None:
     assert expired_id not in ids
     # Hidden, not deleted: removing rows is the purge's job.
     assert len(sql("SELECT id FROM notes WHERE id = :id", id=row.id)) == 1
+
+
+@pytest.fixture
+def statements(serverless: None) -> Iterator[list[str]]:
+    """SQL statements the handler's engine executes (BEGIN/COMMIT are not statements here)."""
+    executed: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        executed.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    yield executed
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_each_route_runs_one_statement_and_invalid_requests_none(statements: list[str]) -> None:
+    # Round trips per request are this template's main performance figure: one statement per request.
+    key, title = unique("one-statement"), unique("one statement")
+    _, _, note = create(title, key=key)
+
+    def create_event(body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        event = with_json_body(load_event("api-02-create-note"), body)
+        return with_header(event, "Idempotency-Key", idempotency_key) if idempotency_key else event
+
+    cases = [
+        ("create", 201, create_event({"title": unique("one")})),
+        ("replay", 201, create_event({"title": title}, key)),
+        ("conflict", 409, create_event({"title": "x"}, key)),
+        ("list", 200, load_event("api-07-list-notes")),
+        ("get", 200, with_note_id(load_event("api-10-get-note-unknown-id"), note["id"])),
+        ("delete", 204, with_note_id(load_event("api-12-delete-note-unknown-id"), note["id"])),
+        ("get unknown", 404, load_event("api-10-get-note-unknown-id")),
+    ]  # fmt: skip
+    for case, expected_status, request in cases:
+        statements.clear()
+        status, _, _ = invoke(request)
+        assert status == expected_status, case
+        assert len(statements) == 1, (case, statements)
+    for name in (
+        "api-08-list-notes-bad-cursor",
+        "api-13-create-note-invalid-fields",
+        "api-15-create-note-wrong-content-type",
+    ):
+        statements.clear()
+        invoke(load_event(name))
+        assert statements == [], name
