@@ -1,6 +1,12 @@
 """Apply lib/schema/*.sql in order over the direct URL (migration mode); applied files are recorded and skipped.
 
 Usage: ``python -m lib.migrate`` with DATABASE_URL set to the direct (non-pooler) URL; ``make migrate`` does that.
+
+Plain SQL rather than Alembic: the schema is two tables, the app uses SQL text (no ORM models to autogenerate
+from), files stay readable and runnable with psql, and nothing is added to the deploy artifact. Each file is
+written to be idempotent (IF NOT EXISTS) and the ledger makes re-runs skip it anyway; editing an applied file is
+refused (checksum) — add a new one. All pending files run in one transaction (Postgres DDL is transactional), so
+a failed run changes nothing; a file therefore cannot use CREATE INDEX CONCURRENTLY.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, event, text
@@ -313,3 +315,28 @@ def test_each_route_runs_one_statement_and_invalid_requests_none(statements: lis
         statements.clear()
         invoke(load_event(name))
         assert statements == [], name
+
+
+@pytest.mark.parametrize("name", ["api-01-health", "api-07-list-notes", "api-02-create-note"])
+def test_unreachable_database_answers_503_with_retry_after(
+    monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, name: str
+) -> None:
+    # A pooler address where nothing listens: connect attempts are refused until the deadline runs out.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    live_port = urlsplit(database.pooled_url).port
+    configure_serverless(
+        monkeypatch,
+        pooled_url=database.pooled_url.replace(f":{live_port}/", f":{dead_port}/"),
+        pooler_hosts=f"localhost:{dead_port}",
+    )
+    try:
+        response = handler(load_event(name), FakeLambdaContext(timeout_ms=3_000))
+    finally:
+        reset_database_state()
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 503
+    assert int(response["headers"]["retry-after"]) >= 1
+    assert body["error"]["code"] == "database_unavailable"
+    assert str(dead_port) not in response["body"]
