@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -106,11 +107,18 @@ def test_purge_works_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.usefixtures("serverless")
-def test_purge_logs_one_summary_line_with_the_eventbridge_id_as_correlation_id() -> None:
+def test_purge_logs_one_summary_line_with_the_eventbridge_id_as_correlation_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     event = load_event("scheduled-01-purge")
     event["id"] = str(uuid.uuid4())
     with captured_logs() as logs:
         summary = handler(event, purge_context())
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    purge_metrics = [m for m in emf if "NotesPurged" in m]
+    assert len(purge_metrics) == 1
+    assert purge_metrics[0]["NotesPurged"] == [float(summary["purged"])]
+    assert purge_metrics[0]["PurgeSkipped"] == [0.0]
     lines = [record for record in logs.records if record["message"] == "purge finished"]
     assert len(lines) == 1
     assert lines[0]["correlation_id"] == event["id"]
