@@ -101,6 +101,8 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorInfo(BaseModel):
+    """A stable machine-readable code, a human message, and per-field details for validation errors."""
+
     code: str
     message: str
     details: list[ErrorDetail] = []
