@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tools.sam_template import (
     ROOT,
@@ -145,6 +146,26 @@ def database_environment(
             "no database: start the local stack (`make stack-up`, which writes .stack/env) or set DATABASE_URL"
         )
     return database
+
+
+# Where `sam local invoke` mounts the built function folder; the stack's CA is copied there (docs/deploy.md, "Docker").
+CONTAINER_CA_PATH = "/var/task/stack-ca.crt"
+
+
+def sam_local_env_vars(stack_env: Mapping[str, str], ca_path: str = CONTAINER_CA_PATH) -> dict[str, Any]:
+    """An env.json for `sam local invoke --env-vars`: the stack's pooled URL with the CA path the container sees."""
+    if "DATABASE_URL" not in stack_env:
+        raise InvokeUsageError("no .stack/env: start the local stack first (`make stack-up`)")
+    parts = urlsplit(stack_env["DATABASE_URL"])
+    query = [(k, ca_path if k == "sslrootcert" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    url = urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+    return {
+        "Parameters": {
+            "DATABASE_URL": url,
+            "DB_POOLER_HOSTS": stack_env.get("DB_POOLER_HOSTS", ""),
+            "APP_ENV": "development",
+        }
+    }
 
 
 class LambdaContext:
@@ -409,8 +430,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="override a template parameter (repeatable), e.g. DbPool=nullpool",
     )
+    parser.add_argument(
+        "--env-json",
+        action="store_true",
+        help="print an env.json for `sam local invoke --env-vars` pointing at the local stack, and exit",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.env_json:
+            print(json.dumps(sam_local_env_vars(read_stack_env()), indent=2))
+            return 0
         if not args.function or not args.event:
             ids = function_ids(load_template())
             raise InvokeUsageError(f"usage: FUNCTION=<logical id> EVENT=<file>; functions: {', '.join(ids)}")

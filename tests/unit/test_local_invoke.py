@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,8 +10,27 @@ import pytest
 import yaml
 
 from tools import invoke as local_invoke
-from tools.invoke import InvokeUsageError, LambdaContext, database_environment, function_config, invoke, read_stack_env
-from tools.sam_template import NO_VALUE, CfnLoader, Resolver, TemplateError, UnresolvableError, merge_globals
+from tools.invoke import (
+    InvokeUsageError,
+    LambdaContext,
+    database_environment,
+    function_config,
+    invoke,
+    read_stack_env,
+    sam_local_env_vars,
+)
+from tools.sam_template import (
+    NO_VALUE,
+    ROOT,
+    CfnLoader,
+    Resolver,
+    TemplateError,
+    UnresolvableError,
+    function_ids,
+    function_properties,
+    load_template,
+    merge_globals,
+)
 
 FAKE_TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
@@ -197,3 +217,35 @@ def test_cli_exits_2_naming_the_functions_for_an_unknown_one(capsys: pytest.Capt
 def test_cli_without_arguments_exits_2_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert local_invoke.main([]) == local_invoke.EXIT_USAGE
     assert "FUNCTION=<logical id> EVENT=<file>" in capsys.readouterr().err
+
+
+def test_env_json_for_sam_local_points_at_the_stack_with_the_ca_inside_the_container() -> None:
+    stack_env = {
+        "DATABASE_URL": "postgresql://u:p%40ss@localhost:6432/neondb?sslmode=verify-full&sslrootcert=/home/me/.stack/ca.crt",
+        "DB_POOLER_HOSTS": "localhost:6432",
+    }
+    variables = sam_local_env_vars(stack_env)["Parameters"]
+    assert variables["DATABASE_URL"] == (
+        "postgresql://u:p%40ss@localhost:6432/neondb?sslmode=verify-full&sslrootcert=/var/task/stack-ca.crt"
+    )
+    assert variables["DB_POOLER_HOSTS"] == "localhost:6432"
+    with pytest.raises(InvokeUsageError, match="start the local stack"):
+        sam_local_env_vars({})
+
+
+def test_env_json_sets_only_variables_the_template_declares() -> None:
+    # `sam local invoke --env-vars` silently ignores variables the function's template entry does not declare.
+    env_json = json.loads((ROOT / "env.json").read_text(encoding="utf-8"))
+    generated = sam_local_env_vars({"DATABASE_URL": "postgresql://u:p@localhost:1/db", "DB_POOLER_HOSTS": "x"})
+    template = load_template()
+    for function_id in function_ids(template):
+        declared = set(function_properties(template, function_id)["Environment"]["Variables"])
+        for variables in (env_json["Parameters"], env_json.get(function_id, {}), generated["Parameters"]):
+            assert set(variables) <= declared, (function_id, sorted(set(variables) - declared))
+
+
+def test_local_only_database_variables_are_never_deployed() -> None:
+    for function_id in function_ids(load_template()):
+        deployed = function_config(function_id, parameters={"DatabaseSecretArn": "arn:x"}).environment
+        assert "DATABASE_URL" not in deployed
+        assert "DB_POOLER_HOSTS" not in deployed
