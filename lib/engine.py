@@ -301,6 +301,9 @@ def run_in_transaction(work: Callable[[Session], T]) -> T:
                     continue
             if not _is_unavailable(error):
                 raise
+            if isinstance(error, sqlalchemy.exc.TimeoutError):
+                logger.warning("connection pool exhausted", extra={"retries": exhaustion_retries})
+                raise _unavailable(error) from error
             # Once COMMIT was sent we cannot know whether it landed: re-running could write twice.
             retry = not committing and attempt < UNIT_OF_WORK_ATTEMPTS and remaining_seconds() > 1
             logger.warning(

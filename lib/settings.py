@@ -257,6 +257,11 @@ def get_settings() -> Settings:
     return _cache.get()
 
 
+def clear_settings() -> None:
+    """Forget the cached settings: the next get_settings() reads ``os.environ`` again (tests, tools)."""
+    _cache.clear()
+
+
 class SettingsCache:
     """Holds the one Settings of a process; a refresh swaps it so later readers see the rotated URL."""
 

@@ -32,7 +32,7 @@ class FakeLambdaContext:
 def reset_database_state() -> None:
     """Forget the cached settings and the engine, so the next use reads the (patched) environment again."""
     engine.dispose_engine()
-    settings._cache.clear()
+    settings.clear_settings()
 
 
 def configure_serverless(monkeypatch: pytest.MonkeyPatch, *, pooled_url: str, pooler_hosts: str) -> None:
