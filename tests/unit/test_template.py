@@ -254,7 +254,7 @@ def test_every_pool_profile_holds_one_connection_per_environment(pool_profile: s
 
 def test_reserved_concurrency_parameter_sets_the_api_limit_and_none_lifts_it() -> None:
     assert reserved_concurrency({"ReservedConcurrency": "500"}) == {"ApiFunction": 500, "PurgeFunction": 1}
-    assert reserved_concurrency({"ReservedConcurrency": "none"})["ApiFunction"] is None
+    assert reserved_concurrency({"ReservedConcurrency": "none"}) == {"ApiFunction": None, "PurgeFunction": None}
 
 
 def test_timeouts_cover_connect_retries_and_stay_under_the_http_api_limit() -> None:
