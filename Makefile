@@ -7,7 +7,7 @@ PYTHON := $(BIN)/python
 WITH_STACK_ENV := set -a; [ -f .stack/env ] && . .stack/env; set +a;
 
 .PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate demo test check lint types pytest \
-        test-unit test-integration test-faults test-load bench fmt clean
+        test-unit test-integration test-faults test-load bench fmt clean doctor
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
@@ -32,6 +32,9 @@ migrate: stack-up  ## apply the schema over the direct URL (migration mode); har
 
 demo: migrate  ## the main job: invoke every handler with every sample event against the local stack
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.demo
+
+doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
+	@$(WITH_STACK_ENV) $(PYTHON) -m lib.doctor $(URL)
 
 lint:
 	@$(BIN)/ruff check .
