@@ -1,0 +1,14 @@
+"""Load tests: hundreds of simulated execution environments through the pooler, scanned for password leaks."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.figures import write_summary
+from tests.support.stack_fixtures import _needs_local_stack, database, no_password_in_logs, schema
+
+__all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    write_summary(terminalreporter, "load")

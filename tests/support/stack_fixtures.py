@@ -1,0 +1,27 @@
+"""Fixtures the fault and load tiers share: the database target, its schema, and the password scan of every log line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from lib import migrate
+from tests.integration.conftest import DatabaseTarget, _needs_local_stack, database
+from tests.support.logs import captured_logs
+from tests.support.secrets import assert_no_secret, library_logs
+
+__all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema"]
+
+
+@pytest.fixture(scope="session")
+def schema(database: DatabaseTarget) -> None:
+    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+
+
+@pytest.fixture(autouse=True)
+def no_password_in_logs(database: DatabaseTarget) -> Iterator[None]:
+    """Every line the app or a library logs during the test is scanned for the database password."""
+    with captured_logs() as app_logs, library_logs() as other_logs:
+        yield
+    assert_no_secret(database.password, *app_logs.lines, *other_logs)
