@@ -18,6 +18,7 @@ import argparse
 import importlib
 import io
 import json
+import logging
 import os
 import resource
 import shlex
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tools.sam_template import (
@@ -229,7 +230,8 @@ class _Recorder(io.TextIOBase):
     """Stands in for sys.stdout/sys.stderr: records writes while an invocation runs, forwards them otherwise.
 
     Loggers created during an invocation (Powertools binds sys.stdout when its Logger is built) keep this object,
-    so later invocations in the same process are recorded too.
+    so later invocations in the same process are recorded too; stream handlers built earlier are pointed at it for
+    the duration of each invocation.
     """
 
     def __init__(self, target: TextIO) -> None:
@@ -272,13 +274,33 @@ def _recorded_output(echo: TextIO | None) -> Iterator[list[str]]:
         recorder.recording, recorder.echo = chunks, echo
         installed.append((name, current))
         setattr(sys, name, recorder)
+    # Loggers built before (by an earlier import in this process) write to the stream they were given then.
+    redirected: list[tuple[logging.StreamHandler[TextIO], TextIO]] = []
+    streams = {id(previous): cast(TextIO, _recorders[name]) for name, previous in installed}
+    for handler in _stream_handlers():
+        if id(handler.stream) in streams:
+            redirected.append((handler, handler.stream))
+            handler.setStream(streams[id(handler.stream)])
     try:
         yield chunks
     finally:
+        for handler, stream in redirected:
+            handler.setStream(stream)
         for name, previous in installed:
             _recorders[name].recording = None
             _recorders[name].echo = None
             setattr(sys, name, previous)
+
+
+def _stream_handlers() -> list[logging.StreamHandler[TextIO]]:
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return [
+        handler
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler
+    ]
 
 
 @contextmanager

@@ -82,6 +82,16 @@ def test_purge_function_runs_or_rejects_each_event_as_documented(database_env: d
             assert result.response == result.error
 
 
+def test_function_log_lines_are_recorded_and_carry_the_request_id(database_env: dict[str, str]) -> None:
+    health = function_config("ApiFunction").event_files()[0]
+    result = invoke("ApiFunction", health, environ=database_env, parameters={"LogLevel": "DEBUG"})
+    records = [json.loads(line) for line in result.logs.splitlines() if line.startswith("{")]
+    assert records, result.logs
+    with_request = [record for record in records if "function_request_id" in record]
+    assert with_request, records
+    assert {record["function_request_id"] for record in with_request} == {result.request_id}
+
+
 def test_second_invocation_in_the_same_process_is_warm(database_env: dict[str, str]) -> None:
     health = function_config("ApiFunction").event_files()[0]
     invoke("ApiFunction", health, environ=database_env)
