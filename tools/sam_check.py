@@ -202,7 +202,8 @@ def run(sam_bin: Path, *, include_default_target: bool = True) -> None:
     """Every check, in order; raises CheckFailedError at the first failure."""
     env = sam_environment()
     started = time.monotonic()
-    _step("cfn-lint", [str(sam_bin / "cfn-lint"), str(TEMPLATE_PATH.relative_to(ROOT))], env)
+    template = str(TEMPLATE_PATH.relative_to(ROOT))
+    _step("cfn-lint", [str(sam_bin / "cfn-lint"), "--include-checks", "I", "--", template], env)
     _step("sam validate --lint", [str(sam_bin / "sam"), "validate", "--lint"], env)
     functions = function_ids(load_template())
     host, default = host_target(), default_target()
