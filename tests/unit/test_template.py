@@ -307,3 +307,17 @@ def test_every_function_is_built_by_the_runtime_only_makefile(function_id: str) 
 
 def test_outputs_name_the_api_url_and_the_functions() -> None:
     assert {"ApiUrl", "ApiFunctionName", "PurgeFunctionName"} <= set(TEMPLATE["Outputs"])
+
+
+def test_capacity_table_in_the_deploy_guide_follows_neons_numbers() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = guide.split("## Capacity", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([0-9.]+)(?: and up)? \| (\d+) \| (\d+) \| (\d+) \|$", section, re.MULTILINE)
+    assert len(rows) >= 7, section
+    purge_reserved = reserved_concurrency()["PurgeFunction"] or 0
+    for compute, max_connections, pool_size, largest_reserved in rows:
+        units = float(compute)
+        documented = NEON_MAX_CONNECTIONS.get(units, NEON_MAX_CONNECTIONS_9_CU_AND_UP)
+        assert int(max_connections) == documented, compute
+        assert int(pool_size) == neon_default_pool_size(units), compute
+        assert int(largest_reserved) == neon_default_pool_size(units) - purge_reserved, compute
