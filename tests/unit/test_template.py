@@ -270,8 +270,9 @@ def _normalise(path: str) -> str:
 
 def test_http_api_routes_are_exactly_the_apps_routes() -> None:
     events = TEMPLATE["Resources"]["ApiFunction"]["Properties"]["Events"].values()
-    template_routes = {(e["Properties"]["Method"], _normalise(e["Properties"]["Path"])) for e in events}
     assert all(e["Type"] == "HttpApi" and e["Properties"]["ApiId"] == {"Ref": "HttpApi"} for e in events)
+    explicit = [e for e in events if "Path" in e["Properties"]]
+    template_routes = {(e["Properties"]["Method"], _normalise(e["Properties"]["Path"])) for e in explicit}
     app_routes = {
         (method, _normalise(route.path))
         for route in create_app().routes
@@ -280,6 +281,12 @@ def test_http_api_routes_are_exactly_the_apps_routes() -> None:
         if method != "HEAD"
     }
     assert template_routes == app_routes
+
+
+def test_unmatched_requests_reach_the_app_for_its_error_shape() -> None:
+    events = TEMPLATE["Resources"]["ApiFunction"]["Properties"]["Events"].values()
+    defaults = [e for e in events if set(e["Properties"]) == {"ApiId"}]
+    assert len(defaults) == 1, "one $default route (no Method/Path) sends unknown routes to the app"
 
 
 def _make_default(path: Path, variable: str) -> str:
