@@ -56,6 +56,9 @@ test-unit: venv
 test-integration: stack-up
 	@$(BIN)/pytest tests/integration
 
+bench: migrate  ## round trips, cold start and scale vs the seed configuration; writes bench/results.md (~4 min)
+	@$(PYTHON) -m tools.bench
+
 fmt: venv
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
