@@ -56,6 +56,12 @@ test-unit: venv
 test-integration: stack-up
 	@$(BIN)/pytest tests/integration
 
+test-faults: stack-up  ## fault injection (proxy faults, server restarts) with requests flowing; restarts the local stack's servers
+	@$(BIN)/pytest tests/faults
+
+test-load: stack-up  ## hundreds of simulated execution environments through the pooler
+	@$(BIN)/pytest tests/load
+
 bench: migrate  ## round trips, cold start and scale vs the seed configuration; writes bench/results.md (~4 min)
 	@$(PYTHON) -m tools.bench
 

@@ -22,7 +22,8 @@ from lib.api import create_app
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import configure_serverless, reset_database_state
 from tests.support import figures
-from tests.support.secrets import assert_no_secret
+from tests.support.logs import captured_logs
+from tests.support.secrets import assert_no_secret, library_logs
 
 EXAMPLES_PER_OPERATION = 150
 MIN_EXAMPLES = 100
@@ -36,10 +37,11 @@ statuses: Counter[int] = Counter()
 @pytest.fixture(scope="module")
 def fuzzed_app(database: DatabaseTarget) -> Iterator[DatabaseTarget]:
     migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
-    with pytest.MonkeyPatch.context() as monkeypatch:
+    with pytest.MonkeyPatch.context() as monkeypatch, captured_logs() as logs, library_logs() as other_logs:
         configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
         yield database
         reset_database_state()
+    assert_no_secret(database.password, *logs.lines, *other_logs)
 
 
 def assert_error_shape(status: int, body: Any) -> None:

@@ -11,4 +11,4 @@ __all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    write_summary(terminalreporter, "load")
+    write_summary(terminalreporter)

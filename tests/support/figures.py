@@ -1,4 +1,4 @@
-"""Figures the fault and load tiers measured, shown in pytest's terminal summary (what the README quotes)."""
+"""Figures the fault, load and fuzz tests measured, shown in pytest's terminal summary (what the README quotes)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ def record(section: str, line: str) -> None:
     _SECTIONS.setdefault(section, []).append(line)
 
 
-def write_summary(terminalreporter: pytest.TerminalReporter, section: str) -> None:
-    """Write the recorded lines of `section` (nothing when no test recorded any)."""
-    lines = _SECTIONS.get(section)
-    if lines:
+def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Write every recorded section once (several conftests call this hook; the first one prints)."""
+    for section, lines in _SECTIONS.items():
         terminalreporter.write_sep("-", section)
         for line in lines:
             terminalreporter.write_line(line)
+    _SECTIONS.clear()
