@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tools import stack
 from tools.bench import report
-from tools.bench.coldstart import ImportTiming, measure_imports
+from tools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports
 from tools.bench.profiles import (
     Profile,
     SeedProfile,
@@ -113,9 +113,11 @@ def _document(
         "",
         "## Cold start (import of the handler module, no database)",
         "",
-        f"Median of {import_runs} fresh interpreters each, handler and dependencies alternating; clock started after "
-        "interpreter start-up. *Deps alone* imports exactly the third-party modules our modules import at top level. "
-        "*Beyond deps*: the slowest modules the handler adds (`python -X importtime`, self time of one run).",
+        f"{import_runs} pairs of fresh interpreters (dependencies alone, then the handler, back to back); import ms "
+        "are medians, the ratio is the median of the pairs' ratios (quartiles in brackets: how noisy one pair is). "
+        "The clock starts after interpreter start-up. *Deps alone* imports exactly the third-party modules our modules "
+        "import at top level. *Added after deps*: one run with `python -X importtime` that imports the dependencies "
+        "first: the self time of every module the handler adds, and the largest of them.",
         "",
         report.import_table(imports) if imports else "(skipped)",
         "",
@@ -139,7 +141,7 @@ def _document(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
     parser.add_argument("--runs", type=int, default=7, help="wall-time samples per scenario and delay")
-    parser.add_argument("--import-runs", type=int, default=7, help="fresh processes per import measurement")
+    parser.add_argument("--import-runs", type=int, default=DEFAULT_RUNS, help="fresh process pairs per handler")
     parser.add_argument("--scale", type=int, nargs="*", default=list(ENVIRONMENT_COUNTS), help="N values; none: skip")
     parser.add_argument("--no-imports", action="store_true", help="skip the cold-start measurement")
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write ('-' for none)")

@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = ("handlers.api", "handlers.scheduled")
 OWN_PACKAGES = frozenset({"lib", "handlers"})
 TARGET_RATIO = 1.15
+# Fresh-process import times on a busy 2-core machine vary by ±20 % from one process to the next; 15 pairs keep
+# the median's own uncertainty near 5 %.
+DEFAULT_RUNS = 15
 
 # Runs in a fresh interpreter: the clock starts after interpreter start-up, so only the imports are timed.
 _TIMED_IMPORT = """
@@ -85,6 +88,7 @@ class ImportTiming:
     handler_ms: float
     dependencies_ms: float
     ratio: float
+    ratio_quartiles: tuple[float, float]
     runs: int
     added_ms: float
     excess: tuple[tuple[str, float], ...]
@@ -117,6 +121,7 @@ def dependencies_of(handler: str) -> tuple[str, ...]:
 
 
 def _timed(modules: tuple[str, ...]) -> float:
+    """Milliseconds to import `modules` in a fresh interpreter."""
     return float(_python("-c", _TIMED_IMPORT, *modules)) * 1000
 
 
@@ -132,7 +137,14 @@ def _excess(handler: str, dependencies: tuple[str, ...]) -> list[tuple[str, floa
     return sorted(costs, key=lambda cost: -cost[1])
 
 
-def measure_imports(runs: int = 7) -> list[ImportTiming]:
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    low, _, high = statistics.quantiles(values, n=4)
+    return low, high
+
+
+def measure_imports(runs: int = DEFAULT_RUNS) -> list[ImportTiming]:
     """Median of `runs` fresh processes each, handler and dependencies interleaved so drift hits both alike."""
     timings = []
     for handler in HANDLERS:
@@ -155,6 +167,7 @@ def measure_imports(runs: int = 7) -> list[ImportTiming]:
                 handler_ms=statistics.median(handler_ms),
                 dependencies_ms=statistics.median(dependencies_ms),
                 ratio=statistics.median(ratios),
+                ratio_quartiles=_quartiles(ratios),
                 runs=runs,
                 added_ms=sum(ms for _, ms in excess),
                 excess=tuple(excess[:5]),

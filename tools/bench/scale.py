@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,21 +93,31 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"{' '.join(argv[1:4])} failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
 
 
+# The environment a thread of the load stands for. A context variable rather than a thread-local: FastAPI runs
+# sync routes on anyio worker threads, which inherit the invoking thread's context but not its thread-locals.
+_environment: ContextVar[lib_engine._EngineHolder | None] = ContextVar("bench_environment", default=None)
+
+
 class _PerEnvironmentEngines(lib_engine._EngineHolder):
-    """lib.engine's one-engine-per-process holder, made one-per-thread: each thread is an execution environment."""
+    """lib.engine's one-engine-per-process holder, made one per simulated execution environment."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
         self._all: list[lib_engine._EngineHolder] = []
         self._lock = threading.Lock()
 
+    def enter_environment(self) -> None:
+        """Make the calling thread (and the worker threads it hands requests to) a new execution environment."""
+        holder = lib_engine._EngineHolder()
+        _environment.set(holder)
+        with self._lock:
+            self._all.append(holder)
+
     def _mine(self) -> lib_engine._EngineHolder:
-        holder: lib_engine._EngineHolder | None = getattr(self._local, "holder", None)
+        holder = _environment.get()
         if holder is None:
-            holder = lib_engine._EngineHolder()
-            self._local.holder = holder
-            with self._lock:
-                self._all.append(holder)
+            self.enter_environment()
+            holder = _environment.get()
+            assert holder is not None
         return holder
 
     def engine(self) -> Engine:
@@ -159,7 +170,14 @@ def _error_kind(response: dict[str, Any]) -> str:
     return f"HTTP {response.get('statusCode')} {code}".strip()
 
 
-def run_load(target: str, environ: dict[str, str], environments: int, note_id: str, logs: CapturedLogs) -> LoadResult:
+def run_load(
+    engines: _PerEnvironmentEngines,
+    target: str,
+    environ: dict[str, str],
+    environments: int,
+    note_id: str,
+    logs: CapturedLogs,
+) -> LoadResult:
     """N threads, each its own engine, up to REQUESTS_PER_ENVIRONMENT sequential GET /notes/{id} requests each."""
     from handlers.api import handler
 
@@ -174,6 +192,7 @@ def run_load(target: str, environ: dict[str, str], environments: int, note_id: s
     def environment() -> None:
         # Each Lambda environment runs its invocations on its own thread with its own event loop.
         asyncio.set_event_loop(asyncio.new_event_loop())
+        engines.enter_environment()
         try:
             start.wait()
             stop_at = time.monotonic() + PHASE_LIMIT_S
@@ -241,7 +260,7 @@ def run_scale(
             "DB_MODE": "server",
             "DB_POOLER_HOSTS": env["DB_POOLER_HOSTS"],
         }
-        with _engine_per_thread(), _no_metrics():
+        with _engine_per_thread() as engines, _no_metrics():
             set_database_environment(pooled)
             from handlers.api import handler
 
@@ -253,7 +272,7 @@ def run_scale(
                 if target.split()[0] not in targets:
                     continue
                 for count in counts:
-                    results.append(run_load(target, environ, count, note_id, logs))
+                    results.append(run_load(engines, target, environ, count, note_id, logs))
         return results
     finally:
         set_database_environment({})

@@ -1,0 +1,127 @@
+"""The `make bench` machinery on the real pooler: what the proxy counts for a few requests, and the import baseline.
+
+Counts only, no timings: a round trip is a count that cannot drift with machine load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from lib.dsn import parse_database_url
+from tests.events import load_event
+from tests.integration.conftest import DatabaseTarget
+from tools.bench.coldstart import dependencies_of
+from tools.bench.profiles import (
+    DATABASE_VARIABLES,
+    PingCounter,
+    Profile,
+    SeedProfile,
+    TemplateProfile,
+    counting_pings,
+    quiet_app_logs,
+    set_database_environment,
+    template_environment,
+)
+from tools.bench.roundtrips import Sample, get_note_event, measure, seed_note
+from tools.proxy import Proxy
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    proxy: Proxy
+    pings: PingCounter
+    url: str
+    pooler_hosts: str
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.hostname}:{port}"))
+
+
+@pytest.fixture
+def bench(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
+    for name in DATABASE_VARIABLES:
+        # setenv first so monkeypatch restores (or removes) every variable the profiles set.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    pooled = parse_database_url(database.pooled_url)
+    with quiet_app_logs(), counting_pings() as pings, Proxy(pooled.host, pooled.port) as proxy:
+        try:
+            yield Bench(proxy, pings, _with_port(database.pooled_url, proxy.port), f"{pooled.host}:{proxy.port}")
+        finally:
+            set_database_environment({})
+
+
+def _template(bench: Bench, pool: str = "tiny") -> TemplateProfile:
+    profile = TemplateProfile(pool, template_environment(bench.url, bench.pooler_hosts, pool=pool))
+    profile.activate()
+    return profile
+
+
+def _warm(bench: Bench, profile: Profile, event: dict[str, Any]) -> Sample:
+    assert profile.api(event)["statusCode"] == 200
+    response: list[int] = []
+    sample = measure(bench.proxy, bench.pings, lambda: response.append(profile.api(event)["statusCode"]))
+    assert response == [200]
+    return sample
+
+
+def _health() -> dict[str, Any]:
+    return load_event("api-01-health")
+
+
+def test_template_health_is_one_round_trip_on_the_warm_connection(bench: Bench) -> None:
+    profile = _template(bench)
+    try:
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
+
+
+def test_template_warm_get_is_begin_with_statement_then_commit(bench: Bench) -> None:
+    profile = _template(bench)
+    try:
+        sample = _warm(bench, profile, get_note_event(seed_note(profile)))
+    finally:
+        profile.close()
+    assert (sample.round_trips, sample.connections, sample.pings) == (2, 0, 0)
+
+
+def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -> None:
+    # 5 to connect (TCP+TLS 1.3, SCRAM x2, startup) + 1 ping; the Terminate on close is sent without waiting.
+    profile = _template(bench, "nullpool")
+    try:
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 0)
+
+
+def test_seed_profile_pre_pings_every_checkout(bench: Bench) -> None:
+    profile = SeedProfile.on("seed", bench.url)
+    try:
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    # pre-ping (BEGIN, SELECT 1) + SELECT 1 in that transaction, then pg8000's three-round-trip ROLLBACK.
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 0, 1)
+
+
+def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:
+    found = dependencies_of("handlers.scheduled")
+    assert "sqlalchemy.orm" in found
+    assert "aws_lambda_powertools.metrics" in found
+    assert not [name for name in found if name.split(".")[0] in {"lib", "handlers", "json", "os"}]
+    # Imported lazily (only for a secret-store URL), so not part of the handler's import cost.
+    assert "boto3" not in found
+    assert "fastapi" not in found
