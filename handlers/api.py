@@ -8,6 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
 from lib.api import create_app
+from lib.http_event import check_http_api_event
 from lib.invocation import lambda_entry
 from lib.observability import logger, metrics
 
@@ -20,4 +21,4 @@ adapter = Mangum(app, lifespan="off")
 @metrics.log_metrics
 @lambda_entry
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return adapter(event, context)
+    return adapter(check_http_api_event(event), context)

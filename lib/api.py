@@ -20,6 +20,7 @@ from starlette.routing import Match
 from lib import notes
 from lib.engine import ping, run_in_transaction
 from lib.errors import (
+    ConfigError,
     DatabaseUnavailableError,
     IdempotencyConflictError,
     InvalidCursorError,
@@ -193,6 +194,8 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     UnsupportedMediaTypeError: (415, "unsupported_media_type", None),
     PoolExhaustedError: (503, "database_busy", "the database is busy; retry after the Retry-After delay"),
     DatabaseUnavailableError: (503, "database_unavailable", "the database is unavailable; retry after the delay"),
+    # A wrong password or URL found at run time: the log line names the fix, the client only learns it is ours.
+    ConfigError: (500, "misconfigured", "the service is misconfigured; its logs name the fix"),
 }
 _FIELD_OF_ERROR: dict[type[Exception], str] = {InvalidCursorError: "cursor"}
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -226,6 +229,8 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, DatabaseUnavailableError):
         headers = {"Retry-After": str(error.retry_after)}
         logger.warning("database unavailable", extra={"error": type(error).__name__, "reason": str(error)})
+    if isinstance(error, ConfigError):
+        logger.error("configuration error", extra={"error": type(error).__name__, "fix": str(error)})
     field = _FIELD_OF_ERROR.get(error_type)
     details = [ErrorDetail(field=field, reason=str(error))] if field else []
     return error_response(status, code, fixed_message or str(error), details, headers)

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import pg8000.dbapi
 import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
@@ -24,16 +23,10 @@ from lib.errors import (
 )
 from lib.invocation import remaining_seconds
 from lib.observability import logger
+from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate
 from lib.settings import PoolKind, Settings, get_settings, refresh_database_url
 
 T = TypeVar("T")
-
-# SQLSTATEs that mean "this connection (or the compute behind it) is gone": Neon suspend/restart, admin kill,
-# pooler restart. pg8000 reports several of them as ProgrammingError, which SQLAlchemy does not see as disconnects.
-DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"})
-# Connection attempts failing with these are worth retrying while a compute wakes up.
-RETRYABLE_CONNECT_SQLSTATES = DISCONNECT_SQLSTATES | {"53300", "XX000"}
-AUTH_SQLSTATES = frozenset({"28P01", "28000"})
 
 # Keep this much of the invocation for answering (a 503 beats a Lambda timeout).
 DEADLINE_MARGIN_SECONDS = 0.5
@@ -47,20 +40,6 @@ RETRY_AFTER_SECONDS = 1
 # Options that make the pg8000 dialect run session-level SET on pooled connections or switch to AUTOCOMMIT:
 # behind a transaction pooler they land on an arbitrary server or return wrong rows.
 UNSAFE_OPTIONS = frozenset({"isolation_level", "postgresql_readonly", "postgresql_deferrable", "autocommit"})
-
-
-def sqlstate(error: BaseException | None) -> str | None:
-    """The SQLSTATE of a pg8000 server error, if it is one."""
-    if isinstance(error, sqlalchemy.exc.DBAPIError):
-        error = error.orig
-    if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
-        code = error.args[0].get("C")
-        return code if isinstance(code, str) else None
-    return None
-
-
-def _is_network_failure(error: BaseException | None) -> bool:
-    return isinstance(error, (OSError, pg8000.dbapi.InterfaceError)) or sqlstate(error) in DISCONNECT_SQLSTATES
 
 
 def refuse_unsafe_options(options: Mapping[str, Any]) -> None:
@@ -85,7 +64,7 @@ class _Connector:
         # Built once: loading CA files for every new connection would cost each cold request.
         self._kwargs: dict[str, Any] = dict(database.connect_args())
 
-    def __call__(self) -> pg8000.dbapi.Connection:
+    def __call__(self) -> pg_pipeline.PipelinedConnection:
         attempt = 0
         refreshed = False
         while True:
@@ -95,13 +74,16 @@ class _Connector:
                 connection = self._connect_once()
             except Exception as error:
                 code = sqlstate(error)
-                if code in AUTH_SQLSTATES and not refreshed and self.settings.url_from_secret_store:
-                    # A rotated secret: fetch it again (bypassing the cache) and try once more at once.
-                    refreshed = True
-                    self._use(refresh_database_url(self.settings))
-                    logger.warning("database authentication failed; re-read the secret", extra={"sqlstate": code})
-                    continue
-                retryable = _is_network_failure(error) or code in RETRYABLE_CONNECT_SQLSTATES
+                refused = login_refused(error)
+                if refused is not None:
+                    if not refreshed and self.settings.url_from_secret_store:
+                        # A rotated secret: fetch it again (bypassing the cache) and try once more at once.
+                        refreshed = True
+                        self._use(refresh_database_url(self.settings))
+                        logger.warning("database login refused; re-read the secret", extra={"sqlstate": code})
+                        continue
+                    raise refused from error
+                retryable = is_retryable_connect_failure(error)
                 delay = random.uniform(0, min(CONNECT_BACKOFF_CAP, CONNECT_BACKOFF_BASE * 2**attempt))
                 budget = remaining_seconds() - DEADLINE_MARGIN_SECONDS
                 logger.warning(
@@ -123,7 +105,7 @@ class _Connector:
                 logger.info("database connected after retries", extra={"attempt": attempt})
             return connection
 
-    def _connect_once(self) -> pg8000.dbapi.Connection:
+    def _connect_once(self) -> pg_pipeline.PipelinedConnection:
         timeout = min(self._kwargs["timeout"], max(0.5, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
         connection = pg_pipeline.connect(**{**self._kwargs, "timeout": timeout})
         # pg8000's timeout is one socket timeout for the connection's whole life: it bounds connecting only;
@@ -174,7 +156,7 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
     @event.listens_for(engine, "handle_error")
     def classify_disconnects(context: ExceptionContext) -> None:
         # Neon's suspend (57P01), a killed backend or a timed-out socket: mark the connection dead so the pool drops it.
-        if not context.is_disconnect and _is_network_failure(context.original_exception):
+        if not context.is_disconnect and is_network_failure(context.original_exception):
             context.is_disconnect = True
 
     @event.listens_for(engine, "set_engine_execution_options")
@@ -256,8 +238,8 @@ def _is_unavailable(error: BaseException) -> bool:
     if isinstance(error, sqlalchemy.exc.TimeoutError):
         return True
     if isinstance(error, sqlalchemy.exc.DBAPIError):
-        return bool(error.connection_invalidated) or _is_network_failure(error.orig)
-    return _is_network_failure(error)
+        return bool(error.connection_invalidated) or is_network_failure(error.orig)
+    return is_network_failure(error)
 
 
 @contextmanager

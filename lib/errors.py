@@ -77,3 +77,7 @@ class InvalidEventError(Exception):
 
 class MigrationError(Exception):
     """The schema cannot be applied as found (e.g. an already applied migration file was edited)."""
+
+
+class DatabaseLoginError(ConfigError):
+    """The server refused the login: wrong user or password (or a rotated secret); the message names the fix."""

@@ -252,12 +252,6 @@ def test_malformed_api_events_fail_without_a_write(name: str, app: DatabaseTarge
     assert table_state(direct) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug for the handlers owner: handlers.api passes any event to Mangum, which fails with RuntimeError "
-    "('unable to infer a handler'), TypeError, AttributeError, KeyError or binascii.Error instead of an "
-    "InvalidEventError naming the expected API Gateway HTTP API (payload 2.0) event, as handlers.scheduled does",
-)
 def test_malformed_api_events_raise_invalid_event_error(app: DatabaseTarget) -> None:
     raised = {}
     for name, event in MALFORMED_API_EVENTS.items():

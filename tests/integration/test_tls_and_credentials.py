@@ -231,18 +231,12 @@ def test_a_wrong_password_fails_fast_without_showing_it(database: DatabaseTarget
     assert isinstance(error, Exception)
     assert elapsed < DEADLINE_MS / 1000
     doctor = _doctor(url, database.pooler_hosts)
-    assert doctor.returncode == 1
+    assert doctor.returncode == 2  # refused by configuration, not unreachable
     assert "authentication failed" in doctor.stdout
     for secret in (database.password, WRONG_PASSWORD):
         assert_no_secret(secret, *logs.lines, error, doctor.stdout, doctor.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug for lib.doctor / lib.engine: a wrong password is reported as 'unreachable: DatabaseError: 08P01 "
-    "SASL authentication failed' (doctor) and as an untyped DatabaseError → HTTP 500 'internal error' (engine); "
-    "neither names the fix (check the password in DATABASE_URL or the secret). PgBouncer answers 08P01, not 28P01.",
-)
 def test_a_wrong_password_names_the_fix(database: DatabaseTarget) -> None:
     url = database.pooled_url.replace(f":{quote(database.password, safe='')}@", f":{WRONG_PASSWORD}@")
     error, _ = _select_one(_serverless(url, database.pooler_hosts))

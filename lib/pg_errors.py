@@ -1,0 +1,58 @@
+"""What a pg8000 error means for the caller: gone connection, refused login, worth retrying — by SQLSTATE and type."""
+
+from __future__ import annotations
+
+import pg8000.dbapi
+import sqlalchemy.exc
+
+from lib.errors import DatabaseLoginError
+
+# The connection (or the compute behind it) is gone: Neon suspend/restart, admin kill, pooler restart. pg8000 reports
+# several of them as ProgrammingError, which SQLAlchemy's pg8000 dialect does not see as disconnects.
+DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"})
+# Connect attempts failing with these are worth retrying while a compute wakes up (XX000: Neon's proxy while the
+# compute starts; 53300: too many connections for a moment).
+RETRYABLE_CONNECT_SQLSTATES = DISCONNECT_SQLSTATES | {"53300", "XX000"}
+# Postgres refuses a login with 28P01/28000; PgBouncer refuses one (bad SCRAM proof included) with 08P01.
+LOGIN_REFUSED_SQLSTATES = frozenset({"28P01", "28000", "08P01"})
+
+
+def sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a pg8000 server error (also when wrapped by SQLAlchemy), if it is one."""
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        error = error.orig
+    if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
+        code = error.args[0].get("C")
+        return code if isinstance(code, str) else None
+    return None
+
+
+def server_message(error: BaseException | None) -> str | None:
+    """The server's own message text (never holds the password: servers do not echo it)."""
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        error = error.orig
+    if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
+        message = error.args[0].get("M")
+        return message if isinstance(message, str) else None
+    return None
+
+
+def is_network_failure(error: BaseException | None) -> bool:
+    """The connection is unusable: socket error, timeout, pg8000 network error, or a disconnect SQLSTATE."""
+    return isinstance(error, (OSError, pg8000.dbapi.InterfaceError)) or sqlstate(error) in DISCONNECT_SQLSTATES
+
+
+def is_retryable_connect_failure(error: BaseException) -> bool:
+    return is_network_failure(error) or sqlstate(error) in RETRYABLE_CONNECT_SQLSTATES
+
+
+def login_refused(error: BaseException) -> DatabaseLoginError | None:
+    """A typed error naming the fix when the server refused to log us in, else None."""
+    code = sqlstate(error)
+    if code not in LOGIN_REFUSED_SQLSTATES:
+        return None
+    return DatabaseLoginError(
+        f"the database refused the login (SQLSTATE {code}: {server_message(error) or 'no message'}): check the user "
+        "and password in DATABASE_URL, or in the secret/parameter it comes from (a rotated secret is re-read once "
+        "automatically); for Neon, copy the pooled connection string again from the console"
+    )
