@@ -56,6 +56,22 @@ def round_trip_table(rows: Sequence[Row]) -> str:
     return _table(header, body)
 
 
+def side_by_side_table(rows: Sequence[Row]) -> str:
+    """Round trips (and wall ms at the largest delay) per scenario, one column per profile: the README's table."""
+    profiles = list(dict.fromkeys(row.profile for row in rows))
+    scenarios = list(dict.fromkeys(row.scenario for row in rows))
+    by_key = {(row.scenario, row.profile): row for row in rows}
+    delay = DELAYS_MS[-1]
+    body = []
+    for scenario in scenarios:
+        cells = [scenario]
+        for profile in profiles:
+            row = by_key.get((scenario, profile))
+            cells.append(f"{_count(row.round_trips)} ({row.wall_ms[delay]:.0f} ms)" if row else "")
+        body.append(cells)
+    return _table([f"round trips (ms @ +{delay:g} ms)", *profiles], body)
+
+
 def steps_table(steps: Sequence[Steps]) -> str:
     fields = [
         ("new connection (TCP + TLS + SCRAM + startup)", "connect"),

@@ -250,7 +250,7 @@ def run_load(
 def run_scale(
     logs: CapturedLogs, counts: tuple[int, ...] = ENVIRONMENT_COUNTS, targets: tuple[str, ...] = ("pooler", "direct")
 ) -> list[LoadResult]:
-    """Through the pooler (template default) and on the direct URL (server mode), for each N."""
+    """On the direct URL (server mode) and through the pooler (template default), for each N."""
     stack = PrivateStack.start()
     try:
         env = stack.env
@@ -268,7 +268,9 @@ def run_scale(
             note_id = json.loads(created["body"])["id"]
             lib_engine.dispose_engine()
             results = []
-            for target, environ in (("pooler (template default)", pooled), ("direct URL (server mode)", direct)):
+            # Direct first: afterwards PgBouncer keeps up to default_pool_size server connections open for a while,
+            # which would take slots of max_connections away from the direct runs.
+            for target, environ in (("direct URL (server mode)", direct), ("pooler (template default)", pooled)):
                 if target.split()[0] not in targets:
                     continue
                 for count in counts:
