@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pg8000.dbapi
 import pytest
 from sqlalchemy import Engine, text
 
@@ -133,6 +134,32 @@ def exercise(name: str, fault: Callable[[], None], database: DatabaseTarget, dir
     return Result(client, totals, recovery)
 
 
+def wait_until_the_pooler_serves(database: DatabaseTarget, budget_s: float = 40.0) -> float:
+    """Seconds until a fresh client gets an answer through the pooler (the fault has cleared), probing every 0.2 s.
+
+    After Postgres comes back, PgBouncer may keep refusing for up to server_login_retry (15 s by default) when a
+    server login failed while Postgres was down.
+    """
+    settings = Settings.from_env(
+        {"DATABASE_URL": database.pooled_url, "DB_MODE": "serverless", "DB_POOLER_HOSTS": database.pooler_hosts}
+    )
+    started = time.monotonic()
+    while True:
+        try:
+            connection = pg8000.dbapi.connect(**settings.database.connect_args(timeout=5))
+            try:
+                cursor = connection.cursor()
+                cursor.execute("select 1")
+                cursor.fetchall()
+                return time.monotonic() - started
+            finally:
+                connection.close()
+        except (OSError, pg8000.dbapi.Error):
+            if time.monotonic() - started > budget_s:
+                raise
+            time.sleep(0.2)
+
+
 def _format(statuses: dict[int, int]) -> str:
     return ", ".join(f"{count}x{status}" for status, count in sorted(statuses.items()))
 
@@ -202,6 +229,7 @@ def test_pgbouncer_restart(pooled_app: None, database: DatabaseTarget, direct: E
     def fault() -> None:
         time.sleep(0.3)
         stack.restart_pgbouncer()
+        wait_until_the_pooler_serves(database)
 
     result = exercise("PgBouncer restarted", fault, database, direct)
     assert result.totals.invalidations >= 1
@@ -209,11 +237,19 @@ def test_pgbouncer_restart(pooled_app: None, database: DatabaseTarget, direct: E
 
 @pytest.mark.local_stack
 def test_postgres_restart(pooled_app: None, database: DatabaseTarget, direct: Engine) -> None:
+    refused_for: list[float] = []
+
     def fault() -> None:
         time.sleep(0.3)
         stack.restart_postgres()
+        refused_for.append(wait_until_the_pooler_serves(database))
 
     exercise("Postgres restarted (fast shutdown)", fault, database, direct)
+    figures.record(
+        "fault scenarios",
+        f"  after the Postgres restart the pooler itself served again after {refused_for[0]:.1f}s "
+        "(PgBouncer's server_login_retry)",
+    )
 
 
 @pytest.mark.local_stack
@@ -226,6 +262,7 @@ def test_every_backend_terminated(pooled_app: None, database: DatabaseTarget, di
             with direct.begin() as connection:
                 killed = connection.execute(_TERMINATE_OTHERS).scalar_one()
             terminated.append(int(killed))
+        wait_until_the_pooler_serves(database)
 
     exercise("pg_terminate_backend on every backend, 5 times", fault, database, direct)
     assert sum(terminated) > 0
