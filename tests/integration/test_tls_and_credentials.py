@@ -4,6 +4,7 @@ clearly, through the engine and through `python -m lib.doctor`, without the pass
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import subprocess
@@ -19,13 +20,15 @@ import pg8000.dbapi
 import pytest
 from sqlalchemy import text
 
+from handlers.api import handler as api_handler
 from lib import engine as db
 from lib import invocation
 from lib.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError
 from lib.settings import Settings
+from tests.events import load_event
 from tests.faults.traffic import pooler_address, with_port
 from tests.integration.conftest import DatabaseTarget
-from tests.lambda_runtime import FakeLambdaContext
+from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tests.support.secrets import as_text, assert_no_secret
 
@@ -266,3 +269,21 @@ def test_an_unreachable_host_is_a_503_within_the_deadline_and_a_doctor_verdict(d
     assert f"port {port}" in doctor.stdout
     assert "unreachable" in doctor.stdout
     assert_no_secret(database.password, *logs.lines, error, doctor.stdout, as_text(doctor.stderr))
+
+
+def test_a_wrong_password_answers_500_and_logs_the_fix(
+    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = database.pooled_url.replace(f":{quote(database.password, safe='')}@", f":{WRONG_PASSWORD}@")
+    configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=database.pooler_hosts)
+    try:
+        with captured_logs() as logs:
+            response = api_handler(load_event("api-01-health"), FakeLambdaContext(timeout_ms=DEADLINE_MS))
+    finally:
+        reset_database_state()
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 500
+    assert body["error"]["code"] == "misconfigured"
+    assert any("password" in line and "DATABASE_URL" in line for line in logs.lines)
+    for secret in (database.password, WRONG_PASSWORD):
+        assert_no_secret(secret, *logs.lines, response)
