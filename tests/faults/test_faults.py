@@ -13,12 +13,13 @@ from sqlalchemy import Engine, text
 
 from lib.engine import build_engine
 from lib.settings import Settings
-from tests.faults.traffic import Client, Outcome, pooler_address, rows_by_key, run_with_fault, with_port
+from tests.faults.traffic import Client, Outcome, rows_by_key, run_with_fault
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import configure_serverless, reset_database_state
 from tests.support import figures
 from tests.support.logs import JsonLines, captured_logs
 from tests.support.secrets import assert_no_secret
+from tests.support.urls import host_and_port, with_port
 from tools import stack
 from tools.proxy import Proxy
 
@@ -61,7 +62,7 @@ def proxy(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, schema: Non
     """The app's DATABASE_URL points at a fault-injecting proxy in front of PgBouncer."""
     if not database.local_stack:
         pytest.skip("the proxy keeps the URL's host name for TLS, so it needs the embedded stack on localhost")
-    host, port = pooler_address(database.pooled_url)
+    host, port = host_and_port(database.pooled_url)
     with Proxy("127.0.0.1" if host == "localhost" else host, port) as running:
         configure_serverless(
             monkeypatch,

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, text
 
@@ -158,19 +157,3 @@ def rows_by_key(direct: Engine, keys: set[str]) -> dict[str, list[tuple[str, str
         for key, title, note_id in rows:
             found[key].append((title, note_id))
     return found
-
-
-def pooler_address(url: str) -> tuple[str, int]:
-    """Host and port of a URL."""
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    return parts.hostname, parts.port
-
-
-def with_port(url: str, port: int) -> str:
-    """The URL with its port replaced (host name kept, so TLS still verifies it)."""
-    parts = urlsplit(url)
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    host = hostport.rsplit(":", 1)[0] if parts.port is not None else hostport
-    return parts._replace(netloc=f"{userinfo}@{host}:{port}").geturl()

@@ -26,11 +26,11 @@ from lib import invocation
 from lib.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError
 from lib.settings import Settings
 from tests.events import load_event
-from tests.faults.traffic import pooler_address, with_port
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tests.support.secrets import as_text, assert_no_secret
+from tests.support.urls import host_and_port, with_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WRONG_PASSWORD = "not-the-password-0123456789"
@@ -218,7 +218,7 @@ def test_plaintext_is_refused_in_serverless_mode_and_by_the_stack(database: Data
         _serverless(f"{base}?sslmode=disable", database.pooler_hosts)
     assert_no_secret(database.password, raised.value)
     # The stack, like Neon, refuses plaintext clients too (server mode lets the URL ask for it).
-    host, port = pooler_address(database.pooled_url)
+    host, port = host_and_port(database.pooled_url)
     with pytest.raises(pg8000.dbapi.DatabaseError) as refused:
         pg8000.dbapi.connect(
             user="neondb_owner", password=database.password, host=host, port=port, database="neondb", ssl_context=False
