@@ -67,7 +67,7 @@ def set_database_environment(values: Mapping[str, str]) -> None:
         os.environ.pop(name, None)
     os.environ.update(values)
     # The settings are cached per process (per execution environment); a new configuration is a new environment.
-    lib_settings._cache.clear()
+    lib_settings.clear_settings()
 
 
 def template_environment(url: str, pooler_hosts: str, *, pool: str) -> dict[str, str]:
