@@ -235,11 +235,12 @@ def _unavailable(error: BaseException) -> DatabaseUnavailableError:
 
 
 def _is_unavailable(error: BaseException) -> bool:
+    """The database could not serve us for now: gone connection, exhausted pool, or connect retries ran out."""
     if isinstance(error, sqlalchemy.exc.TimeoutError):
         return True
     if isinstance(error, sqlalchemy.exc.DBAPIError):
-        return bool(error.connection_invalidated) or is_network_failure(error.orig)
-    return is_network_failure(error)
+        return bool(error.connection_invalidated) or is_retryable_connect_failure(error.orig)
+    return is_retryable_connect_failure(error)
 
 
 @contextmanager

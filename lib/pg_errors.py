@@ -42,7 +42,7 @@ def is_network_failure(error: BaseException | None) -> bool:
     return isinstance(error, (OSError, pg8000.dbapi.InterfaceError)) or sqlstate(error) in DISCONNECT_SQLSTATES
 
 
-def is_retryable_connect_failure(error: BaseException) -> bool:
+def is_retryable_connect_failure(error: BaseException | None) -> bool:
     return is_network_failure(error) or sqlstate(error) in RETRYABLE_CONNECT_SQLSTATES
 
 

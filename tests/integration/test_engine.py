@@ -7,12 +7,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pg8000.dbapi
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from lib import engine as db
-from lib import invocation
+from lib import invocation, pg_pipeline
 from lib.errors import DatabaseUnavailableError, PoolExhaustedError
 from lib.settings import Settings
 from tests.integration.conftest import DatabaseTarget
@@ -221,3 +222,36 @@ def test_health_ping_recovers_from_a_dropped_connection(counted: Proxy) -> None:
     assert counted.drop_connections() == 1
     db.ping()
     assert counted.stats.connections == 2
+
+
+def test_too_many_connections_at_connect_is_a_503_not_a_500(
+    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Postgres answers 53300 when max_connections is used up: retried within the deadline, then "unavailable".
+    monkeypatch.setenv("DATABASE_URL", database.direct_url)
+    monkeypatch.setenv("DB_MODE", "server")
+    monkeypatch.setenv("DB_POOL", "nullpool")
+    from tests.lambda_runtime import reset_database_state
+
+    reset_database_state()
+    connect_args = Settings.from_env({"DATABASE_URL": database.direct_url}).database.connect_args()
+    hogs = []
+    try:
+        refused: pg8000.dbapi.DatabaseError | None = None
+        for _ in range(stack.MAX_CONNECTIONS + 5):
+            try:
+                hogs.append(pg_pipeline.connect(**connect_args))
+            except pg8000.dbapi.DatabaseError as error:
+                refused = error
+                break
+        assert sqlstate(refused) == "53300"
+        invocation.start(FakeLambdaContext(timeout_ms=1500))
+        try:
+            with pytest.raises(DatabaseUnavailableError):
+                db.run_in_transaction(_select(1))
+        finally:
+            invocation.finish()
+    finally:
+        for hog in hogs:
+            hog.close()
+        db.dispose_engine()
