@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from lib import engine as db
 from lib import invocation, pg_pipeline
 from lib.errors import DatabaseUnavailableError, PoolExhaustedError
+from lib.pg_errors import sqlstate
 from lib.settings import Settings
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless
