@@ -116,8 +116,12 @@ def exercise(name: str, fault: Callable[[], None], database: DatabaseTarget, dir
         assert stored[key] == [(title, note_id)], f"acknowledged write {key} is missing or doubled: {stored[key]}"
     assert all(len(rows) <= 1 for rows in stored.values()), "an idempotent retry created a duplicate"
 
-    # Every invocation logged its pool summary; every 503 was logged with its reason.
+    # Every invocation logged its pool summary, which agrees with the pool events logged one by one; every 503 was
+    # logged with its reason.
     assert totals.invocations == len(client.outcomes)
+    events = [line["pool_event"] for line in logs.with_key("pool_event")]
+    assert events.count("invalidate") + events.count("soft_invalidate") == totals.invalidations
+    assert events.count("connect") == totals.connections_opened
     unavailable = [line for line in logs.records if line.get("message") == "database unavailable"]
     assert len(unavailable) == statuses.get(503, 0)
     assert_no_secret(
