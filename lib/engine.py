@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
@@ -187,8 +188,8 @@ def _bound_statement_time(dbapi_connection: Any) -> None:
     _socket(dbapi_connection).settimeout(max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
 
 
-class _EngineHolder:
-    """The one engine of this execution environment, built on first use (not at import: INIT is capped at 10 s)."""
+class EngineHolder:
+    """The one engine of an execution environment, built on first use (not at import: INIT is capped at 10 s)."""
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
@@ -212,17 +213,33 @@ class _EngineHolder:
         self._sessions = None
 
 
-_holder = _EngineHolder()
+_holder = EngineHolder()
+# Simulations of many execution environments in one process (load tests, benchmarks) give each its own holder.
+_environment: ContextVar[EngineHolder | None] = ContextVar("execution_environment", default=None)
+
+
+def _current() -> EngineHolder:
+    return _environment.get() or _holder
+
+
+@contextmanager
+def execution_environment(holder: EngineHolder) -> Iterator[EngineHolder]:
+    """Run the block (and the worker threads it hands work to) as `holder`'s execution environment."""
+    token = _environment.set(holder)
+    try:
+        yield holder
+    finally:
+        _environment.reset(token)
 
 
 def get_engine() -> Engine:
     """The execution environment's engine (built lazily from lib.settings)."""
-    return _holder.engine()
+    return _current().engine()
 
 
 def dispose_engine() -> None:
     """Close every pooled connection and forget the engine (SnapStart, tests, settings changes)."""
-    _holder.dispose()
+    _current().dispose()
 
 
 def _unavailable(error: BaseException) -> DatabaseUnavailableError:
@@ -246,7 +263,7 @@ def _is_unavailable(error: BaseException) -> bool:
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """One short session and transaction: commit on success, roll back on error. The edge owns it."""
-    session = _holder.sessions()()
+    session = _current().sessions()()
     try:
         pool_events.checkout_starting()
         yield session
@@ -266,7 +283,7 @@ def run_in_transaction(work: Callable[[Session], T]) -> T:
     attempt = 0
     while True:
         attempt += 1
-        session = _holder.sessions()()
+        session = _current().sessions()()
         committing = False
         try:
             pool_events.checkout_starting()

@@ -129,8 +129,8 @@ def _document(
         "",
         "## Scale",
         "",
-        "N execution environments = N threads in one process, each with its own engine (lib.engine's holder "
-        f"swapped for one per environment) and event loop, up to {REQUESTS_PER_ENVIRONMENT} sequential "
+        "N execution environments = N threads in one process, each with its own engine "
+        f"(`lib.engine.execution_environment`) and event loop, up to {REQUESTS_PER_ENVIRONMENT} sequential "
         "`GET /notes/{id}` through handlers.api.handler, all starting together and holding their connections "
         f"until all finish; {REQUEST_TIMEOUT_MS // 1000} s Lambda timeout per request (template.yaml); no new "
         f"request after {PHASE_LIMIT_S:g} s. On a private stack (Postgres max_connections=20, PgBouncer "

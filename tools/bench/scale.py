@@ -19,13 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from lib import engine as lib_engine
 from tools.bench.profiles import CapturedLogs, lambda_context, set_database_environment, template_environment
@@ -93,49 +89,6 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"{' '.join(argv[1:4])} failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
 
 
-# The environment a thread of the load stands for. A context variable rather than a thread-local: FastAPI runs
-# sync routes on anyio worker threads, which inherit the invoking thread's context but not its thread-locals.
-_environment: ContextVar[lib_engine._EngineHolder | None] = ContextVar("bench_environment", default=None)
-
-
-class _PerEnvironmentEngines(lib_engine._EngineHolder):
-    """lib.engine's one-engine-per-process holder, made one per simulated execution environment."""
-
-    def __init__(self) -> None:
-        self._all: list[lib_engine._EngineHolder] = []
-        self._lock = threading.Lock()
-
-    def enter_environment(self) -> None:
-        """Make the calling thread (and the worker threads it hands requests to) a new execution environment."""
-        holder = lib_engine._EngineHolder()
-        _environment.set(holder)
-        with self._lock:
-            self._all.append(holder)
-
-    def _mine(self) -> lib_engine._EngineHolder:
-        holder = _environment.get()
-        if holder is None:
-            self.enter_environment()
-            holder = _environment.get()
-            assert holder is not None
-        return holder
-
-    def engine(self) -> Engine:
-        return self._mine().engine()
-
-    def sessions(self) -> sessionmaker[Session]:
-        return self._mine().sessions()
-
-    def dispose(self) -> None:
-        self._mine().dispose()
-
-    def dispose_all(self) -> None:
-        with self._lock:
-            holders, self._all = self._all, []
-        for holder in holders:
-            holder.dispose()
-
-
 @contextmanager
 def _no_metrics() -> Iterator[None]:
     # One Metrics object shared by hundreds of threads is a simulation artefact (each Lambda environment has its own)
@@ -149,19 +102,6 @@ def _no_metrics() -> Iterator[None]:
         del metrics.add_metric
 
 
-@contextmanager
-def _engine_per_thread() -> Iterator[_PerEnvironmentEngines]:
-    # lib.engine keeps the environment's engine in a module-level holder; swapping it is the only seam it offers.
-    original = lib_engine._holder
-    holder = _PerEnvironmentEngines()
-    lib_engine._holder = holder
-    try:
-        yield holder
-    finally:
-        lib_engine._holder = original
-        holder.dispose_all()
-
-
 def _error_kind(response: dict[str, Any]) -> str:
     try:
         code = json.loads(response.get("body") or "{}").get("error", {}).get("code", "")
@@ -171,7 +111,6 @@ def _error_kind(response: dict[str, Any]) -> str:
 
 
 def run_load(
-    engines: _PerEnvironmentEngines,
     target: str,
     environ: dict[str, str],
     environments: int,
@@ -189,33 +128,36 @@ def run_load(
     start = threading.Barrier(environments + 1, timeout=BARRIER_TIMEOUT_S)
     finish = threading.Barrier(environments + 1, timeout=BARRIER_TIMEOUT_S)
 
-    def environment() -> None:
-        # Each Lambda environment runs its invocations on its own thread with its own event loop.
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        engines.enter_environment()
-        try:
-            start.wait()
-            stop_at = time.monotonic() + PHASE_LIMIT_S
-            for _ in range(REQUESTS_PER_ENVIRONMENT):
-                if time.monotonic() > stop_at:
-                    break
-                began = time.perf_counter()
-                try:
-                    response = handler(get_note_event(note_id), lambda_context(timeout_ms=REQUEST_TIMEOUT_MS))
-                    kind = None if response.get("statusCode") == 200 else _error_kind(response)
-                except Exception as error:  # noqa: BLE001 - every failure is counted, by type.
-                    kind = type(error).__name__
-                with lock:
-                    latencies.append((time.perf_counter() - began) * 1000)
-                    if kind is not None:
-                        errors[kind] += 1
-            finish.wait()
-        except threading.BrokenBarrierError:
+    def requests() -> None:
+        start.wait()
+        stop_at = time.monotonic() + PHASE_LIMIT_S
+        for _ in range(REQUESTS_PER_ENVIRONMENT):
+            if time.monotonic() > stop_at:
+                break
+            began = time.perf_counter()
+            try:
+                response = handler(get_note_event(note_id), lambda_context(timeout_ms=REQUEST_TIMEOUT_MS))
+                kind = None if response.get("statusCode") == 200 else _error_kind(response)
+            except Exception as error:  # noqa: BLE001 - every failure is counted, by type.
+                kind = type(error).__name__
             with lock:
-                errors["environment did not finish in time"] += 1
-        finally:
-            lib_engine.dispose_engine()
-            asyncio.get_event_loop().close()
+                latencies.append((time.perf_counter() - began) * 1000)
+                if kind is not None:
+                    errors[kind] += 1
+        finish.wait()
+
+    def environment() -> None:
+        # Each Lambda environment runs its invocations on its own thread, with its own event loop and engine.
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        with lib_engine.execution_environment(lib_engine.EngineHolder()) as holder:
+            try:
+                requests()
+            except threading.BrokenBarrierError:
+                with lock:
+                    errors["environment did not finish in time"] += 1
+            finally:
+                holder.dispose()
+                asyncio.get_event_loop().close()
 
     previous_stack_size = threading.stack_size(THREAD_STACK_BYTES)
     try:
@@ -260,7 +202,7 @@ def run_scale(
             "DB_MODE": "server",
             "DB_POOLER_HOSTS": env["DB_POOLER_HOSTS"],
         }
-        with _engine_per_thread() as engines, _no_metrics():
+        with _no_metrics():
             set_database_environment(pooled)
             from handlers.api import handler
 
@@ -274,7 +216,7 @@ def run_scale(
                 if target.split()[0] not in targets:
                     continue
                 for count in counts:
-                    results.append(run_load(engines, target, environ, count, note_id, logs))
+                    results.append(run_load(target, environ, count, note_id, logs))
         return results
     finally:
         set_database_environment({})
