@@ -13,13 +13,11 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session, sessionmaker
 
 from handlers.api import adapter
 from lib import engine as db
@@ -41,22 +39,6 @@ WRITES_PER_ENVIRONMENT = 3
 BUDGET_S = 240.0
 
 
-class _PerEnvironmentHolder:
-    """Stands in for lib.engine's one engine holder: each simulated environment gets its own engine."""
-
-    def __init__(self) -> None:
-        self.current: ContextVar[_Environment] = ContextVar("simulated_environment")
-
-    def engine(self) -> Engine:
-        return self.current.get().holder.engine()
-
-    def sessions(self) -> sessionmaker[Session]:
-        return self.current.get().holder.sessions()
-
-    def dispose(self) -> None:
-        pass
-
-
 class _SerialMetrics:
     """One lock around the process-wide Powertools metrics object, which is not safe to share between threads."""
 
@@ -72,7 +54,7 @@ class _SerialMetrics:
 @dataclass
 class _Environment:
     number: int
-    holder: db._EngineHolder = field(default_factory=db._EngineHolder)
+    holder: db.EngineHolder = field(default_factory=db.EngineHolder)
     statuses: list[int] = field(default_factory=list)
     # (Idempotency-Key, title, note id) of each write answered 201.
     acknowledged: list[tuple[str, str, str]] = field(default_factory=list)
@@ -102,9 +84,13 @@ def _call(env: _Environment, event: dict[str, Any]) -> tuple[int, Any, str]:
     return response["statusCode"], json.loads(raw) if raw else None, raw
 
 
-def _live(env: _Environment, routing: _PerEnvironmentHolder, label: str, stop_at: float) -> None:
-    """One environment's life: a few writes, each read back by id, then one page of the list."""
-    routing.current.set(env)
+def _live(env: _Environment, label: str, stop_at: float) -> None:
+    """One environment's life, on its own engine: a few writes, each read back by id, then one page of the list."""
+    with db.execution_environment(env.holder):
+        _requests(env, label, stop_at)
+
+
+def _requests(env: _Environment, label: str, stop_at: float) -> None:
     for _ in range(WRITES_PER_ENVIRONMENT):
         if time.monotonic() > stop_at:
             return
@@ -141,11 +127,8 @@ def _peak_backends(direct: Engine, stop: threading.Event, peak: list[int]) -> No
 
 
 @pytest.fixture
-def environments(monkeypatch: pytest.MonkeyPatch, schema: None) -> _PerEnvironmentHolder:
-    routing = _PerEnvironmentHolder()
-    monkeypatch.setattr(db, "_holder", routing)
+def serial_metrics(monkeypatch: pytest.MonkeyPatch, schema: None) -> None:
     monkeypatch.setattr(pool_events, "metrics", _SerialMetrics(observability.metrics))
-    return routing
 
 
 @pytest.mark.parametrize(
@@ -157,7 +140,7 @@ def test_environments_through_the_pooler(
     pool: str,
     count: int,
     database: DatabaseTarget,
-    environments: _PerEnvironmentHolder,
+    serial_metrics: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = database.pooled_url if pool == "pooled" else database.single_pool_url
@@ -179,7 +162,7 @@ def test_environments_through_the_pooler(
                 WORKERS, thread_name_prefix="environment", initializer=_give_thread_an_event_loop
             ) as pool_threads,
         ):
-            for future in [pool_threads.submit(_live, env, environments, label, stop_at) for env in envs]:
+            for future in [pool_threads.submit(_live, env, label, stop_at) for env in envs]:
                 future.result()
         duration = time.monotonic() - started
         stop_sampling.set()
