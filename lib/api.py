@@ -37,6 +37,8 @@ MAX_TTL_SECONDS = 31_536_000
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 MAX_IDEMPOTENCY_KEY = 255
+# Printable ASCII only: headers arrive as Latin-1, so anything else would be stored garbled and never match again.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]+$"
 
 
 def _storable(value: str) -> str:
@@ -146,7 +148,9 @@ def _add_routes(app: FastAPI) -> None:
     def create_note(
         payload: NoteCreate,
         response: Response,
-        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)] = None,
+        idempotency_key: Annotated[
+            str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=IDEMPOTENCY_KEY_PATTERN)
+        ] = None,
     ) -> NoteOut:
         created = run_in_transaction(
             lambda session: notes.create_note(

@@ -21,7 +21,7 @@ import pg8000.dbapi
 
 from lib.dsn import parse_database_url
 from lib.errors import ConfigError
-from lib.pg_errors import login_refused
+from lib.pg_errors import login_refused, tls_refused
 from lib.settings import MODES, Settings
 
 EXIT_ACCEPTED = 0
@@ -74,7 +74,7 @@ def main(
     try:
         probe = run_probe(settings)
     except (OSError, ConfigError, pg8000.dbapi.Error) as error:
-        refused = login_refused(error)
+        refused = login_refused(error) or tls_refused(error)
         if refused is not None:
             _line(stream, "verdict", f"refused: {refused}")
             return EXIT_REFUSED

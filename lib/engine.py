@@ -24,7 +24,7 @@ from lib.errors import (
 )
 from lib.invocation import remaining_seconds
 from lib.observability import logger
-from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate
+from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
 from lib.settings import PoolKind, Settings, get_settings, refresh_database_url
 
 T = TypeVar("T")
@@ -76,14 +76,15 @@ class _Connector:
             except Exception as error:
                 code = sqlstate(error)
                 refused = login_refused(error)
-                if refused is not None:
-                    if not refreshed and self.settings.url_from_secret_store:
-                        # A rotated secret: fetch it again (bypassing the cache) and try once more at once.
-                        refreshed = True
-                        self._use(refresh_database_url(self.settings))
-                        logger.warning("database login refused; re-read the secret", extra={"sqlstate": code})
-                        continue
-                    raise refused from error
+                if refused is not None and not refreshed and self.settings.url_from_secret_store:
+                    # A rotated secret: fetch it again (bypassing the cache) and try once more at once.
+                    refreshed = True
+                    self._use(refresh_database_url(self.settings))
+                    logger.warning("database login refused; re-read the secret", extra={"sqlstate": code})
+                    continue
+                fatal = refused or tls_refused(error)
+                if fatal is not None:
+                    raise fatal from error
                 retryable = is_retryable_connect_failure(error)
                 delay = random.uniform(0, min(CONNECT_BACKOFF_CAP, CONNECT_BACKOFF_BASE * 2**attempt))
                 budget = remaining_seconds() - DEADLINE_MARGIN_SECONDS

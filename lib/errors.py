@@ -81,3 +81,7 @@ class MigrationError(Exception):
 
 class DatabaseLoginError(ConfigError):
     """The server refused the login: wrong user or password (or a rotated secret); the message names the fix."""
+
+
+class TlsVerificationError(ConfigError):
+    """The server's certificate did not verify against the configured CA or host name; the message names the fix."""

@@ -22,11 +22,18 @@ from tools.sam_template import function_ids, load_template
 FUNCTIONS = function_ids(load_template())
 
 
+class _RedactedEnv(dict[str, str]):
+    """Environment variables whose repr (printed by a failing assert) names the keys only: the URL holds a password."""
+
+    def __repr__(self) -> str:
+        return f"<environment {sorted(self)}>"
+
+
 @pytest.fixture(scope="module")
 def database_env(database: DatabaseTarget) -> dict[str, str]:
     """What `make invoke` takes from .stack/env or the shell: the pooled URL and the pooler hosts."""
     migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
-    return {"DATABASE_URL": database.pooled_url, "DB_POOLER_HOSTS": database.pooler_hosts}
+    return _RedactedEnv(DATABASE_URL=database.pooled_url, DB_POOLER_HOSTS=database.pooler_hosts)
 
 
 @pytest.fixture(autouse=True)

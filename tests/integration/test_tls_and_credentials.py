@@ -23,7 +23,7 @@ from sqlalchemy import text
 from handlers.api import handler as api_handler
 from lib import engine as db
 from lib import invocation
-from lib.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError
+from lib.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError, TlsVerificationError
 from lib.settings import Settings
 from tests.events import load_event
 from tests.integration.conftest import DatabaseTarget
@@ -163,8 +163,17 @@ def _chain(error: BaseException) -> list[BaseException]:
     return found
 
 
-def _doctor(url: str, pooler_hosts: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+@dataclass(frozen=True)
+class DoctorRun:
+    """What the doctor printed; unlike CompletedProcess it does not keep the URL (a failing assert would show it)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _doctor(url: str, pooler_hosts: str) -> DoctorRun:
+    done = subprocess.run(
         [sys.executable, "-m", "lib.doctor", url, "--pooler-hosts", pooler_hosts],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
@@ -173,6 +182,7 @@ def _doctor(url: str, pooler_hosts: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+    return DoctorRun(done.returncode, done.stdout, done.stderr)
 
 
 def test_a_certificate_from_another_ca_fails_closed(database: DatabaseTarget, pki: Pki) -> None:
@@ -180,9 +190,12 @@ def test_a_certificate_from_another_ca_fails_closed(database: DatabaseTarget, pk
     with captured_logs() as logs:
         error, elapsed = _select_one(_serverless(url, database.pooler_hosts))
     assert any(isinstance(link, ssl.SSLCertVerificationError) for link in _chain(error)), _chain(error)
+    assert isinstance(error, TlsVerificationError), "a certificate that does not verify is a config error"
+    assert "sslrootcert" in str(error)
+    assert not [line for line in logs.records if line.get("message") == "database connect attempt failed"][1:]
     assert elapsed < DEADLINE_MS / 1000
     doctor = _doctor(url, database.pooler_hosts)
-    assert doctor.returncode == 1
+    assert doctor.returncode == 2  # refused by configuration: retrying cannot help
     assert "certificate verify failed" in doctor.stdout
     assert_no_secret(database.password, *logs.lines, error, doctor.stdout, doctor.stderr)
 

@@ -119,6 +119,13 @@ def test_idempotency_key_longer_than_255_is_422_naming_the_header() -> None:
     assert "Idempotency-Key" in reasons(body)
 
 
+@pytest.mark.parametrize("key", ["clé-1", "tab\there", "emoji 🙂"])
+def test_idempotency_key_outside_printable_ascii_is_422_naming_the_header(key: str) -> None:
+    status, _, body = invoke(with_header(load_event("api-02-create-note"), "Idempotency-Key", key))
+    assert status == 422
+    assert "Idempotency-Key" in reasons(body)
+
+
 def test_malformed_json_is_400_saying_where() -> None:
     status, _, body = invoke(load_event("api-14-create-note-malformed-json"))
     assert status == 400

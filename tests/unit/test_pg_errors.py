@@ -1,9 +1,11 @@
+import ssl
+
 import pg8000.dbapi
 import pytest
 import sqlalchemy.exc
 
-from lib.errors import DatabaseLoginError
-from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate
+from lib.errors import DatabaseLoginError, TlsVerificationError
+from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
 
 
 def _server_error(code: str, message: str = "server says no") -> pg8000.dbapi.DatabaseError:
@@ -49,3 +51,23 @@ def test_a_refused_login_names_the_fix(code: str, message: str) -> None:
     assert code in str(refused)
     assert message in str(refused)
     assert "password in DATABASE_URL" in str(refused)
+
+
+def test_pgbouncer_login_refusal_is_final_but_its_other_refusals_are_retried() -> None:
+    assert isinstance(login_refused(_server_error("08P01", "SASL authentication failed")), DatabaseLoginError)
+    assert not is_retryable_connect_failure(_server_error("08P01", "SASL authentication failed"))
+    busy = _server_error("08P01", "no more connections allowed (max_client_conn)")
+    assert login_refused(busy) is None
+    assert is_retryable_connect_failure(busy)
+
+
+def test_a_certificate_that_does_not_verify_is_a_config_error_not_a_network_failure() -> None:
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    error.verify_message = "unable to get local issuer certificate"
+    assert not is_network_failure(error)
+    assert not is_retryable_connect_failure(error)
+    refused = tls_refused(error)
+    assert isinstance(refused, TlsVerificationError)
+    assert "unable to get local issuer certificate" in str(refused)
+    assert "sslrootcert" in str(refused)
+    assert tls_refused(ConnectionResetError()) is None
