@@ -23,24 +23,23 @@ LOGIN_REFUSED_SQLSTATES = frozenset({"28P01", "28000"})
 _PGBOUNCER_LOGIN_REFUSED = ("08P01", "authentication failed")
 
 
-def sqlstate(error: BaseException | None) -> str | None:
-    """The SQLSTATE of a pg8000 server error (also when wrapped by SQLAlchemy), if it is one."""
+def _field(error: BaseException | None, key: str) -> str | None:
     if isinstance(error, sqlalchemy.exc.DBAPIError):
         error = error.orig
     if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
-        code = error.args[0].get("C")
-        return code if isinstance(code, str) else None
+        value = error.args[0].get(key)
+        return value if isinstance(value, str) else None
     return None
+
+
+def sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a pg8000 server error (also when wrapped by SQLAlchemy), if it is one."""
+    return _field(error, "C")
 
 
 def server_message(error: BaseException | None) -> str | None:
     """The server's own message text (never holds the password: servers do not echo it)."""
-    if isinstance(error, sqlalchemy.exc.DBAPIError):
-        error = error.orig
-    if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
-        message = error.args[0].get("M")
-        return message if isinstance(message, str) else None
-    return None
+    return _field(error, "M")
 
 
 def is_network_failure(error: BaseException | None) -> bool:

@@ -54,6 +54,14 @@ def database() -> DatabaseTarget:
     return _target()
 
 
+@pytest.fixture(scope="session")
+def schema(database: DatabaseTarget) -> None:
+    """The app's schema, applied once over the direct URL (harmless if it is there already)."""
+    from lib import migrate
+
+    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+
+
 @pytest.fixture(autouse=True)
 def _needs_local_stack(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("local_stack") is None:

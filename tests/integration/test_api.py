@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from handlers.api import handler
-from lib import migrate, notes
+from lib import notes
 from lib.engine import build_engine, get_engine, run_in_transaction
 from lib.settings import Settings
 from tests.events import event_names, load_event, with_header, with_json_body, with_note_id, with_query
@@ -45,11 +45,6 @@ EXPECTED_STATUS = {
     "api-17-unknown-route": 404,
     "api-18-method-not-allowed": 405,
 }
-
-
-@pytest.fixture(scope="module")
-def schema(database: DatabaseTarget) -> None:
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
 
 
 @pytest.fixture

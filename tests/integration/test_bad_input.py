@@ -14,7 +14,6 @@ from sqlalchemy import Engine, text
 
 from handlers.api import handler as api_handler
 from handlers.scheduled import handler as scheduled_handler
-from lib import migrate
 from lib.engine import build_engine
 from lib.errors import InvalidEventError
 from lib.settings import Settings
@@ -40,8 +39,7 @@ SQL_LOOKING = [
 
 
 @pytest.fixture(scope="module")
-def direct(database: DatabaseTarget) -> Iterator[Engine]:
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+def direct(database: DatabaseTarget, schema: None) -> Iterator[Engine]:
     engine = build_engine(Settings.from_env({"DATABASE_URL": database.direct_url, "DB_MODE": "server"}))
     yield engine
     engine.dispose()

@@ -18,7 +18,7 @@ from lib.errors import DatabaseUnavailableError, PoolExhaustedError
 from lib.pg_errors import sqlstate
 from lib.settings import Settings
 from tests.integration.conftest import DatabaseTarget
-from tests.lambda_runtime import FakeLambdaContext, configure_serverless
+from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tools import stack
 from tools.proxy import Proxy
@@ -35,6 +35,13 @@ def serverless_app(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) ->
     configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
     yield
     db.dispose_engine()
+
+
+def _configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    """Change the app's environment for one test; the next use builds settings and engine from it."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    reset_database_state()
 
 
 def _select(value: int) -> Any:
@@ -85,10 +92,7 @@ def test_pool_events_are_logged_in_order_with_their_fields(serverless_app: None)
 def test_exhaustion_becomes_a_typed_error_within_the_bound(
     database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, serverless_app: None
 ) -> None:
-    monkeypatch.setenv("DB_POOL_TIMEOUT", "0.2")
-    from tests.lambda_runtime import reset_database_state
-
-    reset_database_state()
+    _configure(monkeypatch, DB_POOL_TIMEOUT="0.2")
     with db.session_scope() as holder:
         holder.execute(text("select 1"))  # the only pooled connection is now checked out
         started = time.monotonic()
@@ -105,12 +109,7 @@ def test_a_terminated_backend_is_survived_by_the_next_request(
     database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Direct connection in server mode: the killed backend is exactly the pooled client connection.
-    monkeypatch.setenv("DATABASE_URL", database.direct_url)
-    monkeypatch.setenv("DB_MODE", "server")
-    monkeypatch.setenv("DB_POOL_PRE_PING", "false")
-    from tests.lambda_runtime import reset_database_state
-
-    reset_database_state()
+    _configure(monkeypatch, DATABASE_URL=database.direct_url, DB_MODE="server", DB_POOL_PRE_PING="false")
     try:
         pid = db.run_in_transaction(lambda s: s.execute(text("select pg_backend_pid()")).scalar_one())
         killer = db.build_engine(Settings.from_env({"DATABASE_URL": database.direct_url}))
@@ -209,10 +208,7 @@ def test_round_trips_of_the_serverless_profile(counted: Proxy, monkeypatch: pyte
 
 
 def test_an_idle_connection_is_pinged_once_before_reuse(counted: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DB_IDLE_PING_SECONDS", "0.05")
-    from tests.lambda_runtime import reset_database_state
-
-    reset_database_state()
+    _configure(monkeypatch, DB_IDLE_PING_SECONDS="0.05")
     db.run_in_transaction(_select(1))
     time.sleep(0.1)
     assert _flights(counted, lambda: db.run_in_transaction(_select(2))) == 3
@@ -229,12 +225,7 @@ def test_too_many_connections_at_connect_is_a_503_not_a_500(
     database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Postgres answers 53300 when max_connections is used up: retried within the deadline, then "unavailable".
-    monkeypatch.setenv("DATABASE_URL", database.direct_url)
-    monkeypatch.setenv("DB_MODE", "server")
-    monkeypatch.setenv("DB_POOL", "nullpool")
-    from tests.lambda_runtime import reset_database_state
-
-    reset_database_state()
+    _configure(monkeypatch, DATABASE_URL=database.direct_url, DB_MODE="server", DB_POOL="nullpool")
     connect_args = Settings.from_env({"DATABASE_URL": database.direct_url}).database.connect_args()
     hogs = []
     try:

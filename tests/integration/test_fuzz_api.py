@@ -17,7 +17,6 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from lib import migrate
 from lib.api import create_app
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import configure_serverless, reset_database_state
@@ -35,8 +34,7 @@ statuses: Counter[int] = Counter()
 
 
 @pytest.fixture(scope="module")
-def fuzzed_app(database: DatabaseTarget) -> Iterator[DatabaseTarget]:
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+def fuzzed_app(database: DatabaseTarget, schema: None) -> Iterator[DatabaseTarget]:
     with pytest.MonkeyPatch.context() as monkeypatch, captured_logs() as logs, library_logs() as other_logs:
         configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
         yield database

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from lib import migrate
 from tests.events import event_names
 from tests.integration.conftest import DatabaseTarget
 from tests.integration.test_api import EXPECTED_STATUS
@@ -30,9 +29,8 @@ class _RedactedEnv(dict[str, str]):
 
 
 @pytest.fixture(scope="module")
-def database_env(database: DatabaseTarget) -> dict[str, str]:
+def database_env(database: DatabaseTarget, schema: None) -> dict[str, str]:
     """What `make invoke` takes from .stack/env or the shell: the pooled URL and the pooler hosts."""
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
     return _RedactedEnv(DATABASE_URL=database.pooled_url, DB_POOLER_HOSTS=database.pooler_hosts)
 
 

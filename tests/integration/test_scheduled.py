@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 import lib.purge
 from handlers.scheduled import handler
-from lib import migrate
 from lib.engine import run_in_transaction
 from lib.errors import InvalidEventError
 from tests.events import event_names, load_event
@@ -23,11 +22,6 @@ from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_
 from tests.support.logs import captured_logs
 
 EXPECTED_OUTCOME = {"scheduled-01-purge": "ran", "scheduled-02-wrong-event-type": InvalidEventError}
-
-
-@pytest.fixture(scope="module")
-def schema(database: DatabaseTarget) -> None:
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
 
 
 @pytest.fixture

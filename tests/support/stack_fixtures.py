@@ -1,4 +1,4 @@
-"""Fixtures the fault and load tiers share: the database target, its schema, and the password scan of every log line.
+"""Fixtures the fault and load tiers share with integration (database target, schema) and the password scan.
 
 The app's modules are imported inside the fixtures, not here: conftest files are imported while pytest's output
 capture is off, and the Powertools logger binds whatever sys.stdout is when lib.observability is first imported
@@ -11,16 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import DatabaseTarget, _needs_local_stack, database
+from tests.integration.conftest import DatabaseTarget, _needs_local_stack, database, schema
 
 __all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema"]
-
-
-@pytest.fixture(scope="session")
-def schema(database: DatabaseTarget) -> None:
-    from lib import migrate
-
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
 
 
 @pytest.fixture(autouse=True)

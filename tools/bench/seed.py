@@ -18,7 +18,7 @@ from uuid import UUID
 from aws_lambda_powertools.logging import correlation_paths
 from fastapi import Depends, FastAPI, HTTPException, Request
 from mangum import Mangum
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from lib import notes, purge
@@ -42,14 +42,7 @@ db = Annotated[Session, Depends(get_session)]
 def create_seed_engine(url: DatabaseUrl) -> Engine:
     """QueuePool 5/10 + pre-ping on the plain pg8000 dialect; TLS verified against the URL's CA file."""
     return create_engine(
-        URL.create(
-            "postgresql+pg8000",
-            username=url.user,
-            password=url.password,
-            host=url.host,
-            port=url.port,
-            database=url.database,
-        ),
+        url.sqlalchemy_url(),
         pool_size=5,
         max_overflow=10,
         pool_pre_ping=True,
