@@ -22,7 +22,7 @@ from lib.errors import (
     PoolExhaustedError,
     UnsafeEngineOptionError,
 )
-from lib.invocation import remaining_seconds
+from lib.invocation import has_deadline, remaining_seconds
 from lib.observability import logger
 from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
 from lib.settings import PoolKind, Settings, get_settings, refresh_database_url
@@ -185,8 +185,10 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
 
 
 def _bound_statement_time(dbapi_connection: Any) -> None:
-    # A hung statement must fail before Lambda kills the invocation, so the client gets a clean 503.
-    _socket(dbapi_connection).settimeout(max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
+    # In Lambda a hung statement must fail before the invocation is killed, so the client gets a clean 503;
+    # a long-running server has no deadline and its statements may take as long as they take.
+    timeout = max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS) if has_deadline() else None
+    _socket(dbapi_connection).settimeout(timeout)
 
 
 class EngineHolder:

@@ -32,6 +32,11 @@ def remaining_seconds() -> float:
     return deadline - time.monotonic()
 
 
+def has_deadline() -> bool:
+    """True inside a Lambda invocation (lambda_entry), where statements must end before the deadline."""
+    return _deadline.get() is not None
+
+
 def start(context: LambdaContext | None) -> None:
     """Record the deadline of the invocation that is starting and reset the per-invocation pool counters."""
     remaining_ms = context.get_remaining_time_in_millis() if context is not None else None
