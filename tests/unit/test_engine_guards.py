@@ -1,0 +1,85 @@
+"""The engine factory's guards and lifecycle hooks, without a database."""
+
+import sys
+import types
+from collections.abc import Callable
+
+import pytest
+
+from lib import engine as db
+from lib import invocation, pg_pipeline
+from lib.errors import UnsafeEngineOptionError
+from lib.settings import Settings
+from tests.lambda_runtime import FakeLambdaContext
+
+URL = "postgresql://app:secret-pw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require"
+
+
+def _settings() -> Settings:
+    return Settings.from_env({"DATABASE_URL": URL, "DB_MODE": "serverless"})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"isolation_level": "AUTOCOMMIT"},
+        {"isolation_level": "SERIALIZABLE"},
+        {"execution_options": {"isolation_level": "AUTOCOMMIT"}},
+        {"execution_options": {"postgresql_readonly": True}},
+    ],
+)
+def test_the_factory_refuses_options_unsafe_behind_a_transaction_pooler(options: dict[str, object]) -> None:
+    with pytest.raises(UnsafeEngineOptionError, match="SET LOCAL") as raised:
+        db.build_engine(_settings(), **options)
+    assert "secret-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("option", ["isolation_level", "postgresql_readonly", "postgresql_deferrable"])
+def test_an_engine_refuses_them_later_too(option: str) -> None:
+    engine = db.build_engine(_settings())
+    try:
+        with pytest.raises(UnsafeEngineOptionError):
+            engine.execution_options(**{option: "AUTOCOMMIT" if option == "isolation_level" else True})
+    finally:
+        engine.dispose()
+
+
+def test_the_engine_uses_the_pipelined_driver_and_the_tiny_pool() -> None:
+    engine = db.build_engine(_settings())
+    try:
+        assert type(engine.dialect) is pg_pipeline.PipelineDialect
+        assert engine.pool.size() == 1  # type: ignore[attr-defined]
+        assert "secret-pw" not in repr(engine)
+    finally:
+        engine.dispose()
+
+
+def test_snapstart_disposes_the_engine_before_the_snapshot_and_after_restore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registered: dict[str, Callable[[], None]] = {}
+    hooks = types.ModuleType("snapshot_restore_py")
+    hooks.register_before_snapshot = lambda fn: registered.__setitem__("before", fn)  # type: ignore[attr-defined]
+    hooks.register_after_restore = lambda fn: registered.__setitem__("after", fn)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", hooks)
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+    db._register_snapstart_hooks()
+    assert registered == {"before": db.dispose_engine, "after": db.dispose_engine}
+
+
+def test_without_snapstart_no_hooks_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # importing it would fail
+    db._register_snapstart_hooks()
+
+
+def test_the_deadline_comes_from_the_lambda_context() -> None:
+    assert not invocation.has_deadline()
+    invocation.start(FakeLambdaContext(timeout_ms=3_000))
+    try:
+        assert invocation.has_deadline()
+        assert 2.5 < invocation.remaining_seconds() <= 3.0
+    finally:
+        invocation.finish()
+    assert not invocation.has_deadline()
+    assert invocation.remaining_seconds() == invocation.DEFAULT_BUDGET_SECONDS
