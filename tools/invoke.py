@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from lib.settings import URL_VARIABLES
 from tools.sam_template import (
     ROOT,
     TEMPLATE_PATH,
@@ -49,8 +50,6 @@ STACK_ENV_FILE = ROOT / ".stack" / "env"
 # Lambda's defaults for properties a template may leave out.
 DEFAULT_TIMEOUT_SECONDS = 3
 DEFAULT_MEMORY_MB = 128
-DATABASE_SOURCES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
-
 EXIT_FUNCTION_ERROR = 1
 EXIT_USAGE = 2
 
@@ -371,7 +370,7 @@ def invoke(
     event = _read_event(config, Path(event_path))
     region = _region()
     environment = {**lambda_environment(config, region), **config.environment}
-    if not any(name in environment for name in DATABASE_SOURCES):
+    if not any(name in environment for name in URL_VARIABLES):
         environment.update(database_environment(environ))
     elif "DB_POOLER_HOSTS" not in environment:
         pooler_hosts = (environ or os.environ).get("DB_POOLER_HOSTS")
