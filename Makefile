@@ -28,13 +28,13 @@ stack-clean:  ## stop the local stack and delete .stack/
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m tools.stack clean; else python3 -m tools.stack clean; fi
 
 migrate: stack-up  ## apply the schema over the direct URL (migration mode); harmless to re-run
-	@$(WITH_STACK_ENV) DATABASE_URL="$${DIRECT_DATABASE_URL:-$$DATABASE_URL}" $(PYTHON) -m lib.migrate
+	@$(WITH_STACK_ENV) DATABASE_URL="$${DIRECT_DATABASE_URL:-$$DATABASE_URL}" $(PYTHON) -m lib.dbkit.migrate
 
 demo: migrate  ## the main job: invoke every handler with every sample event against the local stack
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.demo
 
 doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
-	@$(WITH_STACK_ENV) $(PYTHON) -m lib.doctor $(URL)
+	@$(WITH_STACK_ENV) $(PYTHON) -m lib.dbkit.doctor $(URL)
 
 lint:
 	@$(BIN)/ruff check .

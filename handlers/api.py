@@ -1,4 +1,4 @@
-"""ApiFunction entry point: API Gateway HTTP API (payload 2.0) → Mangum → the FastAPI app in lib.api."""
+"""ApiFunction entry point: API Gateway HTTP API (payload 2.0) → Mangum → the FastAPI app in lib.sample_app.api."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
-from lib.api import create_app
-from lib.http_event import check_http_api_event
-from lib.invocation import lambda_entry
-from lib.observability import logger, metrics
+from lib.dbkit.invocation import lambda_entry
+from lib.dbkit.lambda_events import check_http_api_event
+from lib.dbkit.observability import logger, metrics
+from lib.sample_app.api import create_app
 
 app = create_app()
-# lifespan="off": Mangum would run the ASGI lifespan on every invocation; the engine lives in lib.engine instead.
+# lifespan="off": Mangum would run the ASGI lifespan on every invocation; the engine lives in lib.dbkit.engine instead.
 adapter = Mangum(app, lifespan="off")
 
 

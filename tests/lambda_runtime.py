@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lib import engine, settings
+from lib.dbkit import engine, settings
 
 
 @dataclass
 class FakeLambdaContext:
-    """The attributes of the Lambda context object that Powertools and lib.invocation read."""
+    """The attributes of the Lambda context object that Powertools and lib.dbkit.invocation read."""
 
     function_name: str = "ApiFunction"
     timeout_ms: int = 25_000
@@ -36,7 +36,7 @@ def reset_database_state() -> None:
 
 
 def configure_serverless(monkeypatch: pytest.MonkeyPatch, *, pooled_url: str, pooler_hosts: str) -> None:
-    """Point lib.settings at the pooled URL in serverless mode for one test (monkeypatch restores the env)."""
+    """Point lib.dbkit.settings at the pooled URL in serverless mode for one test (monkeypatch restores the env)."""
     monkeypatch.setenv("DATABASE_URL", pooled_url)
     monkeypatch.setenv("DB_MODE", "serverless")
     monkeypatch.setenv("DB_POOLER_HOSTS", pooler_hosts)

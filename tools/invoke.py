@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from lib.settings import URL_VARIABLES
+from lib.dbkit.settings import URL_VARIABLES
 from tools.sam_template import (
     ROOT,
     TEMPLATE_PATH,

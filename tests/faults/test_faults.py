@@ -11,8 +11,8 @@ import pg8000.dbapi
 import pytest
 from sqlalchemy import Engine, text
 
-from lib.engine import build_engine
-from lib.settings import Settings
+from lib.dbkit.engine import build_engine
+from lib.dbkit.settings import Settings
 from tests.faults.traffic import Client, Outcome, rows_by_key, run_with_fault
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import configure_serverless, reset_database_state

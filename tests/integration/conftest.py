@@ -57,7 +57,7 @@ def database() -> DatabaseTarget:
 @pytest.fixture(scope="session")
 def schema(database: DatabaseTarget) -> None:
     """The app's schema, applied once over the direct URL (harmless if it is there already)."""
-    from lib import migrate
+    from lib.dbkit import migrate
 
     migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
 

@@ -14,12 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, event, text
-from sqlalchemy.orm import Session
 
 from handlers.api import handler
-from lib import notes
-from lib.engine import build_engine, get_engine, run_in_transaction
-from lib.settings import Settings
+from lib.dbkit.engine import build_engine, get_engine, run_in_transaction
+from lib.dbkit.settings import Settings
+from lib.sample_app import notes
 from tests.events import event_names, load_event, with_header, with_json_body, with_note_id, with_query
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -68,7 +67,7 @@ def create(title: str, *, key: str | None = None, **fields: Any) -> tuple[int, d
 
 
 def sql(statement: str, **params: Any) -> list[Any]:
-    return run_in_transaction(lambda session: list(session.execute(text(statement), params).all()))
+    return run_in_transaction(lambda connection: list(connection.execute(text(statement), params).all()))
 
 
 def unique(label: str) -> str:
@@ -173,12 +172,12 @@ def test_a_retry_racing_the_original_request_gets_the_original_note(database: Da
 
     try:
         with engine_a.connect() as connection_a:
-            session_a = Session(connection_a)
-            created_a = notes.create_note(session_a, title=title, body="", ttl_seconds=None, idempotency_key=key)
+            connection_a.begin()
+            created_a = notes.create_note(connection_a, title=title, body="", ttl_seconds=None, idempotency_key=key)
             thread = threading.Thread(target=request_b)
             thread.start()
             _wait_for_lock_waiter(engine_a)  # the handler's one pooled connection is busy waiting
-            session_a.commit()
+            connection_a.commit()
             thread.join(timeout=30)
     finally:
         engine_a.dispose()
@@ -206,10 +205,10 @@ def test_pages_walk_newest_first_without_duplicates_or_gaps() -> None:
     created = [create(f"{prefix} #{i}")[2]["id"] for i in range(7)]
     # Three notes in one transaction share created_at: the id breaks the tie.
     same_instant = run_in_transaction(
-        lambda session: [
+        lambda connection: [
             str(
                 notes.create_note(
-                    session, title=f"{prefix} same {i}", body="", ttl_seconds=None, idempotency_key=None
+                    connection, title=f"{prefix} same {i}", body="", ttl_seconds=None, idempotency_key=None
                 ).note.id
             )
             for i in range(3)

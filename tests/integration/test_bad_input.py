@@ -14,9 +14,9 @@ from sqlalchemy import Engine, text
 
 from handlers.api import handler as api_handler
 from handlers.scheduled import handler as scheduled_handler
-from lib.engine import build_engine
-from lib.errors import InvalidEventError
-from lib.settings import Settings
+from lib.dbkit.engine import build_engine
+from lib.dbkit.errors import InvalidEventError
+from lib.dbkit.settings import Settings
 from tests.events import load_event, with_header, with_json_body, with_note_id, with_query
 from tests.integration.conftest import DatabaseTarget
 from tests.integration.test_fuzz_api import assert_error_shape

@@ -1,4 +1,4 @@
-"""`python -m lib.doctor` against the real stack: verdicts, exit statuses and the transaction-pooler heuristic."""
+"""`python -m lib.dbkit.doctor` against the real stack: verdicts, exit statuses and the transaction-pooler heuristic."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lib.dsn import parse_database_url
+from lib.dbkit.dsn import parse_database_url
 from tests.integration.conftest import DatabaseTarget
 
 ROOT = Path(__file__).parents[2]
@@ -18,7 +18,7 @@ def _doctor(*argv: str, url: str, pooler_hosts: str, password: str) -> tuple[int
     # The URL travels in the environment, as in Lambda, so the password is not on a command line.
     environ = {**os.environ, "DATABASE_URL": url, "DB_POOLER_HOSTS": pooler_hosts}
     result = subprocess.run(
-        [sys.executable, "-m", "lib.doctor", *argv],
+        [sys.executable, "-m", "lib.dbkit.doctor", *argv],
         cwd=ROOT,
         env=environ,
         capture_output=True,

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from lib import engine as db
-from lib import invocation, pg_pipeline
-from lib.errors import DatabaseUnavailableError, PoolExhaustedError
-from lib.pg_errors import sqlstate
-from lib.settings import Settings
+from lib.dbkit import engine as db
+from lib.dbkit import invocation, pg_pipeline
+from lib.dbkit.errors import DatabaseUnavailableError, PoolExhaustedError
+from lib.dbkit.pg_errors import sqlstate
+from lib.dbkit.settings import Settings
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
@@ -45,7 +45,7 @@ def _configure(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
 
 
 def _select(value: int) -> Any:
-    return lambda session: session.execute(text("select cast(:v as int)"), {"v": value}).scalar_one()
+    return lambda connection: connection.execute(text("select cast(:v as int)"), {"v": value}).scalar_one()
 
 
 def test_connections_use_verified_tls_13(database: DatabaseTarget) -> None:
@@ -93,7 +93,7 @@ def test_exhaustion_becomes_a_typed_error_within_the_bound(
     database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, serverless_app: None
 ) -> None:
     _configure(monkeypatch, DB_POOL_TIMEOUT="0.2")
-    with db.session_scope() as holder:
+    with db.get_engine().connect() as holder:
         holder.execute(text("select 1"))  # the only pooled connection is now checked out
         started = time.monotonic()
         with pytest.raises(PoolExhaustedError) as raised:

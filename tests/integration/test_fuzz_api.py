@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from lib.api import create_app
+from lib.sample_app.api import create_app
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import configure_serverless, reset_database_state
 from tests.support import figures

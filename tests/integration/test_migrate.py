@@ -1,4 +1,4 @@
-"""`python -m lib.migrate`: applies the schema over the direct URL, re-runs harmlessly, refuses the pooler."""
+"""`python -m lib.dbkit.migrate`: applies the schema over the direct URL, re-runs harmlessly, refuses the pooler."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from lib import migrate
-from lib.engine import build_engine
-from lib.errors import DirectConnectionRequiredError, MigrationError
-from lib.settings import Settings
+from lib.dbkit import migrate
+from lib.dbkit.engine import build_engine
+from lib.dbkit.errors import DirectConnectionRequiredError, MigrationError
+from lib.dbkit.settings import Settings
 from tests.integration.conftest import DatabaseTarget
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_migration_mode_refuses_the_pooled_url(database: DatabaseTarget) -> None
 def _run_cli(url: str, pooler_hosts: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": url, "DB_POOLER_HOSTS": pooler_hosts}
     return subprocess.run(
-        [sys.executable, "-m", "lib.migrate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "lib.dbkit.migrate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
 

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, text
 
-import lib.purge
+import lib.sample_app.purge
 from handlers.scheduled import handler
-from lib.engine import run_in_transaction
-from lib.errors import InvalidEventError
+from lib.dbkit.engine import EngineHolder, execution_environment, run_in_transaction
+from lib.dbkit.errors import InvalidEventError
 from tests.events import event_names, load_event
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -37,11 +36,11 @@ def purge_context(timeout_ms: int = 120_000) -> FakeLambdaContext:
 
 
 def sql(statement: str, **params: Any) -> list[Any]:
-    return run_in_transaction(lambda session: list(session.execute(text(statement), params).all()))
+    return run_in_transaction(lambda connection: list(connection.execute(text(statement), params).all()))
 
 
 def execute(statement: str, **params: Any) -> None:
-    run_in_transaction(lambda session: session.execute(text(statement), params))
+    run_in_transaction(lambda connection: connection.execute(text(statement), params))
 
 
 def insert_notes(count: int, *, expired: bool) -> list[uuid.UUID]:
@@ -61,7 +60,7 @@ def existing(ids: list[uuid.UUID]) -> set[uuid.UUID]:
 
 
 def _lapse_lease() -> None:
-    execute("UPDATE job_leases SET locked_until = now() WHERE name = :name", name=lib.purge.JOB_NAME)
+    execute("UPDATE job_leases SET locked_until = now() WHERE name = :name", name=lib.sample_app.purge.JOB_NAME)
 
 
 @pytest.mark.usefixtures("serverless")
@@ -91,7 +90,7 @@ def test_purge_deletes_expired_notes_and_keeps_the_others() -> None:
 
 @pytest.mark.usefixtures("serverless")
 def test_purge_works_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lib.purge, "BATCH_SIZE", 2)
+    monkeypatch.setattr(lib.sample_app.purge, "BATCH_SIZE", 2)
     expired = insert_notes(5, expired=True)
     summary = handler(load_event("scheduled-01-purge"), purge_context())
     assert existing(expired) == set()
@@ -137,15 +136,15 @@ def test_two_overlapping_runs_one_purges_and_the_other_reports_skipped(monkeypat
     expired = insert_notes(3, expired=True)
     first_run_holds_lease = threading.Event()
     second_run_done = threading.Event()
-    original_batch = lib.purge.delete_expired_batch
+    original_batch = lib.sample_app.purge.delete_expired_batch
 
-    def batch_after_the_second_run(session: Session, *, batch_size: int) -> int:
+    def batch_after_the_second_run(connection: Connection, *, batch_size: int) -> int:
         # Runs before the batch statement, so the first run holds the lease but no pooled connection.
         first_run_holds_lease.set()
         assert second_run_done.wait(timeout=30)
-        return original_batch(session, batch_size=batch_size)
+        return original_batch(connection, batch_size=batch_size)
 
-    monkeypatch.setattr(lib.purge, "delete_expired_batch", batch_after_the_second_run)
+    monkeypatch.setattr(lib.sample_app.purge, "delete_expired_batch", batch_after_the_second_run)
     outcome: dict[str, Any] = {}
     first = threading.Thread(
         target=lambda: outcome.update(first=handler(load_event("scheduled-01-purge"), purge_context()))
@@ -153,9 +152,14 @@ def test_two_overlapping_runs_one_purges_and_the_other_reports_skipped(monkeypat
     first.start()
     try:
         assert first_run_holds_lease.wait(timeout=30)
-        monkeypatch.setattr(lib.purge, "delete_expired_batch", original_batch)
-        second = handler(load_event("scheduled-01-purge"), purge_context())
-        assert existing(expired) == set(expired), "the skipped run must not delete anything"
+        monkeypatch.setattr(lib.sample_app.purge, "delete_expired_batch", original_batch)
+        # Another execution environment, as a second scheduled run in Lambda would be: its own engine and pool.
+        with execution_environment(EngineHolder()) as other:
+            try:
+                second = handler(load_event("scheduled-01-purge"), purge_context())
+                assert existing(expired) == set(expired), "the skipped run must not delete anything"
+            finally:
+                other.dispose()
     finally:
         second_run_done.set()
         first.join(timeout=60)
@@ -171,7 +175,7 @@ def test_a_crashed_runs_lease_blocks_only_until_it_lapses() -> None:
     execute(
         "INSERT INTO job_leases (name, holder, locked_until) VALUES (:name, 'crashed-run', now() + interval '1 hour') "
         "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, locked_until = excluded.locked_until",
-        name=lib.purge.JOB_NAME,
+        name=lib.sample_app.purge.JOB_NAME,
     )
     try:
         assert handler(load_event("scheduled-01-purge"), purge_context())["skipped"] is True
@@ -188,5 +192,7 @@ def test_a_wrong_event_fails_clearly_and_deletes_nothing() -> None:
     with pytest.raises(InvalidEventError, match="expected an EventBridge Scheduled Event"):
         handler(load_event("scheduled-02-wrong-event-type"), purge_context())
     assert existing(expired) == set(expired)
-    leases = sql("SELECT locked_until <= now() AS free FROM job_leases WHERE name = :name", name=lib.purge.JOB_NAME)
+    leases = sql(
+        "SELECT locked_until <= now() AS free FROM job_leases WHERE name = :name", name=lib.sample_app.purge.JOB_NAME
+    )
     assert all(lease.free for lease in leases), "a refused event must not take the lease"

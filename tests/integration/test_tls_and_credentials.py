@@ -1,5 +1,5 @@
 """TLS fails closed (wrong CA, wrong host name, server without TLS, plaintext) and bad credentials or hosts fail
-clearly, through the engine and through `python -m lib.doctor`, without the password showing anywhere."""
+clearly, through the engine and through `python -m lib.dbkit.doctor`, without the password showing anywhere."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import text
 
 from handlers.api import handler as api_handler
-from lib import engine as db
-from lib import invocation
-from lib.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError, TlsVerificationError
-from lib.settings import Settings
+from lib.dbkit import engine as db
+from lib.dbkit import invocation
+from lib.dbkit.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError, TlsVerificationError
+from lib.dbkit.settings import Settings
 from tests.events import load_event
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -174,7 +174,7 @@ class DoctorRun:
 
 def _doctor(url: str, pooler_hosts: str) -> DoctorRun:
     done = subprocess.run(
-        [sys.executable, "-m", "lib.doctor", url, "--pooler-hosts", pooler_hosts],
+        [sys.executable, "-m", "lib.dbkit.doctor", url, "--pooler-hosts", pooler_hosts],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         capture_output=True,

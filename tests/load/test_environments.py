@@ -1,6 +1,6 @@
 """Hundreds of simulated execution environments, each with its own engine, through the pooler (max_connections=20).
 
-Each environment runs the app from Mangum down (lib.invocation.lambda_entry around handlers.api's adapter) one
+Each environment runs the app from Mangum down (lib.dbkit.invocation.lambda_entry around handlers.api's adapter) one
 request at a time, like a Lambda execution environment. Threads stand in for environments; the Powertools
 logger/metrics decorators are left out because they are process-wide state that real environments do not share.
 """
@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from handlers.api import adapter
-from lib import engine as db
-from lib import observability, pool_events
-from lib.engine import build_engine
-from lib.invocation import lambda_entry
-from lib.settings import Settings
+from lib.dbkit import engine as db
+from lib.dbkit import observability, pool_events
+from lib.dbkit.engine import build_engine
+from lib.dbkit.invocation import lambda_entry
+from lib.dbkit.settings import Settings
 from tests.events import load_event, with_header, with_json_body, with_note_id, with_query
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state

@@ -1,7 +1,7 @@
 """Fixtures the fault and load tiers share with integration (database target, schema) and the password scan.
 
 The app's modules are imported inside the fixtures, not here: conftest files are imported while pytest's output
-capture is off, and the Powertools logger binds whatever sys.stdout is when lib.observability is first imported
+capture is off, and the Powertools logger binds whatever sys.stdout is when lib.dbkit.observability is first imported
 (tools.invoke's log recording relies on it being pytest's stream).
 """
 

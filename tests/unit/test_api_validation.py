@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import lib.api
+import lib.sample_app.api
 from handlers.api import handler as api_handler
 from handlers.scheduled import handler as scheduled_handler
-from lib.errors import DatabaseUnavailableError, InvalidCursorError, InvalidEventError, PoolExhaustedError
-from lib.notes import Cursor
+from lib.dbkit.errors import DatabaseUnavailableError, InvalidEventError, PoolExhaustedError
+from lib.sample_app.errors import InvalidCursorError
+from lib.sample_app.notes import Cursor
 from tests.events import event_names, load_event, with_header, with_json_body, with_query
 from tests.lambda_runtime import FakeLambdaContext
 
@@ -153,7 +154,9 @@ def test_a_body_not_declared_as_json_is_415(content_type: str | None) -> None:
 
 
 def test_json_with_a_charset_parameter_is_accepted_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lib.api, "run_in_transaction", _raising(DatabaseUnavailableError("down", retry_after=1)))
+    monkeypatch.setattr(
+        lib.sample_app.api, "run_in_transaction", _raising(DatabaseUnavailableError("down", retry_after=1))
+    )
     event = with_header(load_event("api-02-create-note"), "content-type", "application/json; charset=utf-8")
     status, _, _ = invoke(event)
     assert status == 503  # got past validation to the (stubbed, unavailable) database
@@ -237,7 +240,7 @@ def _raising(error: Exception) -> Callable[..., Any]:
 def test_unreachable_database_is_503_with_retry_after_and_no_internals(
     monkeypatch: pytest.MonkeyPatch, error: DatabaseUnavailableError, code: str
 ) -> None:
-    monkeypatch.setattr(lib.api, "run_in_transaction", _raising(error))
+    monkeypatch.setattr(lib.sample_app.api, "run_in_transaction", _raising(error))
     status, headers, body = invoke(load_event("api-07-list-notes"))
     assert status == 503
     assert headers["retry-after"] == "3"
@@ -246,7 +249,9 @@ def test_unreachable_database_is_503_with_retry_after_and_no_internals(
 
 
 def test_health_is_503_with_retry_after_when_the_ping_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lib.api, "ping", _raising(DatabaseUnavailableError("no route to host", retry_after=2)))
+    monkeypatch.setattr(
+        lib.sample_app.api, "ping", _raising(DatabaseUnavailableError("no route to host", retry_after=2))
+    )
     status, headers, body = invoke(load_event("api-01-health"))
     assert status == 503
     assert headers["retry-after"] == "2"
@@ -255,7 +260,7 @@ def test_health_is_503_with_retry_after_when_the_ping_fails(monkeypatch: pytest.
 
 def test_unexpected_error_is_500_without_stack_trace_or_sql(monkeypatch: pytest.MonkeyPatch) -> None:
     secret_sql = "SELECT password FROM users WHERE id = 1"
-    monkeypatch.setattr(lib.api, "run_in_transaction", _raising(RuntimeError(secret_sql)))
+    monkeypatch.setattr(lib.sample_app.api, "run_in_transaction", _raising(RuntimeError(secret_sql)))
     status, _, body = invoke(load_event("api-10-get-note-unknown-id"))
     assert status == 500
     assert_error_shape(body, "internal_error")

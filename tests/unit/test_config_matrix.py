@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lib.errors import (
+from lib.dbkit.errors import (
     ConfigError,
     DirectConnectionRequiredError,
     InsecureTransportError,
@@ -17,7 +17,7 @@ from lib.errors import (
     PoolerRequiredError,
     SslRootCertError,
 )
-from lib.settings import Settings
+from lib.dbkit.settings import Settings
 from tests.support.secrets import assert_no_secret
 
 # Characters that must be percent-encoded in a URL, so the scan also covers the encoded form.

@@ -1,4 +1,4 @@
-"""lib.doctor offline: verdicts, exit statuses and report lines without touching the network."""
+"""lib.dbkit.doctor offline: verdicts, exit statuses and report lines without touching the network."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from lib.doctor import EXIT_ACCEPTED, EXIT_REFUSED, Probe, _report, main
-from lib.settings import Settings
+from lib.dbkit.doctor import EXIT_ACCEPTED, EXIT_REFUSED, Probe, _report, main
+from lib.dbkit.settings import Settings
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"

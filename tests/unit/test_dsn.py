@@ -1,4 +1,4 @@
-"""lib.dsn: Neon console strings parse as they are, TLS maps to exact SSLContexts, the password never leaks."""
+"""lib.dbkit.dsn: Neon console strings parse as they are, TLS maps to exact SSLContexts, the password never leaks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.dsn import (
+from lib.dbkit.dsn import (
     DatabaseUrl,
     SslMode,
     database_url_from_parts,
@@ -15,7 +15,7 @@ from lib.dsn import (
     parse_database_url,
     require_verified_tls,
 )
-from lib.errors import InsecureTransportError, InvalidDatabaseUrlError, SslRootCertError
+from lib.dbkit.errors import InsecureTransportError, InvalidDatabaseUrlError, SslRootCertError
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from lib import engine as db
-from lib import invocation, pg_pipeline
-from lib.errors import UnsafeEngineOptionError
-from lib.settings import Settings
+from lib.dbkit import engine as db
+from lib.dbkit import invocation, pg_pipeline
+from lib.dbkit.errors import UnsafeEngineOptionError
+from lib.dbkit.settings import Settings
 from tests.lambda_runtime import FakeLambdaContext
 
 URL = "postgresql://app:secret-pw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require"

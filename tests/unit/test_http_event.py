@@ -2,8 +2,8 @@ from typing import Any
 
 import pytest
 
-from lib.errors import InvalidEventError
-from lib.http_event import check_http_api_event
+from lib.dbkit.errors import InvalidEventError
+from lib.dbkit.lambda_events import check_http_api_event
 from tests.events import event_names, load_event
 
 

@@ -4,8 +4,8 @@ import pg8000.dbapi
 import pytest
 import sqlalchemy.exc
 
-from lib.errors import DatabaseLoginError, TlsVerificationError
-from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
+from lib.dbkit.errors import DatabaseLoginError, TlsVerificationError
+from lib.dbkit.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
 
 
 def _server_error(code: str, message: str = "server says no") -> pg8000.dbapi.DatabaseError:

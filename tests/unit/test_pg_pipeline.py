@@ -1,4 +1,4 @@
-"""lib.pg_pipeline against a scripted server: what goes into each flight, and the state errors leave behind."""
+"""lib.dbkit.pg_pipeline against a scripted server: what goes into each flight, and the state errors leave behind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pg8000.dbapi import DatabaseError
 from sqlalchemy.pool import NullPool
 
-from lib import pg_pipeline
+from lib.dbkit import pg_pipeline
 
 INT4 = 23
 TEXT = 25

@@ -1,12 +1,12 @@
-"""lib.pooler: which hosts are transaction poolers, and the exact fixes the refusals name."""
+"""lib.dbkit.pooler: which hosts are transaction poolers, and the exact fixes the refusals name."""
 
 from __future__ import annotations
 
 import pytest
 
-from lib.dsn import DatabaseUrl, parse_database_url
-from lib.errors import DirectConnectionRequiredError, InvalidSettingError, PoolerRequiredError
-from lib.pooler import (
+from lib.dbkit.dsn import DatabaseUrl, parse_database_url
+from lib.dbkit.errors import DirectConnectionRequiredError, InvalidSettingError, PoolerRequiredError
+from lib.dbkit.pooler import (
     HostKind,
     PoolerHost,
     classify_host,

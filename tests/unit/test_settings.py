@@ -1,4 +1,4 @@
-"""lib.settings: the environment matrix, URL sources (Secrets Manager / SSM via moto), validation at init."""
+"""lib.dbkit.settings: the environment matrix, URL sources (Secrets Manager / SSM via moto), validation at init."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from lib.dsn import parse_database_url
-from lib.errors import (
+from lib.dbkit.dsn import parse_database_url
+from lib.dbkit.errors import (
     ConfigError,
     DatabaseUrlSourceError,
     DirectConnectionRequiredError,
@@ -28,8 +28,8 @@ from lib.errors import (
     PoolerRequiredError,
     SslRootCertError,
 )
-from lib.pooler import HostKind
-from lib.settings import PoolKind, Settings, SettingsCache, UrlSource, refresh_database_url
+from lib.dbkit.pooler import HostKind
+from lib.dbkit.settings import PoolKind, Settings, SettingsCache, UrlSource, refresh_database_url
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -415,6 +415,6 @@ def test_refresh_swaps_the_cached_settings(aws: Aws) -> None:
 
 
 def test_importing_settings_does_not_import_boto3() -> None:
-    code = "import sys, lib.settings; sys.exit(1 if 'boto3' in sys.modules or 'sqlalchemy' in sys.modules else 0)"
+    code = "import sys, lib.dbkit.settings; sys.exit(1 if 'boto3' in sys.modules or 'sqlalchemy' in sys.modules else 0)"
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=False)
     assert result.returncode == 0

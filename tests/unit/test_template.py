@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
-from lib.api import create_app
-from lib.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
-from lib.settings import Settings
+from lib.dbkit.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
+from lib.dbkit.settings import Settings
+from lib.sample_app.api import create_app
 from tools.invoke import function_config
 from tools.sam_template import NO_VALUE, ROOT, Resolver, function_ids, function_properties, load_template
 

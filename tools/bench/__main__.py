@@ -89,7 +89,7 @@ def _document(
         "Profiles: **seed** = what a typical guide builds (QueuePool 5/10 + `pool_pre_ping` + a Session per request, "
         "stock `postgresql+pg8000`; tools/bench/seed.py); **nullpool** = this template's settings with "
         "`DB_POOL=nullpool`; **template** = this template's default (`DB_MODE=serverless`, `DB_POOL=tiny`). The seed "
-        "runs the same lib.notes/lib.purge data functions, request/response models and Powertools decorators behind "
+        "runs the sample app's data functions, request/response models and Powertools decorators behind "
         "Mangum, with its engine built on the first request like the template's: only the connection layer differs.",
         "",
         "## Targets",
@@ -130,14 +130,14 @@ def _document(
         "## Scale",
         "",
         "N execution environments = N threads in one process, each with its own engine "
-        f"(`lib.engine.execution_environment`) and event loop, up to {REQUESTS_PER_ENVIRONMENT} sequential "
+        f"(`lib.dbkit.engine.execution_environment`) and event loop, up to {REQUESTS_PER_ENVIRONMENT} sequential "
         "`GET /notes/{id}` through handlers.api.handler, all starting together and holding their connections "
         f"until all finish; {REQUEST_TIMEOUT_MS // 1000} s Lambda timeout per request (template.yaml); no new "
         f"request after {PHASE_LIMIT_S:g} s. On a private stack (Postgres max_connections=20, PgBouncer "
         "default_pool_size=10) so the direct runs cannot disturb the shared one. Latency and throughput are bound "
         "by this one process's CPU (every environment's TLS + SCRAM handshake and handler run share 2 cores and one "
         "GIL), not by the database: read the error columns, not the milliseconds. Postgres keeps 2 of its 20 "
-        "connections for superusers, so at most 18 environments get a direct connection; the rest retry (lib.engine, "
+        "connections for superusers, so at most 18 environments get a direct connection; the rest retry (the engine, "
         "bounded by the deadline) and fail with SQLSTATE 53300 *too many clients*: the reason serverless mode "
         "refuses a direct URL.",
         "",

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 
-from lib import engine as lib_engine
-from lib import settings as lib_settings
-from lib.dsn import DatabaseUrl, parse_database_url
-from lib.observability import logger
+from lib.dbkit import engine as lib_engine
+from lib.dbkit import settings as lib_settings
+from lib.dbkit.dsn import DatabaseUrl, parse_database_url
+from lib.dbkit.observability import logger
 from tests.lambda_runtime import FakeLambdaContext
 from tools.bench.seed import Handler, create_seed_engine, create_seed_handler, seed_purge
 
@@ -61,7 +61,7 @@ class Profile(Protocol):
 
 
 def set_database_environment(values: Mapping[str, str]) -> None:
-    """Point lib.settings at a configuration, as a Lambda environment's variables would, and drop the old engine."""
+    """Point the kit's settings at a configuration, as a Lambda environment's variables would; drop the old engine."""
     lib_engine.dispose_engine()
     for name in DATABASE_VARIABLES:
         os.environ.pop(name, None)
@@ -81,7 +81,7 @@ def lambda_context(function_name: str = "ApiFunction", timeout_ms: int = 25_000)
 
 @dataclass
 class TemplateProfile:
-    """The real handlers (handlers.api, handlers.scheduled) on whatever lib.engine builds for the environment."""
+    """The real handlers (handlers.api, handlers.scheduled) on whatever lib.dbkit.engine builds for the environment."""
 
     name: str
     environ: dict[str, str]

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib import engine as lib_engine
+from lib.dbkit import engine as lib_engine
 from tools.bench.profiles import CapturedLogs, lambda_context, set_database_environment, template_environment
 from tools.bench.roundtrips import create_note_event, get_note_event
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT_COUNTS = (50, 200, 500)
 REQUESTS_PER_ENVIRONMENT = 3
-# The API function's timeout in template.yaml; it bounds lib.engine's connect retries.
+# The API function's timeout in template.yaml; it bounds lib.dbkit.engine's connect retries.
 REQUEST_TIMEOUT_MS = 25_000
 # No environment starts another request after this long; a request already running ends by its own deadline.
 PHASE_LIMIT_S = 15.0
@@ -71,7 +71,10 @@ class PrivateStack:
                 if line.startswith("export "):
                     name, _, value = line.removeprefix("export ").partition("=")
                     stack.env[name] = value.strip("'")
-            _run([sys.executable, "-m", "lib.migrate"], {**environ, "DATABASE_URL": stack.env["DIRECT_DATABASE_URL"]})
+            _run(
+                [sys.executable, "-m", "lib.dbkit.migrate"],
+                {**environ, "DATABASE_URL": stack.env["DIRECT_DATABASE_URL"]},
+            )
         except BaseException:
             stack.close()
             raise
@@ -93,7 +96,7 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
 def _no_metrics() -> Iterator[None]:
     # One Metrics object shared by hundreds of threads is a simulation artefact (each Lambda environment has its own)
     # and it is not thread-safe: drop metric values during the load instead of corrupting them.
-    from lib.observability import metrics
+    from lib.dbkit.observability import metrics
 
     metrics.add_metric = lambda *args, **kwargs: None  # type: ignore[method-assign]
     try:

@@ -2,9 +2,9 @@
 
 QueuePool 5/10 with ``pool_pre_ping``, the stock ``postgresql+pg8000`` dialect, one Session per request through a
 FastAPI dependency, reads closed without commit, writes committed. It is built here with ``create_engine`` directly
-(not through lib.settings/lib.engine) so it stays the baseline whatever the template's engine becomes. The routes call
-the same lib.notes/lib.purge data functions and return the same models as lib.api, and the handler wears the same
-Powertools decorators as handlers.api, so the only difference measured is the connection layer.
+(not through the kit's settings/engine) so it stays the baseline whatever the template's engine becomes. The routes
+call the same lib.sample_app notes/purge data functions and return the same models as lib.sample_app.api, and the
+handler wears the same Powertools decorators as handlers.api, so the only difference measured is the connection layer.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from mangum import Mangum
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from lib import notes, purge
-from lib.api import NoteCreate, NoteOut, NotePageOut
-from lib.dsn import DatabaseUrl
-from lib.errors import NoteNotFoundError
-from lib.observability import logger, metrics
+from lib.dbkit import leases
+from lib.dbkit.dsn import DatabaseUrl
+from lib.dbkit.observability import logger, metrics
+from lib.sample_app import notes, purge
+from lib.sample_app.api import NoteCreate, NoteOut, NotePageOut
+from lib.sample_app.errors import NoteNotFoundError
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -51,7 +52,7 @@ def create_seed_engine(url: DatabaseUrl) -> Engine:
 
 
 def create_seed_app(engine: Engine) -> FastAPI:
-    """The guide's app: a Session per request from a dependency; the same data functions as lib.api."""
+    """The guide's app: a Session per request from a dependency; the same data functions as the sample app."""
     app = FastAPI(docs_url=None, redoc_url=None)
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
 
@@ -63,20 +64,24 @@ def create_seed_app(engine: Engine) -> FastAPI:
     @app.post("/notes", status_code=201)
     def create_note(payload: NoteCreate, session: db) -> NoteOut:
         created = notes.create_note(
-            session, title=payload.title, body=payload.body, ttl_seconds=payload.ttl_seconds, idempotency_key=None
+            session.connection(),
+            title=payload.title,
+            body=payload.body,
+            ttl_seconds=payload.ttl_seconds,
+            idempotency_key=None,
         )
         session.commit()
         return NoteOut.of(created.note)
 
     @app.get("/notes")
     def list_notes(session: db, limit: int = 20) -> NotePageOut:
-        page = notes.list_notes(session, limit=limit)
+        page = notes.list_notes(session.connection(), limit=limit)
         return NotePageOut(items=[NoteOut.of(note) for note in page.notes], next_cursor=None)
 
     @app.get("/notes/{note_id}")
     def get_note(note_id: UUID, session: db) -> NoteOut:
         try:
-            return NoteOut.of(notes.get_note(session, note_id))
+            return NoteOut.of(notes.get_note(session.connection(), note_id))
         except NoteNotFoundError as error:
             raise HTTPException(404, str(error)) from error
 
@@ -97,11 +102,11 @@ def create_seed_handler(engine: Engine) -> Handler:
 
 
 def seed_purge(engine: Engine, *, batch_size: int = purge.BATCH_SIZE) -> dict[str, Any]:
-    """The scheduled purge as the guide would write it: lib.purge's statements, one Session transaction each."""
+    """The scheduled purge as the guide would write it: the sample purge's statements, one Session transaction each."""
     holder = str(uuid.uuid4())
     lease = {"name": purge.JOB_NAME, "holder": holder}
     with Session(engine) as session:
-        taken = purge.take_lease(session, **lease, seconds=purge.LEASE_MARGIN_SECONDS)
+        taken = leases.take_lease(session.connection(), **lease, seconds=purge.LEASE_MARGIN_SECONDS)
         session.commit()
     if not taken:
         return {"purged": 0, "batches": 0, "skipped": True}
@@ -109,7 +114,7 @@ def seed_purge(engine: Engine, *, batch_size: int = purge.BATCH_SIZE) -> dict[st
     try:
         while True:
             with Session(engine) as session:
-                deleted = purge.delete_expired_batch(session, batch_size=batch_size)
+                deleted = purge.delete_expired_batch(session.connection(), batch_size=batch_size)
                 session.commit()
             purged += deleted
             batches += 1
@@ -117,6 +122,6 @@ def seed_purge(engine: Engine, *, batch_size: int = purge.BATCH_SIZE) -> dict[st
                 break
     finally:
         with Session(engine) as session:
-            purge.release_lease(session, **lease)
+            leases.release_lease(session.connection(), **lease)
             session.commit()
     return {"purged": purged, "batches": batches, "skipped": False}

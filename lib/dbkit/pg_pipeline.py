@@ -38,7 +38,7 @@ def check_pg8000_version(found: str) -> None:
     """Refuse any pg8000 but the one whose internals this module overrides."""
     if found != PG8000_VERSION:
         raise ImportError(
-            f"lib.pg_pipeline overrides internals of pg8000=={PG8000_VERSION} but pg8000=={found} is installed; "
+            f"lib.dbkit.pg_pipeline overrides internals of pg8000=={PG8000_VERSION} but pg8000=={found} is installed; "
             "re-read pg8000.core (execute_simple, execute_unnamed, send_*) and pg8000.dbapi.Cursor.execute, "
             "then update the pin"
         )

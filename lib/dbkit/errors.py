@@ -1,4 +1,4 @@
-"""Error types of the template: one flat list, each a type callers can catch; messages never carry secrets."""
+"""Errors of the database kit: each a type callers can catch; messages never carry secrets."""
 
 from __future__ import annotations
 
@@ -53,22 +53,6 @@ class DatabaseUnavailableError(Exception):
 
 class PoolExhaustedError(DatabaseUnavailableError):
     """No pooled connection became free within the bounded retries."""
-
-
-class NoteNotFoundError(Exception):
-    """No live note has this id (never existed, deleted, or expired)."""
-
-
-class IdempotencyConflictError(Exception):
-    """An Idempotency-Key was reused with a different request body."""
-
-
-class InvalidCursorError(Exception):
-    """A pagination cursor that this API did not issue (or that was altered)."""
-
-
-class UnsupportedMediaTypeError(Exception):
-    """A request body that is not declared as JSON."""
 
 
 class InvalidEventError(Exception):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Required, TypedDict, TypeVar, cast, get_args
 from urllib.parse import quote, unquote
 
-from lib.errors import InsecureTransportError, InvalidDatabaseUrlError, SslRootCertError
+from lib.dbkit.errors import InsecureTransportError, InvalidDatabaseUrlError, SslRootCertError
 
 if TYPE_CHECKING:
     from sqlalchemy import URL

@@ -1,4 +1,4 @@
-"""Connection doctor: ``python -m lib.doctor [URL] [--mode M] [--offline] [--pooler-hosts h:p,...]``.
+"""Connection doctor: ``python -m lib.dbkit.doctor [URL] [--mode M] [--offline] [--pooler-hosts h:p,...]``.
 
 Prints the normalised, redacted settings and a verdict. Exit status: 0 accepted, 2 refused by configuration
 (the message names the fix), 1 unreachable. Without a URL it resolves the database URL the way the app does
@@ -19,10 +19,10 @@ from typing import Any, TextIO
 
 import pg8000.dbapi
 
-from lib.dsn import parse_database_url
-from lib.errors import ConfigError
-from lib.pg_errors import login_refused, tls_refused
-from lib.settings import MODES, Settings
+from lib.dbkit.dsn import parse_database_url
+from lib.dbkit.errors import ConfigError
+from lib.dbkit.pg_errors import login_refused, tls_refused
+from lib.dbkit.settings import MODES, Settings
 
 EXIT_ACCEPTED = 0
 EXIT_UNREACHABLE = 1
@@ -193,7 +193,7 @@ def _line(stream: TextIO, key: str, value: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lib.doctor", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="python -m lib.dbkit.doctor", description=DESCRIPTION)
     parser.add_argument("url", nargs="?", help="database URL (default: resolved from the environment like the app)")
     parser.add_argument("--mode", choices=MODES, help="default: DB_MODE, else serverless")
     parser.add_argument("--offline", action="store_true", help="check the configuration only; do not connect")

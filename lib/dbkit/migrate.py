@@ -1,12 +1,15 @@
-"""Apply lib/schema/*.sql in order over the direct URL (migration mode); applied files are recorded and skipped.
+"""Apply every lib/*/schema/*.sql in version order over the direct URL (migration mode); applied files are skipped.
 
-Usage: ``python -m lib.migrate`` with DATABASE_URL set to the direct (non-pooler) URL; ``make migrate`` does that.
+Usage: ``python -m lib.dbkit.migrate`` with DATABASE_URL set to the direct (non-pooler) URL; ``make migrate`` does that.
 
 Plain SQL rather than Alembic: the schema is two tables, the app uses SQL text (no ORM models to autogenerate
 from), files stay readable and runnable with psql, and nothing is added to the deploy artifact. Each file is
 written to be idempotent (IF NOT EXISTS) and the ledger makes re-runs skip it anyway; editing an applied file is
 refused (checksum) — add a new one. All pending files run in one transaction (Postgres DDL is transactional), so
 a failed run changes nothing; a file therefore cannot use CREATE INDEX CONCURRENTLY.
+
+Each package under lib/ may carry a schema/ folder (the kit's job_leases, the app's tables); their files share
+one numbering, so a number may appear in only one of them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,19 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from lib.engine import build_engine
-from lib.errors import ConfigError, MigrationError
-from lib.observability import logger
-from lib.settings import Settings
+from lib.dbkit.engine import build_engine
+from lib.dbkit.errors import ConfigError, MigrationError
+from lib.dbkit.observability import logger
+from lib.dbkit.settings import Settings
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
+LIB_DIR = Path(__file__).resolve().parent.parent
+
+
+def schema_dirs() -> list[Path]:
+    """Every package's schema/ folder under lib/ (found by convention: the kit imports no app)."""
+    return sorted(path for path in LIB_DIR.glob("*/schema") if path.is_dir())
+
+
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same for every migrator of this database.
 _MIGRATION_LOCK_KEY = 0x6E656F6E  # "neon"
@@ -54,14 +64,19 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
-    """The schema files in version order; a stray file name is an error rather than silently skipped."""
-    migrations = []
-    for path in sorted(directory.glob("*.sql")):
-        if not _FILE_NAME.match(path.name):
-            raise MigrationError(f"{path.name}: schema files are named NNNN_lowercase_words.sql")
-        migrations.append(Migration(version=path.stem, sql=path.read_text(encoding="utf-8")))
-    return migrations
+def load_migrations(*directories: Path) -> list[Migration]:
+    """The schema files of `directories` (default: schema_dirs()) in version order; stray names are errors."""
+    found: dict[str, Path] = {}
+    for directory in directories or schema_dirs():
+        for path in directory.glob("*.sql"):
+            if not _FILE_NAME.match(path.name):
+                raise MigrationError(f"{path.name}: schema files are named NNNN_lowercase_words.sql")
+            number = path.name[:4]
+            clash = next((other for version, other in found.items() if version[:4] == number), None)
+            if clash is not None:
+                raise MigrationError(f"{path} and {clash} share the number {number}; renumber the newer one")
+            found[path.stem] = path
+    return [Migration(version=version, sql=found[version].read_text(encoding="utf-8")) for version in sorted(found)]
 
 
 def apply(connection: Connection, migrations: list[Migration]) -> list[str]:

@@ -17,18 +17,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from lib import notes
-from lib.engine import ping, run_in_transaction
-from lib.errors import (
-    ConfigError,
-    DatabaseUnavailableError,
+from lib.dbkit.engine import ping, run_in_transaction
+from lib.dbkit.errors import ConfigError, DatabaseUnavailableError, PoolExhaustedError
+from lib.dbkit.observability import logger
+from lib.sample_app import notes
+from lib.sample_app.errors import (
     IdempotencyConflictError,
     InvalidCursorError,
     NoteNotFoundError,
-    PoolExhaustedError,
     UnsupportedMediaTypeError,
 )
-from lib.observability import logger
 
 MAX_TITLE = 200
 MAX_BODY = 10_000
@@ -131,7 +129,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app() -> FastAPI:
-    """The API app; no lifespan work: the engine is built lazily once per execution environment (lib.engine)."""
+    """The API app; no lifespan work: the engine is built lazily once per execution environment (lib.dbkit.engine)."""
     app = FastAPI(title="Notes API", docs_url=None, redoc_url=None, responses=_ERRORS)
     _add_routes(app)
     _add_error_handlers(app)
@@ -153,8 +151,8 @@ def _add_routes(app: FastAPI) -> None:
         ] = None,
     ) -> NoteOut:
         created = run_in_transaction(
-            lambda session: notes.create_note(
-                session,
+            lambda connection: notes.create_note(
+                connection,
                 title=payload.title,
                 body=payload.body,
                 ttl_seconds=payload.ttl_seconds,
@@ -173,7 +171,7 @@ def _add_routes(app: FastAPI) -> None:
         cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     ) -> NotePageOut:
         after = notes.Cursor.decode(cursor) if cursor is not None else None
-        page = run_in_transaction(lambda session: notes.list_notes(session, limit=limit, after=after))
+        page = run_in_transaction(lambda connection: notes.list_notes(connection, limit=limit, after=after))
         return NotePageOut(
             items=[NoteOut.of(note) for note in page.notes],
             next_cursor=page.next_cursor.encode() if page.next_cursor else None,
@@ -181,11 +179,11 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/notes/{note_id}")
     def get_note(note_id: UUID) -> NoteOut:
-        return NoteOut.of(run_in_transaction(lambda session: notes.get_note(session, note_id)))
+        return NoteOut.of(run_in_transaction(lambda connection: notes.get_note(connection, note_id)))
 
     @app.delete("/notes/{note_id}", status_code=204)
     def delete_note(note_id: UUID) -> Response:
-        run_in_transaction(lambda session: notes.delete_note(session, note_id))
+        run_in_transaction(lambda connection: notes.delete_note(connection, note_id))
         return Response(status_code=204)
 
 

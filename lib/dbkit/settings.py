@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from lib.dsn import (
+from lib.dbkit.dsn import (
     DEFAULT_CONNECT_TIMEOUT,
     DatabaseUrl,
     SslMode,
@@ -24,13 +24,13 @@ from lib.dsn import (
     parse_database_url,
     require_verified_tls,
 )
-from lib.errors import (
+from lib.dbkit.errors import (
     DatabaseUrlSourceError,
     InvalidDatabaseUrlError,
     InvalidSettingError,
     MissingDatabaseUrlError,
 )
-from lib.pooler import HostKind, PoolerHost, classify_host, parse_pooler_hosts, require_direct, require_pooler
+from lib.dbkit.pooler import HostKind, PoolerHost, classify_host, parse_pooler_hosts, require_direct, require_pooler
 
 Mode = Literal["serverless", "server", "migration"]
 AppEnv = Literal["development", "staging", "production"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from lib.dsn import DatabaseUrl, is_neon_host
-from lib.errors import DirectConnectionRequiredError, InvalidSettingError, PoolerRequiredError
+from lib.dbkit.dsn import DatabaseUrl, is_neon_host
+from lib.dbkit.errors import DirectConnectionRequiredError, InvalidSettingError, PoolerRequiredError
 
 POOLER_HOSTS_VARIABLE = "DB_POOLER_HOSTS"
 NEON_POOLER_SUFFIX = "-pooler"

@@ -1,4 +1,4 @@
-"""Notes data access: one SQL statement per operation; functions take the caller's session and never commit."""
+"""Notes data access: one SQL statement per operation; functions take the caller's connection and never commit."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Row, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, text
 
-from lib.errors import IdempotencyConflictError, InvalidCursorError, NoteNotFoundError
+from lib.sample_app.errors import IdempotencyConflictError, InvalidCursorError, NoteNotFoundError
 
 _COLUMNS = "id, title, body, created_at, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -109,7 +108,7 @@ def request_hash(*, title: str, body: str, ttl_seconds: int | None) -> str:
 
 
 def create_note(
-    session: Session, *, title: str, body: str, ttl_seconds: int | None, idempotency_key: str | None
+    connection: Connection, *, title: str, body: str, ttl_seconds: int | None, idempotency_key: str | None
 ) -> CreatedNote:
     """Insert a note, or return the note an earlier request with the same Idempotency-Key created."""
     digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds) if idempotency_key else None
@@ -121,7 +120,7 @@ def create_note(
         "request_hash": digest,
     }
     for _ in range(_CREATE_ATTEMPTS):
-        row = session.execute(_CREATE, params).one_or_none()
+        row = connection.execute(_CREATE, params).one_or_none()
         if row is not None:
             break
     else:
@@ -131,26 +130,28 @@ def create_note(
     return CreatedNote(note=_note(row), replayed=row.replayed)
 
 
-def get_note(session: Session, note_id: UUID) -> Note:
+def get_note(connection: Connection, note_id: UUID) -> Note:
     """The live note with this id."""
-    row = session.execute(_GET, {"id": note_id}).one_or_none()
+    row = connection.execute(_GET, {"id": note_id}).one_or_none()
     if row is None:
         raise NoteNotFoundError(f"note {note_id} not found")
     return _note(row)
 
 
-def delete_note(session: Session, note_id: UUID) -> None:
+def delete_note(connection: Connection, note_id: UUID) -> None:
     """Delete the live note with this id (an expired note is already gone as far as clients know)."""
-    if session.execute(_DELETE, {"id": note_id}).one_or_none() is None:
+    if connection.execute(_DELETE, {"id": note_id}).one_or_none() is None:
         raise NoteNotFoundError(f"note {note_id} not found")
 
 
-def list_notes(session: Session, *, limit: int, after: Cursor | None = None) -> NotePage:
+def list_notes(connection: Connection, *, limit: int, after: Cursor | None = None) -> NotePage:
     """Live notes newest first, starting after `after`; one extra row tells whether another page exists."""
     if after is None:
-        rows = session.execute(_FIRST_PAGE, {"fetch": limit + 1}).all()
+        rows = connection.execute(_FIRST_PAGE, {"fetch": limit + 1}).all()
     else:
-        rows = session.execute(_NEXT_PAGE, {"created_at": after.created_at, "id": after.id, "fetch": limit + 1}).all()
+        rows = connection.execute(
+            _NEXT_PAGE, {"created_at": after.created_at, "id": after.id, "fetch": limit + 1}
+        ).all()
     notes = [_note(row) for row in rows[:limit]]
     more = len(rows) > limit
     return NotePage(notes=notes, next_cursor=Cursor(notes[-1].created_at, notes[-1].id) if more else None)

@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 
-from lib.observability import logger, metrics
+from lib.dbkit.observability import logger, metrics
 
 EVENTS = (
     "connect",

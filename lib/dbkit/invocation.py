@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
-from lib import pool_events
+from lib.dbkit import pool_events
 
 # Outside Lambda (server mode, scripts) there is no deadline; retries still need a bound.
 DEFAULT_BUDGET_SECONDS = 30.0

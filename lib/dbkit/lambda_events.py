@@ -1,4 +1,4 @@
-"""The shape check for API Gateway HTTP API (payload 2.0) events, before Mangum sees them."""
+"""Shape checks for the Lambda events the handlers accept, run before any adapter or SQL sees them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from lib.errors import InvalidEventError
+from lib.dbkit.errors import InvalidEventError
 
 EXPECTED = "an API Gateway HTTP API event (payload format 2.0)"
+SCHEDULED_EVENT_SOURCE = "aws.events"
+SCHEDULED_EVENT_DETAIL_TYPE = "Scheduled Event"
 
 
 def check_http_api_event(event: Any) -> dict[str, Any]:
@@ -38,3 +40,16 @@ def check_http_api_event(event: Any) -> dict[str, Any]:
         except binascii.Error:
             raise InvalidEventError(f"expected {EXPECTED}: isBase64Encoded is true but body is not base64") from None
     return event
+
+
+def check_scheduled_event(event: Any) -> str:
+    """The event id of an EventBridge Scheduled Event; InvalidEventError for anything else."""
+    expected = f'an EventBridge Scheduled Event (source "{SCHEDULED_EVENT_SOURCE}", detail-type "Scheduled Event")'
+    if not isinstance(event, Mapping):
+        raise InvalidEventError(f"expected {expected}, got a {type(event).__name__}")
+    source, detail_type, event_id = event.get("source"), event.get("detail-type"), event.get("id")
+    if source != SCHEDULED_EVENT_SOURCE or detail_type != SCHEDULED_EVENT_DETAIL_TYPE:
+        raise InvalidEventError(f"expected {expected}, got source {source!r}, detail-type {detail_type!r}")
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidEventError(f"expected {expected} with a non-empty string id, got id {event_id!r}")
+    return event_id

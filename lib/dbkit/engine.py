@@ -11,21 +11,20 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
-from lib import pg_pipeline, pool_events
-from lib.errors import (
+from lib.dbkit import pg_pipeline, pool_events
+from lib.dbkit.errors import (
     DatabaseUnavailableError,
     PoolExhaustedError,
     UnsafeEngineOptionError,
 )
-from lib.invocation import has_deadline, remaining_seconds
-from lib.observability import logger
-from lib.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
-from lib.settings import PoolKind, Settings, get_settings, refresh_database_url
+from lib.dbkit.invocation import has_deadline, remaining_seconds
+from lib.dbkit.observability import logger
+from lib.dbkit.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
+from lib.dbkit.settings import PoolKind, Settings, get_settings, refresh_database_url
 
 T = TypeVar("T")
 
@@ -196,24 +195,16 @@ class EngineHolder:
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
-        self._sessions: sessionmaker[Session] | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = build_engine(get_settings())
-            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self._engine
-
-    def sessions(self) -> sessionmaker[Session]:
-        self.engine()
-        assert self._sessions is not None
-        return self._sessions
 
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
         self._engine = None
-        self._sessions = None
 
 
 _holder = EngineHolder()
@@ -236,7 +227,7 @@ def execution_environment(holder: EngineHolder) -> Iterator[EngineHolder]:
 
 
 def get_engine() -> Engine:
-    """The execution environment's engine (built lazily from lib.settings)."""
+    """The execution environment's engine (built lazily from lib.dbkit.settings)."""
     return _current().engine()
 
 
@@ -263,39 +254,29 @@ def _is_unavailable(error: BaseException) -> bool:
     return is_retryable_connect_failure(error)
 
 
-@contextmanager
-def session_scope() -> Iterator[Session]:
-    """One short session and transaction: commit on success, roll back on error. The edge owns it."""
-    session = _current().sessions()()
-    try:
-        pool_events.checkout_starting()
-        yield session
-        session.commit()
-    except BaseException as error:
-        session.rollback()
-        if isinstance(error, Exception) and _is_unavailable(error):
-            raise _unavailable(error) from error
-        raise
-    finally:
-        session.close()
+def run_in_transaction(work: Callable[[Connection], T]) -> T:
+    """The one unit of work for handlers: run `work` in one transaction, committed when it returns.
 
-
-def run_in_transaction(work: Callable[[Session], T]) -> T:
-    """Run `work` in one transaction; re-run it once if a reused connection was dead before COMMIT was sent."""
+    Waits briefly for a pooled connection when the pool is exhausted, and re-runs `work` once when a reused
+    connection turns out dead before COMMIT was sent; once COMMIT was sent, a failure is never re-run.
+    """
     exhaustion_retries = 0
     attempt = 0
     while True:
         attempt += 1
-        session = _current().sessions()()
         committing = False
+        connection: Connection | None = None
         try:
             pool_events.checkout_starting()
-            result = work(session)
+            connection = _current().engine().connect()
+            transaction = connection.begin()
+            result = work(connection)
             committing = True
-            session.commit()
+            transaction.commit()
             return result
         except Exception as error:
-            _rollback_quietly(session)
+            if connection is not None:
+                _rollback_quietly(connection)
             if isinstance(error, sqlalchemy.exc.TimeoutError) and exhaustion_retries < EXHAUSTION_RETRIES:
                 exhaustion_retries += 1
                 if remaining_seconds() > 1 + DEADLINE_MARGIN_SECONDS:
@@ -316,12 +297,13 @@ def run_in_transaction(work: Callable[[Session], T]) -> T:
             if not retry:
                 raise _unavailable(error) from error
         finally:
-            session.close()
+            if connection is not None:
+                connection.close()
 
 
-def _rollback_quietly(session: Session) -> None:
+def _rollback_quietly(connection: Connection) -> None:
     try:
-        session.rollback()
+        connection.rollback()
     except Exception as error:  # noqa: BLE001 - the connection is already broken; the original error matters.
         logger.debug("rollback after failure also failed", extra={"error": type(error).__name__})
 

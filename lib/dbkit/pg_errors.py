@@ -7,7 +7,7 @@ import ssl
 import pg8000.dbapi
 import sqlalchemy.exc
 
-from lib.errors import DatabaseLoginError, TlsVerificationError
+from lib.dbkit.errors import DatabaseLoginError, TlsVerificationError
 
 # The connection (or the compute behind it) is gone: Neon suspend/restart, admin kill, pooler restart. pg8000 reports
 # several of them as ProgrammingError, which SQLAlchemy's pg8000 dialect does not see as disconnects.

@@ -1,0 +1,1 @@
+"""The notes sample app: replace it with your own (it uses lib.dbkit; nothing in lib.dbkit uses it)."""

@@ -1,0 +1,19 @@
+"""Domain errors of the notes sample app, mapped to HTTP in one place (lib.sample_app.api)."""
+
+from __future__ import annotations
+
+
+class NoteNotFoundError(Exception):
+    """No live note has this id (never existed, deleted, or expired)."""
+
+
+class IdempotencyConflictError(Exception):
+    """An Idempotency-Key was reused with a different request body."""
+
+
+class InvalidCursorError(Exception):
+    """A pagination cursor that this API did not issue (or that was altered)."""
+
+
+class UnsupportedMediaTypeError(Exception):
+    """A request body that is not declared as JSON."""
