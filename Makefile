@@ -42,8 +42,11 @@ lint:
 types:
 	@$(BIN)/mypy
 
-pytest:
+STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py
+
+pytest:  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect
 	@$(BIN)/pytest
+	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
 
 check: lint types pytest  ## lint + types + the whole pytest suite (needs `make venv`)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make demo` / `make test` need on a fresh Debian/Ubuntu machine, and nothing that is already there.
 #   tools/bootstrap.sh system   PostgreSQL server binaries, PgBouncer, openssl, psql (apt-get, when missing)
-#   tools/bootstrap.sh venv     .venv with requirements-dev.txt (re-installed when the requirements change)
+#   tools/bootstrap.sh venv     .venv with requirements-dev.txt (re-installed when the requirements change), plus
+#                               other pg8000 releases under .venv/pg8000/<version> for the driver fallback tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,10 +44,14 @@ find_python() {
   exit 1
 }
 
+# pg8000 releases the suite runs the handlers on besides the pinned one: one inside the pipelined driver's tested
+# range and one outside it (the stock dialect must take over). Keep in step with tests/integration/test_driver_fallback.py.
+OTHER_PG8000="1.31.4 1.30.5"
+
 venv() {
   local stamp=.venv/.installed
   local wanted
-  wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+  wanted=$( (cat requirements.txt requirements-dev.txt; echo "$OTHER_PG8000") | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x .venv/bin/python ]; then return 0; fi
   if [ ! -x .venv/bin/python ]; then
     local python; python=$(find_python)
@@ -57,6 +62,14 @@ venv() {
   # Some machines' pip config lists local mirrors that may be absent; pip warns per package, which is noise.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+  local release
+  for release in $OTHER_PG8000; do
+    # These releases call scramp.make_channel_binding, which scramp 1.5 removed: install the scramp they were
+    # released with beside them; python-dateutil (and asn1crypto) come from .venv.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+      --target ".venv/pg8000/$release" "pg8000==$release" "scramp<1.5" 2>&1 \
+      | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+  done
   echo "$wanted" > "$stamp"
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import ssl
 import statistics
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 import pg8000.dbapi
 
+from lib.dbkit import pg8000_internals
 from lib.dbkit.dsn import parse_database_url
 from lib.dbkit.errors import ConfigError
 from lib.dbkit.pg_errors import login_refused, tls_refused
@@ -98,8 +100,8 @@ def run_probe(settings: Settings) -> Probe:
         finally:
             second.close()
         rtt_ms = _round_trip_ms(first)
-        sock = first._usock
-        tls_version = sock.version() if hasattr(sock, "version") else None
+        sock = pg8000_internals.raw_socket(first)
+        tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         auth = getattr(first, "auth", None)
         return Probe(
             tls_version=tls_version,

@@ -10,19 +10,21 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import pg8000.dbapi
 import sqlalchemy.exc
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
-from lib.dbkit import pg_pipeline, pool_events
+from lib.dbkit import pg8000_internals, pg_pipeline, pool_events
 from lib.dbkit.errors import (
     DatabaseUnavailableError,
     PoolExhaustedError,
     UnsafeEngineOptionError,
 )
 from lib.dbkit.invocation import has_deadline, remaining_seconds
-from lib.dbkit.observability import logger
+from lib.dbkit.observability import SERVICE, logger, metrics
 from lib.dbkit.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
 from lib.dbkit.settings import PoolKind, Settings, get_settings, refresh_database_url
 
@@ -52,10 +54,39 @@ def refuse_unsafe_options(options: Mapping[str, Any]) -> None:
         )
 
 
+STOCK_DRIVERNAME = "postgresql+pg8000"
+
+
+def _stock_connect(**kwargs: Any) -> Any:
+    return pg8000.dbapi.Connection(**kwargs)
+
+
+def choose_driver(settings: Settings) -> tuple[str, Callable[..., Any]]:
+    """The dialect name and connect function for DB_DRIVER; the stock dialect when the pipeline cannot run."""
+    if settings.driver == "stock":
+        return STOCK_DRIVERNAME, _stock_connect
+    problems = pg8000_internals.problems()
+    if not problems:
+        return pg_pipeline.DRIVERNAME, pg_pipeline.connect
+    # Still correct behind the pooler (never AUTOCOMMIT, statements inside transactions): only round trips are lost.
+    logger.warning(
+        "pipelined pg8000 driver unavailable; using SQLAlchemy's stock pg8000 dialect",
+        extra={
+            "pg8000": pg8000_internals.installed_version(),
+            "problems": problems,
+            "fix": "pin pg8000 to a tested version (requirements.txt) or set DB_DRIVER=stock to silence this",
+        },
+    )
+    with single_metric(name="DbDriverFallback", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
+        metric.add_dimension(name="service", value=SERVICE)
+    return STOCK_DRIVERNAME, _stock_connect
+
+
 class _Connector:
     """Opens pg8000 connections with backoff while a compute wakes up; re-reads a rotated secret once."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, connect: Callable[..., Any]) -> None:
+        self._connect = connect
         self._use(settings)
 
     def _use(self, settings: Settings) -> None:
@@ -64,7 +95,7 @@ class _Connector:
         # Built once: loading CA files for every new connection would cost each cold request.
         self._kwargs: dict[str, Any] = dict(database.connect_args())
 
-    def __call__(self) -> pg_pipeline.PipelinedConnection:
+    def __call__(self) -> Any:
         attempt = 0
         refreshed = False
         while True:
@@ -106,17 +137,19 @@ class _Connector:
                 logger.info("database connected after retries", extra={"attempt": attempt})
             return connection
 
-    def _connect_once(self) -> pg_pipeline.PipelinedConnection:
+    def _connect_once(self) -> Any:
         timeout = min(self._kwargs["timeout"], max(0.5, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
-        connection = pg_pipeline.connect(**{**self._kwargs, "timeout": timeout})
+        connection = self._connect(**{**self._kwargs, "timeout": timeout})
         # pg8000's timeout is one socket timeout for the connection's whole life: it bounds connecting only;
         # statement time is bounded per checkout by the invocation's remaining time (see _bound_statement_time).
-        _socket(connection).settimeout(None)
+        _set_socket_timeout(connection, None)
         return connection
 
 
-def _socket(connection: Any) -> Any:
-    return connection._usock
+def _set_socket_timeout(connection: Any, timeout: float | None) -> None:
+    sock = pg8000_internals.raw_socket(connection)
+    if sock is not None:
+        sock.settimeout(timeout)
 
 
 def build_engine(settings: Settings, **options: Any) -> Engine:
@@ -136,9 +169,10 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
             "pool_recycle": pool.pool_recycle,
             "pool_use_lifo": True,
         }
+    drivername, connect = choose_driver(settings)
     engine = create_engine(
-        settings.database.sqlalchemy_url().set(drivername=pg_pipeline.DRIVERNAME),
-        creator=_Connector(settings),
+        settings.database.sqlalchemy_url().set(drivername=drivername),
+        creator=_Connector(settings, connect),
         pool_pre_ping=pool.pool_pre_ping,
         pool_reset_on_return="rollback",
         **pool_options,
@@ -147,7 +181,7 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
     _install_guards(engine, settings)
     pool_events.attach(engine)
     # Once per environment: says which pool profile, TLS mode (and any serverless upgrade) is in force.
-    logger.info("database engine created", extra={"database": settings.describe()})
+    logger.info("database engine created", extra={"database": settings.describe(), "driver": drivername})
     return engine
 
 
@@ -187,7 +221,7 @@ def _bound_statement_time(dbapi_connection: Any) -> None:
     # In Lambda a hung statement must fail before the invocation is killed, so the client gets a clean 503;
     # a long-running server has no deadline and its statements may take as long as they take.
     timeout = max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS) if has_deadline() else None
-    _socket(dbapi_connection).settimeout(timeout)
+    _set_socket_timeout(dbapi_connection, timeout)
 
 
 class EngineHolder:
@@ -317,8 +351,10 @@ def ping() -> None:
         pool_events.checkout_starting()
         try:
             with engine.connect() as connection:
+                dbapi_connection = connection.connection.dbapi_connection
+                assert dbapi_connection is not None
                 try:
-                    pg_pipeline.ping(connection.connection.dbapi_connection)
+                    engine.dialect.do_ping(dbapi_connection)
                 except Exception:
                     # The ping bypasses SQLAlchemy's error handling: drop the connection ourselves.
                     connection.invalidate()

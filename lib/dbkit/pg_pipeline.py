@@ -14,19 +14,17 @@ import io
 import re
 import socket
 from collections.abc import Callable
-from importlib.metadata import version
 from typing import Any, Final
 
 import pg8000.dbapi
-from pg8000.converters import make_params
-from pg8000.core import NULL_BYTE, SYNC_MSG, Context, CoreConnection, _flush, _write
 from pg8000.exceptions import DatabaseError, InterfaceError
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine.interfaces import IsolationLevel
 
-PG8000_VERSION: Final = "1.31.6"
+from lib.dbkit import pg8000_internals as internals
+
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
 # The exact text pg8000's Cursor.execute sends before the first statement of a transaction.
@@ -34,39 +32,24 @@ _BEGIN: Final = "begin transaction"
 _BEGIN_PREFIX: Final = _BEGIN + ";\n"
 
 
-def check_pg8000_version(found: str) -> None:
-    """Refuse any pg8000 but the one whose internals this module overrides."""
-    if found != PG8000_VERSION:
-        raise ImportError(
-            f"lib.dbkit.pg_pipeline overrides internals of pg8000=={PG8000_VERSION} but pg8000=={found} is installed; "
-            "re-read pg8000.core (execute_simple, execute_unnamed, send_*) and pg8000.dbapi.Cursor.execute, "
-            "then update the pin"
-        )
-
-
-check_pg8000_version(version("pg8000"))
-
-
 class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
     """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first."""
-
-    _sock: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._begin_pending = False
         super().__init__(*args, **kwargs)
 
-    def execute_simple(self, statement: str) -> Context:
-        if statement == _BEGIN and not self._in_transaction:
+    def execute_simple(self, statement: str) -> Any:
+        if statement == _BEGIN and not internals.in_transaction(self):
             # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight.
             self._begin_pending = True
-            return Context(statement)
+            return internals.new_context(statement)
         if not self._begin_pending:
             return super().execute_simple(statement)
         # One Query, not two: if BEGIN ever failed, a second Query would still run, in its own implicit
         # transaction, i.e. autocommitted. In one Query a parse error runs nothing, and a run-time error
         # leaves the transaction open and aborted, as pg8000's own two round trips would.
-        context = Context(statement)
+        context = internals.new_context(statement)
         self._send_flight(lambda: self.send_QUERY(_BEGIN_PREFIX + statement))
         try:
             self.handle_messages(context)
@@ -75,7 +58,7 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
             raise
         return context
 
-    def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Context:
+    def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
         if stream is not None:
             # COPY goes back and forth mid-statement, so it keeps pg8000's path (inside a transaction: safe).
             self._send_pending_begin()
@@ -84,21 +67,21 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         # the pooler may hand the server to another client between Parse and Execute. One Sync is one
         # (implicit) transaction. BEGIN goes as extended messages before it: if BEGIN failed, the server
         # skips everything up to the Sync, so the statement can never run outside the transaction.
-        params = make_params(self.py_types, vals)
+        params = internals.make_params(self, vals)
         begin = self._begin_pending
 
         def compose() -> None:
             if begin:
-                self.send_PARSE(NULL_BYTE, _BEGIN, ())
-                self.send_BIND(NULL_BYTE, ())
+                self.send_PARSE(internals.NULL_BYTE, _BEGIN, ())
+                self.send_BIND(internals.NULL_BYTE, ())
                 self.send_EXECUTE()
-            self.send_PARSE(NULL_BYTE, statement, oids)
-            self.send_DESCRIBE_STATEMENT(NULL_BYTE)
-            self.send_BIND(NULL_BYTE, params)
+            self.send_PARSE(internals.NULL_BYTE, statement, oids)
+            self.send_DESCRIBE_STATEMENT(internals.NULL_BYTE)
+            self.send_BIND(internals.NULL_BYTE, params)
             self.send_EXECUTE()
-            _write(self._sock, SYNC_MSG)
+            internals.write(internals.stream(self), internals.sync_message())
 
-        context = Context(statement)
+        context = internals.new_context(statement)
         self._send_flight(compose)
         self.handle_messages(context)
         return context
@@ -106,12 +89,12 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
     def commit(self) -> None:
         # pg8000 commits through execute_unnamed (three round trips), even with no transaction open.
         self._begin_pending = False
-        if self._in_transaction:
+        if internals.in_transaction(self):
             self.execute_simple("commit")
 
     def rollback(self) -> None:
         self._begin_pending = False
-        if self._in_transaction:
+        if internals.in_transaction(self):
             self.execute_simple("rollback")
 
     def _send_pending_begin(self) -> None:
@@ -121,20 +104,19 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
 
     def _send_flight(self, compose: Callable[[], None]) -> None:
         """Write what ``compose`` sends with one flush; if composing fails, nothing reaches the socket."""
-        sock = self._sock
-        if sock is None:
+        if internals.stream(self) is None:
             raise InterfaceError("connection is closed")
-        # pg8000's send_* write straight to self._sock; pointing it at a buffer keeps a half-composed flight
+        # pg8000's send_* write straight to its stream; pointing it at a buffer keeps a half-composed flight
         # (a value that fails to encode) from being sent ahead of the next statement.
         buffer = io.BytesIO()
-        self._sock = buffer
+        sock = internals.swap_stream(self, buffer)
         try:
             compose()
         finally:
-            self._sock = sock
+            internals.swap_stream(self, sock)
         self._begin_pending = False
-        _write(sock, buffer.getvalue())
-        _flush(sock)
+        internals.write(sock, buffer.getvalue())
+        internals.flush(sock)
 
 
 def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
@@ -185,7 +167,7 @@ def ping(connection: pg8000.dbapi.Connection) -> None:
     """Check a connection is alive in one round trip, without opening a transaction."""
     # A simple Query outside a transaction is its own implicit transaction: safe behind the pooler, and it
     # leaves the connection idle, where pg8000's cursor would send BEGIN first and keep a transaction open.
-    CoreConnection.execute_simple(connection, PING_SQL)
+    internals.execute_simple_unpipelined(connection, PING_SQL)
 
 
 def parse_server_version(reported: str) -> tuple[int, ...] | None:

@@ -35,11 +35,13 @@ from lib.dbkit.pooler import HostKind, PoolerHost, classify_host, parse_pooler_h
 Mode = Literal["serverless", "server", "migration"]
 AppEnv = Literal["development", "staging", "production"]
 PoolProfile = Literal["tiny", "nullpool"]
+Driver = Literal["pipeline", "stock"]
 UrlSourceKind = Literal["DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER", "argument"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 APP_ENVS: tuple[str, ...] = get_args(AppEnv)
 POOL_PROFILES: tuple[str, ...] = get_args(PoolProfile)
+DRIVERS: tuple[str, ...] = get_args(Driver)
 URL_VARIABLES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
 
 DEFAULT_SECRET_MAX_AGE = 300
@@ -119,6 +121,8 @@ class Settings:
     pool_pre_ping: bool | None = None
     idle_ping_seconds: float = DEFAULT_IDLE_PING_SECONDS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    # pipeline: pg8000 with fewer round trips (lib.dbkit.pg_pipeline); stock: SQLAlchemy's own pg8000 dialect.
+    driver: Driver = "pipeline"
     source: UrlSource = UrlSource("argument")
     # Set by validation: the sslmode the URL asked for when serverless policy raised it to verify-full.
     tls_upgraded_from: SslMode | None = field(init=False, default=None)
@@ -159,6 +163,7 @@ class Settings:
         pool_recycle = _number(environ, "DB_POOL_RECYCLE", minimum=-1, integer=True)
         idle_ping = _number(environ, "DB_IDLE_PING_SECONDS", minimum=0.0)
         connect_timeout = _number(environ, "DB_CONNECT_TIMEOUT", minimum=0.0, exclusive=True)
+        driver = cast(Driver, _choice(environ, "DB_DRIVER", DRIVERS) or "pipeline")
         pooler_hosts = parse_pooler_hosts(environ.get("DB_POOLER_HOSTS", ""))
         source = _source(environ)
         if source.kind == "DATABASE_URL":
@@ -176,6 +181,7 @@ class Settings:
             pool_pre_ping=_flag(environ, "DB_POOL_PRE_PING"),
             idle_ping_seconds=_default(idle_ping, DEFAULT_IDLE_PING_SECONDS),
             connect_timeout=_default(connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            driver=driver,
             source=source,
         )
 
@@ -232,6 +238,7 @@ class Settings:
             "channel binding": f"{database.channel_binding} (pg8000 uses it when offered; cannot require it)",
             "connect timeout": f"{database.effective_connect_timeout:g}s",
             "pool": pool_text,
+            "driver": self.driver,
         }
         if database.endpoint_id or is_neon_host(database.host):
             summary["endpoint id"] = database.endpoint_id or "from SNI (pg8000 sends the host name)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -14,9 +15,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 
 from handlers.api import handler
 from lib.dbkit.engine import build_engine, get_engine, run_in_transaction
+from lib.dbkit.pg_pipeline import PipelineDialect
 from lib.dbkit.settings import Settings
 from lib.sample_app import notes
 from tests.events import event_names, load_event, with_header, with_json_body, with_note_id, with_query
@@ -51,6 +54,14 @@ def serverless(monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, schema
     configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
     yield
     reset_database_state()
+
+
+@pytest.mark.usefixtures("serverless")
+def test_the_handler_runs_on_the_driver_db_driver_names() -> None:
+    # `make pytest` runs this file twice: with the pipelined driver and with DB_DRIVER=stock.
+    assert invoke(load_event("api-01-health"))[0] == 200
+    expected = PGDialect_pg8000 if os.environ.get("DB_DRIVER") == "stock" else PipelineDialect
+    assert type(get_engine().dialect) is expected
 
 
 def invoke(event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:

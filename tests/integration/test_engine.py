@@ -197,6 +197,7 @@ def _flights(proxy: Proxy, action: Any) -> int:
     return proxy.stats.client_flights
 
 
+@pytest.mark.pipelined_driver
 def test_round_trips_of_the_serverless_profile(counted: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
     first_request = _flights(counted, lambda: db.run_in_transaction(_select(1)))
     assert counted.stats.connections == 1
@@ -207,6 +208,7 @@ def test_round_trips_of_the_serverless_profile(counted: Proxy, monkeypatch: pyte
     assert counted.stats.connections == 0
 
 
+@pytest.mark.pipelined_driver
 def test_an_idle_connection_is_pinged_once_before_reuse(counted: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
     _configure(monkeypatch, DB_IDLE_PING_SECONDS="0.05")
     db.run_in_transaction(_select(1))

@@ -68,9 +68,14 @@ def test_snapstart_disposes_the_engine_before_the_snapshot_and_after_restore(
 
 
 def test_without_snapstart_no_hooks_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
-    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # importing it would fail
+    registered: dict[str, Callable[[], None]] = {}
+    hooks = types.ModuleType("snapshot_restore_py")
+    hooks.register_before_snapshot = lambda fn: registered.__setitem__("before", fn)  # type: ignore[attr-defined]
+    hooks.register_after_restore = lambda fn: registered.__setitem__("after", fn)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", hooks)  # importable, so only the guard can stop it
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
     db._register_snapstart_hooks()
+    assert registered == {}
 
 
 def test_the_deadline_comes_from_the_lambda_context() -> None:
