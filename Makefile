@@ -36,10 +36,12 @@ demo: migrate  ## the main job: invoke every handler with every sample event aga
 doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
 	@$(WITH_STACK_ENV) $(PYTHON) -m lib.dbkit.doctor $(URL)
 
-lint:
+lint:  ## ruff (lint + format check) and the import-linter contracts (kit never imports the app)
 	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/lint-imports --no-cache
 
-types:
+types:  ## mypy --strict over handlers, lib, tests, tools
 	@$(BIN)/mypy
 
 STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py
@@ -53,10 +55,10 @@ check: lint types pytest  ## lint + types + the whole pytest suite (needs `make 
 test: venv  ## everything CI runs: install, start the stack, lint, types, all tests, SAM checks
 	@$(PYTHON) -m tools.stack run -- $(MAKE) --no-print-directory check sam-check
 
-test-unit: venv
+test-unit: venv  ## the unit tier only (no network)
 	@$(BIN)/pytest tests/unit
 
-test-integration: stack-up
+test-integration: stack-up  ## the integration tier against the local stack
 	@$(BIN)/pytest tests/integration
 
 test-faults: stack-up  ## fault injection (proxy faults, server restarts) with requests flowing; restarts the local stack's servers
@@ -68,10 +70,10 @@ test-load: stack-up  ## hundreds of simulated execution environments through the
 bench: migrate  ## round trips, cold start and scale vs the seed configuration; writes bench/results.md (~4 min)
 	@$(PYTHON) -m tools.bench
 
-fmt: venv
+fmt: venv  ## format and auto-fix with ruff
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-clean: stack-clean
+clean: stack-clean  ## stop the stack, delete .stack/, the venvs and caches
 	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 -include tools/sam.mk

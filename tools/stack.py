@@ -499,16 +499,6 @@ def restart_postgres() -> StackState:
     return state
 
 
-def stop_pgbouncer() -> None:
-    """Stop PgBouncer only (the pooler is 'down' until start_pgbouncer)."""
-    _stop_pgbouncer(_require_state())
-
-
-def start_pgbouncer() -> None:
-    """Start PgBouncer again after stop_pgbouncer."""
-    _start_pgbouncer(_require_state())
-
-
 def _postgres_pid(state: StackState) -> int | None:
     return _pid_alive(state.runtime / "pgdata" / "postmaster.pid")
 

@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 from lib.dbkit import pg8000_internals, pg_pipeline, pool_events
 from lib.dbkit.errors import (
     DatabaseUnavailableError,
+    InvalidDatabaseUrlError,
     PoolExhaustedError,
     UnsafeEngineOptionError,
 )
@@ -169,6 +170,12 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
             "pool_recycle": pool.pool_recycle,
             "pool_use_lifo": True,
         }
+    if settings.database.startup_options and not pg8000_internals.accepts_startup_params():
+        raise InvalidDatabaseUrlError(
+            f"options={settings.database.startup_options!r} needs pg8000 >= 1.31.4 (startup_params), but pg8000 "
+            f"{pg8000_internals.installed_version()} is installed: upgrade pg8000, or drop the endpoint option and "
+            "let TLS SNI name the endpoint"
+        )
     drivername, connect = choose_driver(settings)
     engine = create_engine(
         settings.database.sqlalchemy_url().set(drivername=drivername),

@@ -75,7 +75,7 @@ def problems(found_version: str | None = None) -> list[str]:
 
 def accepts_startup_params() -> bool:
     """True when pg8000.connect takes ``startup_params`` (needed for Neon's ``options=endpoint=...``)."""
-    return "startup_params" in inspect.signature(pg8000.dbapi.Connection.__init__).parameters
+    return "startup_params" in inspect.signature(pg8000.core.CoreConnection.__init__).parameters
 
 
 def raw_socket(connection: Any) -> socket.socket | None:

@@ -16,19 +16,6 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 
 from lib.dbkit.observability import logger, metrics
 
-EVENTS = (
-    "connect",
-    "first_connect",
-    "checkout",
-    "checkin",
-    "reset",
-    "invalidate",
-    "soft_invalidate",
-    "close",
-    "detach",
-    "close_detached",
-)
-
 # Connection ids are stable for the life of a DBAPI connection and unique across execution environments.
 _ENVIRONMENT_TAG = secrets.token_hex(3)
 _connection_numbers = itertools.count(1)

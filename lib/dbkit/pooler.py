@@ -20,11 +20,6 @@ class HostKind(enum.Enum):
     LISTED_POOLER = f"pooler listed in {POOLER_HOSTS_VARIABLE}"
     OTHER = "not a known pooler"
 
-    @property
-    def is_pooler(self) -> bool:
-        """True for hosts that are transaction poolers."""
-        return self in (HostKind.NEON_POOLER, HostKind.LISTED_POOLER)
-
 
 @dataclass(frozen=True)
 class PoolerHost:

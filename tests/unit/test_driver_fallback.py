@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 
 from lib.dbkit import engine as db
 from lib.dbkit import pg8000_internals, pg_pipeline
+from lib.dbkit.errors import InvalidDatabaseUrlError
 from lib.dbkit.settings import Settings
 from tests.support.logs import captured_logs
 
@@ -99,3 +100,18 @@ def test_db_driver_stock_builds_the_stock_dialect_without_a_warning(capsys: pyte
 def test_an_unknown_db_driver_is_a_startup_error_naming_the_choices() -> None:
     with pytest.raises(Exception, match=r"DB_DRIVER.*pipeline.*stock"):
         _settings(DB_DRIVER="psycopg")
+
+
+def test_an_endpoint_option_on_a_pg8000_without_startup_params_is_a_startup_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pg8000_internals, "accepts_startup_params", lambda: False)
+    url = URL.replace("-pooler.us-east-2.aws.neon.tech", "-pooler.example.com") + "&options=endpoint%3Dep-x-1"
+    settings = Settings.from_env({"DATABASE_URL": url, "DB_POOLER_HOSTS": "ep-x-1-pooler.example.com"})
+    with pytest.raises(InvalidDatabaseUrlError, match=r"needs pg8000 >= 1\.31\.4.*upgrade pg8000") as raised:
+        db.build_engine(settings)
+    assert "secret-pw" not in str(raised.value)
+
+
+def test_the_pinned_pg8000_accepts_startup_params() -> None:
+    assert pg8000_internals.accepts_startup_params()
