@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Required, TypedDict, TypeVar, cast, get_args
 from urllib.parse import quote, unquote
 
-from lib.dbkit.errors import InsecureTransportError, InvalidDatabaseUrlError, SslRootCertError
+from lib.dbkit.errors import ConfigError, InsecureTransportError, InvalidDatabaseUrlError, SslRootCertError
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -434,13 +434,19 @@ def _check_params(params: Mapping[str, str]) -> None:
         raise InvalidDatabaseUrlError("the database URL has " + "; ".join(problems))
 
 
+def choice(name: str, value: str | None, accepted: tuple[str, ...], *, error: type[ConfigError]) -> str | None:
+    """`value` as spelled in `accepted` (matched ignoring case and surrounding space); None when unset or empty."""
+    normal = (value or "").strip().lower()
+    if not normal:
+        return None
+    spelled = {option.lower(): option for option in accepted}.get(normal)
+    if spelled is None:
+        raise error(f"{name}={value!r} is not valid: expected one of {', '.join(accepted)}")
+    return spelled
+
+
 def _choice(params: Mapping[str, str], name: str, accepted: tuple[str, ...], default: _Choice) -> _Choice:
-    value = params.get(name)
-    if value is None:
-        return default
-    if value not in accepted:
-        raise InvalidDatabaseUrlError(f"{name}={value!r} is not valid: expected one of {', '.join(accepted)}")
-    return cast(_Choice, value)
+    return cast(_Choice, choice(name, params.get(name), accepted, error=InvalidDatabaseUrlError) or default)
 
 
 def _sslmode(params: Mapping[str, str]) -> SslMode:

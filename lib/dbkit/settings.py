@@ -7,10 +7,10 @@ comes from Secrets Manager or SSM.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import os
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, cast, get_args
@@ -19,6 +19,7 @@ from lib.dbkit.dsn import (
     DEFAULT_CONNECT_TIMEOUT,
     DatabaseUrl,
     SslMode,
+    choice,
     database_url_from_parts,
     is_neon_host,
     parse_database_url,
@@ -254,49 +255,20 @@ def refresh_database_url(settings: Settings) -> Settings:
     fresh = _fetch_database(settings.source, force_fetch=True)
     if fresh.connect_timeout is None:
         fresh = replace(fresh, connect_timeout=settings.connect_timeout)
-    refreshed = replace(settings, database=fresh)
-    _cache.replace(settings, refreshed)
-    return refreshed
+    # The forced fetch refreshed the secret cache too, so settings rebuilt from now on see the rotated URL.
+    get_settings.cache_clear()
+    return replace(settings, database=fresh)
 
 
+@functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The execution environment's settings, read from ``os.environ`` once."""
-    return _cache.get()
+    return Settings.from_env(os.environ)
 
 
 def clear_settings() -> None:
     """Forget the cached settings: the next get_settings() reads ``os.environ`` again (tests, tools)."""
-    _cache.clear()
-
-
-class SettingsCache:
-    """Holds the one Settings of a process; a refresh swaps it so later readers see the rotated URL."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        self._lock = threading.Lock()
-        self._settings: Settings | None = None
-
-    def get(self) -> Settings:
-        """The cached settings, built from the environment on first use."""
-        with self._lock:
-            if self._settings is None:
-                self._settings = Settings.from_env(self._environ)
-            return self._settings
-
-    def replace(self, old: Settings, new: Settings) -> None:
-        """Swap in refreshed settings if the cached ones came from the same source."""
-        with self._lock:
-            if self._settings is not None and self._settings.source == old.source:
-                self._settings = new
-
-    def clear(self) -> None:
-        """Forget the cached settings (tests; SnapStart restore with new configuration)."""
-        with self._lock:
-            self._settings = None
-
-
-_cache = SettingsCache(os.environ)
+    get_settings.cache_clear()
 
 
 _Number = TypeVar("_Number", int, float)
@@ -320,12 +292,7 @@ def _mode(environ: Mapping[str, str]) -> Mode:
 
 
 def _choice(environ: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str | None:
-    value = _value(environ, name)
-    if value is None:
-        return None
-    if value.lower() not in accepted:
-        raise InvalidSettingError(f"{name}={value!r} is not valid: expected one of {', '.join(accepted)}")
-    return value.lower()
+    return choice(name, environ.get(name), accepted, error=InvalidSettingError)
 
 
 def _number(

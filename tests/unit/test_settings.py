@@ -29,7 +29,14 @@ from lib.dbkit.errors import (
     SslRootCertError,
 )
 from lib.dbkit.pooler import HostKind
-from lib.dbkit.settings import PoolKind, Settings, SettingsCache, UrlSource, refresh_database_url
+from lib.dbkit.settings import (
+    PoolKind,
+    Settings,
+    UrlSource,
+    clear_settings,
+    get_settings,
+    refresh_database_url,
+)
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -386,8 +393,7 @@ def test_secret_precedes_parameter(aws: Aws) -> None:
 def test_secret_is_cached_and_refresh_bypasses_the_cache(aws: Aws) -> None:
     arn = aws.secret(POOLED_URL)
     environ = {"DATABASE_SECRET_ARN": arn, **LAMBDA}
-    cache = SettingsCache(environ)
-    first = cache.get()
+    first = Settings.from_env(environ)
     rotated = POOLED_URL.replace(PASSWORD, "rotated-pw")
     aws.secrets.put_secret_value(SecretId=arn, SecretString=rotated)
     assert Settings.from_env(environ).database.password == PASSWORD  # still within DB_SECRET_MAX_AGE
@@ -398,20 +404,43 @@ def test_secret_is_cached_and_refresh_bypasses_the_cache(aws: Aws) -> None:
     assert Settings.from_env(environ).database.password == "rotated-pw"  # the cache holds the fresh value now
 
 
-def test_settings_cache_builds_once() -> None:
-    cache = SettingsCache({"DATABASE_URL": POOLED_URL})
-    assert cache.get() is cache.get()
-    cache.clear()
-    assert cache.get() is not None
+def test_settings_are_built_once_per_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", POOLED_URL)
+    clear_settings()
+    try:
+        assert get_settings() is get_settings()
+        monkeypatch.setenv("DATABASE_URL", POOLED_URL.replace(PASSWORD, "other-pw"))
+        assert get_settings().database.password == PASSWORD  # read once, not per call
+        clear_settings()
+        assert get_settings().database.password == "other-pw"
+    finally:
+        clear_settings()
 
 
-def test_refresh_swaps_the_cached_settings(aws: Aws) -> None:
+def test_a_refresh_makes_the_environment_settings_read_the_rotated_secret(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
     arn = aws.secret(POOLED_URL)
-    cache = SettingsCache({"DATABASE_SECRET_ARN": arn})
-    current = cache.get()
-    fresh = Settings.from_env({"DATABASE_SECRET_ARN": arn}, force_fetch=True)
-    cache.replace(current, fresh)
-    assert cache.get() is fresh
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    clear_settings()
+    try:
+        current = get_settings()
+        aws.secrets.put_secret_value(SecretId=arn, SecretString=POOLED_URL.replace(PASSWORD, "rotated-pw"))
+        assert get_settings() is current
+        assert refresh_database_url(current).database.password == "rotated-pw"
+        assert get_settings().database.password == "rotated-pw"
+    finally:
+        clear_settings()
+
+
+@pytest.mark.parametrize("value", ["NullPool", " nullpool ", "NULLPOOL"])
+def test_choices_ignore_case_and_surrounding_space(value: str) -> None:
+    assert Settings.from_env({"DATABASE_URL": POOLED_URL, "DB_POOL": value}).pool_profile == "nullpool"
+
+
+def test_url_choices_follow_the_same_rule() -> None:
+    assert parse_database_url(POOLED_URL.replace("sslmode=require", "sslmode=Verify-Full")).sslmode == "verify-full"
 
 
 def test_importing_settings_does_not_import_boto3() -> None:
