@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from sqlalchemy import Connection, text
 
 from tools import stack
 
@@ -60,6 +62,33 @@ def schema(database: DatabaseTarget) -> None:
     from lib.dbkit import migrate
 
     migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+
+
+@pytest.fixture
+def isolated_notes(database: DatabaseTarget, schema: None) -> Iterator[Connection]:
+    """A direct connection inside a transaction that starts with no notes and is rolled back at the end.
+
+    Data-level tests see exactly the rows they create, whatever earlier runs left behind, and leave nothing. The
+    data functions never commit, so no SAVEPOINT is needed (SQLAlchemy's join_transaction_mode recipe is for a
+    Session that does).
+    """
+    from lib.dbkit.engine import build_engine
+    from lib.dbkit.settings import Settings
+
+    settings = Settings.from_env(
+        {"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts, "DB_MODE": "migration"}
+    )
+    engine = build_engine(settings)
+    try:
+        with engine.connect() as connection:
+            transaction = connection.begin()
+            connection.execute(text("DELETE FROM notes"))  # row locks only; rolled back with everything else
+            try:
+                yield connection
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(autouse=True)
