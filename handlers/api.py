@@ -18,7 +18,7 @@ adapter = Mangum(app, lifespan="off")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 @lambda_entry
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return adapter(check_http_api_event(event), context)

@@ -13,7 +13,7 @@ from lib.sample_app.purge import run_scheduled
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 @lambda_entry
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return run_scheduled(check_scheduled_event(event))

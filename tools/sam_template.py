@@ -184,6 +184,9 @@ class Resolver:
         if name == "AWS::NoValue":
             return NO_VALUE
         if name in self.parameters:
+            if self.template["Parameters"][name].get("Type") == "CommaDelimitedList":
+                # As CloudFormation does: a list, and [""] for an empty value.
+                return self.parameters[name].split(",")
             return self.parameters[name]
         if name in self.pseudo:
             return self.pseudo[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -115,18 +116,30 @@ def test_purge_role_adds_only_sending_to_its_dead_letter_queue(source: str) -> N
     api = grants(role_of("ApiFunction"), DATABASE_SOURCES[source])
     purge = grants(role_of("PurgeFunction"), DATABASE_SOURCES[source])
     logs = {"logs:CreateLogStream", "logs:PutLogEvents"}
+    queue_key = [{"Fn::GetAtt": ["MessagesKey", "Arn"]}]
     assert {action: resources for action, resources in purge.items() if action not in logs} == {
         **{action: resources for action, resources in api.items() if action not in logs},
         "sqs:SendMessage": [{"Fn::GetAtt": ["PurgeDeadLetterQueue", "Arn"]}],
+        # The queue is encrypted with the stack's key: sending needs a data key, only through SQS.
+        "kms:GenerateDataKey": queue_key,
+        "kms:Decrypt": queue_key,
     }
     assert all(purge[action] == [log_group_arn("PurgeFunction")] for action in logs)
+    (queue_key_statement,) = [
+        s for s in role_statements(role_of("PurgeFunction"), DATABASE_SOURCES[source]) if s["Resource"] == queue_key[0]
+    ]
+    assert queue_key_statement["Condition"] == {"StringEquals": {"kms:ViaService": "sqs.us-east-1.amazonaws.com"}}
 
 
 @pytest.mark.parametrize("source", sorted(DATABASE_SOURCES))
 def test_customer_managed_key_adds_one_decrypt_scoped_to_the_key_and_the_secret_services(source: str) -> None:
     overrides = {**DATABASE_SOURCES[source], "DatabaseKmsKeyArn": KMS_KEY_ARN}
     for function_id in function_ids(TEMPLATE):
-        kms = [s for s in role_statements(role_of(function_id), overrides) if "kms:Decrypt" in _as_list(s["Action"])]
+        kms = [
+            s
+            for s in role_statements(role_of(function_id), overrides)
+            if "kms:Decrypt" in _as_list(s["Action"]) and s["Resource"] == KMS_KEY_ARN
+        ]
         assert kms == [
             {
                 "Effect": "Allow",
@@ -268,11 +281,17 @@ def _normalise(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "{}", path)
 
 
+def api_routes() -> dict[str, dict[str, Any]]:
+    """Route key -> properties of every AWS::ApiGatewayV2::Route."""
+    resources = TEMPLATE["Resources"].values()
+    return {r["Properties"]["RouteKey"]: r["Properties"] for r in resources if r["Type"] == "AWS::ApiGatewayV2::Route"}
+
+
 def test_http_api_routes_are_exactly_the_apps_routes() -> None:
-    events = TEMPLATE["Resources"]["ApiFunction"]["Properties"]["Events"].values()
-    assert all(e["Type"] == "HttpApi" and e["Properties"]["ApiId"] == {"Ref": "HttpApi"} for e in events)
-    explicit = [e for e in events if "Path" in e["Properties"]]
-    template_routes = {(e["Properties"]["Method"], _normalise(e["Properties"]["Path"])) for e in explicit}
+    routes = api_routes()
+    assert all(r["ApiId"] == {"Ref": "HttpApi"} for r in routes.values())
+    assert all(r["Target"] == {"Fn::Sub": "integrations/${ApiIntegration}"} for r in routes.values())
+    template_routes = {(key.split(" ", 1)[0], _normalise(key.split(" ", 1)[1])) for key in routes if key != "$default"}
     app_routes = {
         (method, _normalise(route.path))
         for route in create_app().routes
@@ -284,9 +303,150 @@ def test_http_api_routes_are_exactly_the_apps_routes() -> None:
 
 
 def test_unmatched_requests_reach_the_app_for_its_error_shape() -> None:
-    events = TEMPLATE["Resources"]["ApiFunction"]["Properties"]["Events"].values()
-    defaults = [e for e in events if set(e["Properties"]) == {"ApiId"}]
-    assert len(defaults) == 1, "one $default route (no Method/Path) sends unknown routes to the app"
+    assert "$default" in api_routes(), "the $default route sends unknown routes to the app"
+
+
+def test_the_integration_invokes_the_live_alias_with_payload_2() -> None:
+    integration = TEMPLATE["Resources"]["ApiIntegration"]["Properties"]
+    assert integration["IntegrationUri"] == {"Ref": "ApiFunction.Alias"}
+    assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
+    permission = TEMPLATE["Resources"]["ApiInvokePermission"]["Properties"]
+    assert permission["FunctionName"] == {"Ref": "ApiFunction.Alias"}
+    assert permission["Principal"] == "apigateway.amazonaws.com"
+    assert permission["SourceArn"]["Fn::Sub"].endswith(":${HttpApi}/*")
+
+
+def route_authorization(overrides: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """Route key -> (authorization type, authorizer) once the Auth parameters are applied."""
+    resolver = Resolver(TEMPLATE, overrides=dict(overrides), symbolic=True)
+    return {
+        key: (resolver.resolve(props["AuthorizationType"]), resolver.resolve(props).get("AuthorizerId"))
+        for key, props in api_routes().items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, ("AWS_IAM", None)),
+        (
+            {"Auth": "jwt", "JwtIssuer": "https://issuer.example", "JwtAudience": "notes"},
+            ("JWT", {"Ref": "JwtAuthorizer"}),
+        ),
+        ({"Auth": "none"}, ("NONE", None)),
+    ],
+    ids=["iam-by-default", "jwt", "none"],
+)
+def test_auth_parameter_protects_every_route_but_health(overrides: dict[str, str], expected: tuple[str, Any]) -> None:
+    authorization = route_authorization(overrides)
+    assert authorization.pop("GET /health") == ("NONE", None)
+    assert authorization, "no protected routes"
+    assert all(value == expected for value in authorization.values()), authorization
+
+
+def test_jwt_authorizer_exists_only_for_jwt_and_reads_issuer_and_audience() -> None:
+    authorizer = TEMPLATE["Resources"]["JwtAuthorizer"]
+    assert authorizer["Condition"] == "AuthJwt"
+    overrides = {"Auth": "jwt", "JwtIssuer": "https://issuer.example", "JwtAudience": "notes,admin"}
+    resolver = Resolver(TEMPLATE, overrides=overrides, symbolic=True)
+    assert resolver.condition("AuthJwt")
+    assert not Resolver(TEMPLATE).condition("AuthJwt")
+    properties = resolver.resolve(authorizer["Properties"])
+    assert properties["JwtConfiguration"] == {"Issuer": "https://issuer.example", "Audience": ["notes", "admin"]}
+    assert properties["IdentitySource"] == ["$request.header.Authorization"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [
+        ({"Auth": "jwt", "JwtIssuer": "https://issuer.example", "JwtAudience": "notes"}, True),
+        ({"Auth": "jwt", "JwtAudience": "notes"}, False),
+        ({"Auth": "jwt", "JwtIssuer": "https://issuer.example"}, False),
+        ({"Auth": "iam"}, True),
+    ],
+    ids=["jwt-complete", "jwt-no-issuer", "jwt-no-audience", "iam"],
+)
+def test_jwt_needs_an_issuer_and_an_audience(overrides: dict[str, str], accepted: bool) -> None:
+    rule = TEMPLATE["Rules"]["JwtNeedsIssuerAndAudience"]
+    resolver = Resolver(TEMPLATE, overrides={**DATABASE_SOURCES["secret"], **overrides})
+    applies = resolver.resolve(rule["RuleCondition"])
+    assert (not applies or all(resolver.resolve(a["Assert"]) for a in rule["Assertions"])) is accepted
+
+
+def test_cors_is_off_by_default_and_lists_exactly_the_given_origins() -> None:
+    api = TEMPLATE["Resources"]["HttpApi"]["Properties"]
+    assert "CorsConfiguration" not in Resolver(TEMPLATE, symbolic=True).resolve(api)
+    origins = "https://app.example.com,https://admin.example.com"
+    cors = Resolver(TEMPLATE, overrides={"CorsAllowOrigins": origins}, symbolic=True).resolve(api)["CorsConfiguration"]
+    assert cors["AllowOrigins"] == origins.split(",")
+    assert "*" not in str(cors)
+    # What a SigV4- or JWT-signed browser request and the app's idempotency key need.
+    assert {"authorization", "content-type", "idempotency-key", "x-amz-date"} <= set(cors["AllowHeaders"])
+
+
+def test_throttling_comes_from_the_parameters() -> None:
+    stage = TEMPLATE["Resources"]["HttpApiStage"]["Properties"]
+    overrides = {"ThrottleRateLimit": "10", "ThrottleBurstLimit": "20"}
+    settings = Resolver(TEMPLATE, overrides=overrides, symbolic=True).resolve(stage)["DefaultRouteSettings"]
+    assert settings == {"ThrottlingRateLimit": "10", "ThrottlingBurstLimit": "20"}
+
+
+def test_access_log_is_one_json_object_with_request_id_status_latency_and_integration_error() -> None:
+    stage = TEMPLATE["Resources"]["HttpApiStage"]["Properties"]
+    settings = stage["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    # API Gateway writes "-" for a variable without a value; every value is quoted, so the line stays JSON.
+    line = json.loads(re.sub(r"\$context\.[A-Za-z.]+", "-", settings["Format"]))
+    assert {"requestId", "status", "responseLatency", "integrationLatency", "integrationError"} <= set(line)
+    variables = dict(re.findall(r'"(\w+)":"(\$context\.[A-Za-z.]+)"', settings["Format"]))
+    assert variables["requestId"] == "$context.requestId"
+    assert variables["status"] == "$context.status"
+    assert variables["integrationError"] == "$context.integrationErrorMessage"
+    retention = TEMPLATE["Resources"]["ApiAccessLogGroup"]["Properties"]["RetentionInDays"]
+    assert retention == {"Ref": "LogRetentionDays"}
+
+
+def test_dead_letter_queue_is_encrypted_with_a_rotating_key_the_schedule_may_use() -> None:
+    resources = TEMPLATE["Resources"]
+    assert resources["PurgeDeadLetterQueue"]["Properties"]["KmsMasterKeyId"] == {"Ref": "MessagesKey"}
+    key = resources["MessagesKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    statements = Resolver(TEMPLATE, symbolic=True).resolve(key["KeyPolicy"])["Statement"]
+    (events,) = [s for s in statements if s["Principal"] == {"Service": "events.amazonaws.com"}]
+    schedule = resources["PurgeFunction"]["Properties"]["Events"]["PurgeSchedule"]["Properties"]
+    rule_name = Resolver(TEMPLATE).resolve(schedule["Name"])
+    assert events["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": f"arn:aws:events:us-east-1:123456789012:rule/{rule_name}"}
+    }
+    assert sorted(events["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    principals = [s["Principal"] for s in statements]
+    assert "*" not in str(principals)
+
+
+def test_alarm_topic_exists_only_with_an_email_and_is_encrypted() -> None:
+    topic = TEMPLATE["Resources"]["AlarmTopic"]
+    assert topic["Condition"] == "AlarmEmailSet"
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Ref": "MessagesKey"}
+    assert not Resolver(TEMPLATE).condition("AlarmEmailSet")
+    resolver = Resolver(TEMPLATE, overrides={"AlarmEmail": "ops@example.com"}, symbolic=True)
+    assert resolver.condition("AlarmEmailSet")
+    assert resolver.resolve(topic["Properties"]["Subscription"]) == [
+        {"Protocol": "email", "Endpoint": "ops@example.com"}
+    ]
+    for resource in TEMPLATE["Resources"].values():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            assert resource["Properties"]["AlarmActions"] == {
+                "Fn::If": ["AlarmEmailSet", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
+            }
+
+
+@pytest.mark.parametrize("function_id", function_ids(TEMPLATE))
+def test_permissions_boundary_is_set_only_when_given(function_id: str) -> None:
+    role = TEMPLATE["Resources"][role_of(function_id)]["Properties"]
+    boundary = "arn:aws:iam::123456789012:policy/neon-notes-function-boundary"
+    assert "PermissionsBoundary" not in Resolver(TEMPLATE, symbolic=True).resolve(role)
+    resolved = Resolver(TEMPLATE, overrides={"RolePermissionsBoundaryArn": boundary}, symbolic=True).resolve(role)
+    assert resolved["PermissionsBoundary"] == boundary
 
 
 def _make_default(path: Path, variable: str) -> str:
@@ -307,13 +467,26 @@ def test_build_makefiles_default_to_the_templates_runtime_and_architecture() -> 
 
 @pytest.mark.parametrize("function_id", function_ids(TEMPLATE))
 def test_every_function_is_built_by_the_runtime_only_makefile(function_id: str) -> None:
-    assert TEMPLATE["Resources"][function_id]["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "tools/sam"}
+    metadata = TEMPLATE["Resources"][function_id]["Metadata"]
+    assert (metadata["BuildMethod"], metadata["ContextPath"]) == ("makefile", "tools/sam")
     targets = (ROOT / "tools" / "sam" / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^(?:\S+ )*build-{function_id}\b.*:", targets, re.MULTILINE)
 
 
 def test_outputs_name_the_api_url_and_the_functions() -> None:
-    assert {"ApiUrl", "ApiFunctionName", "PurgeFunctionName"} <= set(TEMPLATE["Outputs"])
+    assert {"ApiUrl", "ApiFunctionName", "PurgeFunctionName", "DashboardUrl"} <= set(TEMPLATE["Outputs"])
+
+
+def test_every_checkov_skip_gives_its_reason() -> None:
+    skips = [
+        (rid, skip)
+        for rid, resource in TEMPLATE["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for rid, skip in skips:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), (rid, skip)
+        assert len(skip.get("comment", "")) >= 30, f"{rid}: skip {skip['id']} without a reason"
 
 
 def test_capacity_table_in_the_deploy_guide_follows_neons_numbers() -> None:
