@@ -27,8 +27,9 @@ stack-down:  ## stop the local stack; nothing is left running
 stack-clean:  ## stop the local stack and delete .stack/
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m tools.stack clean; else python3 -m tools.stack clean; fi
 
-migrate: stack-up  ## apply the schema over the direct URL (migration mode); harmless to re-run
-	@$(WITH_STACK_ENV) DATABASE_URL="$${DIRECT_DATABASE_URL:-$$DATABASE_URL}" $(PYTHON) -m lib.dbkit.migrate
+# With DIRECT_DATABASE_URL in the environment (a Neon branch, production in CI) no local stack is started or read.
+migrate: venv $(if $(DIRECT_DATABASE_URL),,stack-up)  ## apply the schema over the direct URL (migration mode); harmless to re-run
+	@$(if $(DIRECT_DATABASE_URL),,$(WITH_STACK_ENV)) DATABASE_URL="$${DIRECT_DATABASE_URL:-$$DATABASE_URL}" $(PYTHON) -m lib.dbkit.migrate
 
 demo: migrate  ## the main job: invoke every handler with every sample event against the local stack
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.demo
@@ -36,7 +37,7 @@ demo: migrate  ## the main job: invoke every handler with every sample event aga
 doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
 	@$(WITH_STACK_ENV) $(PYTHON) -m lib.dbkit.doctor $(URL)
 
-lint:  ## ruff (lint + format check) and the import-linter contracts (kit never imports the app)
+lint: lint-workflows lint-templates  ## ruff (lint + format check), import-linter contracts; actionlint + zizmor on the workflows; checkov on the templates
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/lint-imports --no-cache
@@ -74,6 +75,7 @@ fmt: venv  ## format and auto-fix with ruff
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean: stack-clean  ## stop the stack, delete .stack/, the venvs and caches
-	rm -rf $(VENV) .venv-sam .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 -include tools/sam.mk
+-include tools/lint.mk

@@ -25,6 +25,7 @@ from tools.invoke import function_config
 from tools.sam_template import ROOT, TEMPLATE_PATH, Resolver, function_ids, load_template
 
 BUILD_ROOT = ROOT / ".aws-sam" / "check"
+INFRA_TEMPLATE_PATH = ROOT / "infra" / "github-oidc.yaml"
 REQUIRED_ENTRIES = ("handlers", "lib")
 # Project files that must never reach the deploy artifact.
 FORBIDDEN_ENTRIES = (
@@ -41,6 +42,7 @@ FORBIDDEN_ENTRIES = (
     "requirements-dev.txt",
     "requirements-sam.txt",
     "README.md",
+    "infra",
     ".stack",
     ".venv",
     ".venv-sam",
@@ -203,7 +205,9 @@ def run(sam_bin: Path, *, include_default_target: bool = True) -> None:
     env = sam_environment()
     started = time.monotonic()
     template = str(TEMPLATE_PATH.relative_to(ROOT))
-    _step("cfn-lint", [str(sam_bin / "cfn-lint"), "--include-checks", "I", "--", template], env)
+    # The deploy roles' template (infra/github-oidc.yaml) is plain CloudFormation: cfn-lint only.
+    templates = [template, str(INFRA_TEMPLATE_PATH.relative_to(ROOT))]
+    _step("cfn-lint", [str(sam_bin / "cfn-lint"), "--include-checks", "I", "--", *templates], env)
     _step("sam validate --lint", [str(sam_bin / "sam"), "validate", "--lint"], env)
     functions = function_ids(load_template())
     host, default = host_target(), default_target()
