@@ -65,6 +65,9 @@ class SourceScan:
 
     metrics: dict[str, list[str]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    # A single_metric carries only the dimensions its `with` block adds (by literal name); add_metric carries
+    # Powertools' defaults.
+    single_metric_dimensions: dict[str, frozenset[str]] = field(default_factory=dict)
     dimension_calls: list[str] = field(default_factory=list)
 
 
@@ -81,25 +84,54 @@ def _called_name(call: ast.Call) -> str | None:
     return None
 
 
+def _literal_name(call: ast.Call) -> str | None:
+    name_node = next((kw.value for kw in call.keywords if kw.arg == "name"), None)
+    if name_node is None and call.args:
+        name_node = call.args[0]
+    if isinstance(name_node, ast.Constant) and isinstance(name_node.value, str):
+        return name_node.value
+    return None
+
+
+def _single_metric_blocks(tree: ast.AST) -> Iterator[tuple[str | None, list[ast.Call]]]:
+    """(metric name, the add_dimension calls inside) for every `with single_metric(...)` block."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With):
+            for item in node.items:
+                call = item.context_expr
+                if isinstance(call, ast.Call) and _called_name(call) == "single_metric":
+                    inner = [
+                        c
+                        for statement in node.body
+                        for c in ast.walk(statement)
+                        if isinstance(c, ast.Call) and _called_name(c) == "add_dimension"
+                    ]
+                    yield _literal_name(call), inner
+
+
 def scan_source(files: Iterator[Path] | None = None) -> SourceScan:
     """Every metric name passed to add_metric/single_metric, and every call that would add a dimension."""
     scan = SourceScan()
     for path in files if files is not None else _python_files():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        accounted: set[int] = set()
+        for metric_name, dimension_calls in _single_metric_blocks(tree):
+            names = {_literal_name(c) for c in dimension_calls}
+            if metric_name is not None and None not in names:
+                scan.single_metric_dimensions[metric_name] = frozenset(n for n in names if n is not None)
+                accounted.update(id(c) for c in dimension_calls)
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             called = _called_name(node)
             where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{node.lineno}"
-            if called in DIMENSION_SETTERS:
+            if called in DIMENSION_SETTERS and id(node) not in accounted:
                 scan.dimension_calls.append(where)
             if called not in METRIC_EMITTERS:
                 continue
-            name_node = next((kw.value for kw in node.keywords if kw.arg == "name"), None)
-            if name_node is None and node.args:
-                name_node = node.args[0]
-            if isinstance(name_node, ast.Constant) and isinstance(name_node.value, str):
-                scan.metrics.setdefault(name_node.value, []).append(where)
+            name = _literal_name(node)
+            if name is not None:
+                scan.metrics.setdefault(name, []).append(where)
             else:
                 scan.unreadable.append(where)
     return scan
@@ -185,6 +217,7 @@ class Contract:
     service: str
     app_metrics: frozenset[str]
     app_dimensions: frozenset[str]
+    single_metric_dimensions: Mapping[str, frozenset[str]]
     cold_start_dimensions: frozenset[str]
     cold_start_functions: frozenset[str]
 
@@ -202,6 +235,7 @@ def contract() -> Contract:
         service=service,
         app_metrics=frozenset(scan.metrics),
         app_dimensions=frozenset(dimensions["app"]),
+        single_metric_dimensions=dict(scan.single_metric_dimensions),
         cold_start_dimensions=frozenset(dimensions[COLD_START_METRIC]),
         cold_start_functions=frozenset(cold),
     )
@@ -276,8 +310,9 @@ def problems(ref: MetricRef, emitted: Contract, template: Mapping[str, Any] = TE
                 return [f"{ref.where}: ColdStart dimensions {sorted(ref.dimensions)} != {expected}"]
         elif ref.name not in emitted.app_metrics:
             return [f"{ref.where}: {ref.name} is not emitted by lib/ or handlers/ ({sorted(emitted.app_metrics)})"]
-        elif set(ref.dimensions) != emitted.app_dimensions:
-            return [f"{ref.where}: {ref.name} dimensions {sorted(ref.dimensions)} != {sorted(emitted.app_dimensions)}"]
+        elif set(ref.dimensions) != emitted.single_metric_dimensions.get(ref.name, emitted.app_dimensions):
+            expected = sorted(emitted.single_metric_dimensions.get(ref.name, emitted.app_dimensions))
+            return [f"{ref.where}: {ref.name} dimensions {sorted(ref.dimensions)} != {expected}"]
         if ref.dimensions.get("service") != emitted.service:
             return [f"{ref.where}: service {ref.dimensions.get('service')!r} != emitted {emitted.service!r}"]
         return []
@@ -305,7 +340,8 @@ def test_the_source_scan_reads_every_metric_name_and_finds_no_extra_dimension() 
     scan = scan_source()
     assert scan.metrics, "no add_metric(name=...) call found under lib/ or handlers/"
     assert not scan.unreadable, f"metric names must be string literals for the alarms to be checked: {scan.unreadable}"
-    # The alarms select exactly Powertools' own dimensions; a new one would make them match nothing.
+    # The alarms select exactly Powertools' own dimensions, or a single_metric's own; a dimension added to the
+    # shared metrics object would make them match nothing.
     assert not scan.dimension_calls, f"a dimension added in code must be added to the alarms: {scan.dimension_calls}"
 
 
@@ -429,6 +465,18 @@ def test_a_mistyped_alarm_is_reported(field_name: str, wrong: Any) -> None:
     template["Resources"]["DbPoolExhaustedAlarm"]["Properties"][field_name] = wrong
     (ref,) = [r for r in alarm_metrics(template) if r.where == "DbPoolExhaustedAlarm"]
     assert problems(ref, contract(), template)
+
+
+def test_a_single_metric_carries_the_dimensions_its_block_adds(tmp_path: Path) -> None:
+    source = tmp_path / "module.py"
+    source.write_text(
+        'with single_metric(name="Once", unit="Count", value=1) as metric:\n'
+        '    metric.add_dimension(name="service", value=SERVICE)\n'
+        'metrics.add_dimension(name="tenant", value="x")\n'
+    )
+    scan = scan_source(iter([source]))
+    assert scan.single_metric_dimensions == {"Once": frozenset({"service"})}
+    assert [where.rsplit(":", 1)[1] for where in scan.dimension_calls] == ["3"]
 
 
 def test_a_metric_dropped_from_the_code_is_reported(tmp_path: Path) -> None:
