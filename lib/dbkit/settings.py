@@ -327,7 +327,8 @@ def _flag(environ: Mapping[str, str], name: str) -> bool | None:
 
 
 def _source(environ: Mapping[str, str]) -> UrlSource:
-    max_age = int(_number(environ, "DB_SECRET_MAX_AGE", minimum=0, integer=True) or DEFAULT_SECRET_MAX_AGE)
+    # 0 is a real choice, "never cache" (every settings build fetches the secret), not "unset": test for None.
+    max_age = int(_default(_number(environ, "DB_SECRET_MAX_AGE", minimum=0, integer=True), DEFAULT_SECRET_MAX_AGE))
     for name in URL_VARIABLES:
         value = _value(environ, name)
         if value is not None:

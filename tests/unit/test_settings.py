@@ -30,6 +30,7 @@ from lib.dbkit.errors import (
 )
 from lib.dbkit.pooler import HostKind
 from lib.dbkit.settings import (
+    DEFAULT_SECRET_MAX_AGE,
     PoolKind,
     Settings,
     UrlSource,
@@ -447,3 +448,16 @@ def test_importing_settings_does_not_import_boto3() -> None:
     code = "import sys, lib.dbkit.settings; sys.exit(1 if 'boto3' in sys.modules or 'sqlalchemy' in sys.modules else 0)"
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=False)
     assert result.returncode == 0
+
+
+def test_secret_max_age_zero_means_every_settings_build_fetches_the_secret(aws: Aws) -> None:
+    arn = aws.secret(POOLED_URL)
+    environ = {"DATABASE_SECRET_ARN": arn, "DB_SECRET_MAX_AGE": "0", **LAMBDA}
+    first = Settings.from_env(environ)
+    assert first.source.max_age == 0
+    aws.secrets.put_secret_value(SecretId=arn, SecretString=POOLED_URL.replace(PASSWORD, "rotated-at-once"))
+    assert Settings.from_env(environ).database.password == "rotated-at-once"
+
+
+def test_secret_max_age_unset_is_the_default() -> None:
+    assert Settings.from_env({"DATABASE_URL": POOLED_URL}).source.max_age == DEFAULT_SECRET_MAX_AGE
