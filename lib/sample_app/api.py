@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -27,6 +27,7 @@ from lib.sample_app.errors import (
     NoteNotFoundError,
     UnsupportedMediaTypeError,
 )
+from lib.sample_app.http_limits import BodySizeLimit, HeadAsGet
 
 MAX_TITLE = 200
 MAX_BODY = 10_000
@@ -36,7 +37,15 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 MAX_IDEMPOTENCY_KEY = 255
 # Printable ASCII only: headers arrive as Latin-1, so anything else would be stored garbled and never match again.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]+$"
+# At least one non-space character: a key of blanks is a client bug, not a key.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$"
+# The largest valid note is 10,200 characters; written with every character as a JSON surrogate-pair escape
+# (12 bytes each) it is still under 128 KiB, so no valid request is refused.
+MAX_REQUEST_BYTES = 128 * 1024
+# A 4xx answer stays small whatever the request: at most this many details, each text clipped.
+MAX_ERROR_DETAILS = 20
+MAX_ERROR_TEXT = 300
+MAX_ERROR_MESSAGE = 1_000
 
 
 def _storable(value: str) -> str:
@@ -51,9 +60,22 @@ def _storable(value: str) -> str:
     return value
 
 
+def _decimal_digits(value: Any) -> Any:
+    # Query values are strings; int() would also take "1_0", "+5", " 5 " and non-ASCII digits.
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError("must be a whole number written with the digits 0-9 only")
+        digits = value.lstrip("0") or "0"
+        if len(digits) > 18:
+            raise ValueError("is far too large")
+        return int(digits)
+    return value
+
+
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE), AfterValidator(_storable)]
 Body = Annotated[str, Field(max_length=MAX_BODY), AfterValidator(_storable)]
 TtlSeconds = Annotated[int, Field(strict=True, ge=MIN_TTL_SECONDS, le=MAX_TTL_SECONDS)]
+PageSize = Annotated[int, BeforeValidator(_decimal_digits), Query(ge=1, le=MAX_PAGE)]
 
 
 class NoteCreate(BaseModel):
@@ -124,16 +146,24 @@ def require_json(request: Request) -> None:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (400, 404, 409, 415, 422, 500, 503)
+    status: {"model": ErrorOut} for status in (400, 404, 409, 413, 415, 422, 500, 503)
 }
 
 
 def create_app() -> FastAPI:
     """The API app; no lifespan work: the engine is built lazily once per execution environment (lib.dbkit.engine)."""
-    app = FastAPI(title="Notes API", docs_url=None, redoc_url=None, responses=_ERRORS)
+    # redirect_slashes=False: Starlette's redirect for "/notes/" builds its Location from the Host header.
+    app = FastAPI(title="Notes API", docs_url=None, redoc_url=None, responses=_ERRORS, redirect_slashes=False)
     _add_routes(app)
     _add_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES, refusal=_body_too_large)
+    # Added last, so outermost: HEAD is routed as GET everywhere, including the size check.
+    app.add_middleware(HeadAsGet)
     return app
+
+
+def _body_too_large() -> JSONResponse:
+    return error_response(413, "payload_too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -167,7 +197,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/notes")
     def list_notes(
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        limit: PageSize = DEFAULT_PAGE,
         cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     ) -> NotePageOut:
         after = notes.Cursor.decode(cursor) if cursor is not None else None
@@ -210,8 +240,14 @@ def error_response(
     details: Sequence[ErrorDetail] = (),
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """Build the one error shape."""
-    body = ErrorOut(error=ErrorInfo(code=code, message=message, details=list(details)))
+    """Build the one error shape, bounded: a hostile request must not be able to grow the answer."""
+    shown = [
+        ErrorDetail(field=_clip(detail.field, MAX_ERROR_TEXT), reason=_clip(detail.reason, MAX_ERROR_TEXT))
+        for detail in details[:MAX_ERROR_DETAILS]
+    ]
+    if len(details) > MAX_ERROR_DETAILS:
+        message = f"{_clip(message, MAX_ERROR_MESSAGE)} ({len(details) - MAX_ERROR_DETAILS} more problems not listed)"
+    body = ErrorOut(error=ErrorInfo(code=code, message=_clip(message, MAX_ERROR_MESSAGE + 50), details=shown))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -247,8 +283,9 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
         position = invalid_json["loc"][-1]
         return error_response(400, "invalid_json", f"request body is not valid JSON: {reason} (character {position})")
     details = [ErrorDetail(field=_field_name(p["loc"]), reason=_reason(p)) for p in problems]
-    fields = ", ".join(dict.fromkeys(d.field for d in details))
-    return error_response(422, "validation_error", f"invalid request: {fields}", details)
+    fields = list(dict.fromkeys(_clip(d.field, MAX_ERROR_TEXT) for d in details))
+    named = ", ".join(fields[:MAX_ERROR_DETAILS]) + (" …" if len(fields) > MAX_ERROR_DETAILS else "")
+    return error_response(422, "validation_error", f"invalid request: {named}", details)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -280,7 +317,13 @@ def _allowed_methods(request: Request) -> list[str]:
     for route in request.app.router.routes:
         if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods or set()
+    if "GET" in methods:
+        methods.add("HEAD")  # HeadAsGet answers it
     return sorted(methods)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _field_name(loc: Sequence[str | int]) -> str:

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -45,6 +45,8 @@ _NEXT_PAGE = text(
     """
 )
 
+_NOT_ISSUED = "cursor is not one this API issued; start again without it"
+
 # A concurrent request with the same key that commits after this statement's snapshot was taken makes the insert
 # do nothing while the snapshot cannot see that note yet; a new statement (new snapshot) sees it.
 _CREATE_ATTEMPTS = 3
@@ -77,19 +79,28 @@ class Cursor:
     id: UUID
 
     def encode(self) -> str:
-        raw = json.dumps([self.created_at.isoformat(), str(self.id)], separators=(",", ":")).encode()
+        # In UTC whatever the session's TimeZone, so that decode() can insist on exactly this spelling.
+        moment = self.created_at.astimezone(UTC).isoformat()
+        raw = json.dumps([moment, str(self.id)], separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
+        """The cursor `token` encodes; InvalidCursorError for any token encode() would not have produced."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             created_at, note_id = json.loads(raw)
-            cursor = cls(created_at=datetime.fromisoformat(created_at), id=UUID(note_id))
-        except (binascii.Error, ValueError, TypeError) as error:
-            raise InvalidCursorError("cursor is not one this API issued; start again without it") from error
-        if cursor.created_at.tzinfo is None:
-            raise InvalidCursorError("cursor is not one this API issued; start again without it")
+            moment = datetime.fromisoformat(created_at)
+            if moment.tzinfo is None:
+                raise ValueError("cursor time without a time zone")
+            # In UTC, as issued; a year-1 or year-9999 time at another offset has no UTC form (OverflowError),
+            # and would otherwise overflow inside the driver.
+            cursor = cls(created_at=moment.astimezone(UTC), id=UUID(note_id))
+        except (binascii.Error, ValueError, TypeError, OverflowError) as error:
+            raise InvalidCursorError(_NOT_ISSUED) from error
+        # Only the canonical spelling is one we issued: other paddings, offsets, JSON spacing or UUID forms are not.
+        if cursor.encode() != token:
+            raise InvalidCursorError(_NOT_ISSUED)
         return cursor
 
 

@@ -172,7 +172,7 @@ def test_wrong_method_is_405_listing_every_allowed_method() -> None:
     status, headers, body = invoke(load_event("api-18-method-not-allowed"))
     assert status == 405
     assert_error_shape(body, "method_not_allowed")
-    assert headers["allow"] == "DELETE, GET"
+    assert headers["allow"] == "DELETE, GET, HEAD"
 
 
 def test_malformed_note_id_is_422() -> None:

@@ -1,0 +1,81 @@
+"""ASGI middleware that bounds what a request may cost before any route parses it, and answers HEAD like GET."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodySizeLimit:
+    """Refuse a request body over `max_bytes` with `refusal()` before the app reads (and JSON-parses) any of it."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, refusal: Callable[[], Response]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._declared_length(scope) > self.max_bytes:
+            await self.refusal()(scope, receive, send)
+            return
+        # Content-Length may be absent or wrong, so the bytes themselves are counted too, and reading stops at the cap.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self.refusal()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    @staticmethod
+    def _declared_length(scope: Scope) -> int:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():
+                return int(value) if len(value) <= 18 else sys.maxsize
+        return 0
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class HeadAsGet:
+    """Route HEAD as GET and send the GET answer's status and headers without its body (RFC 9110 §9.3.2)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
