@@ -18,20 +18,44 @@ from lib.sample_app.errors import IdempotencyConflictError, InvalidCursorError, 
 _COLUMNS = "id, title, body, created_at, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
 
-# One statement whether or not there is an Idempotency-Key: NULL keys never conflict, and the second branch
-# (the earlier note with this key) only runs when the insert did nothing.
+# How long an Idempotency-Key is kept, whatever happens to its note (24 h, like the common payment APIs).
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 60 * 60
+
+# One statement whether or not there is an Idempotency-Key. `fresh` fixes the new note's id and time once, so the
+# key's row (the answer a replay needs) and the note are written together. Without a key, `claimed` is empty and
+# the note is inserted; with one, the note is inserted only when this request claimed the key: a new key, or one
+# whose window has passed (the purge may not have removed it yet). Otherwise the last branch replays the answer
+# stored with the key: it is there even when the note was deleted or has expired since.
 _CREATE = text(
-    f"""
-    WITH inserted AS (
-        INSERT INTO notes (title, body, expires_at, idempotency_key, request_hash)
-        VALUES (:title, :body, now() + make_interval(secs => :ttl_seconds), :key, :request_hash)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING {_COLUMNS}, request_hash, false AS replayed
+    """
+    WITH fresh AS (
+        SELECT gen_random_uuid() AS id, now() AS created_at,
+               now() + make_interval(secs => :ttl_seconds) AS expires_at
+    ),
+    claimed AS (
+        INSERT INTO idempotency_keys AS k
+            (key, request_hash, note_id, title, body, note_created_at, note_expires_at, expires_at)
+        SELECT :key, :request_hash, id, :title, :body, created_at, expires_at,
+               created_at + make_interval(secs => :window_seconds)
+        FROM fresh WHERE CAST(:key AS text) IS NOT NULL
+        ON CONFLICT (key) DO UPDATE SET
+            request_hash = EXCLUDED.request_hash, note_id = EXCLUDED.note_id, title = EXCLUDED.title,
+            body = EXCLUDED.body, note_created_at = EXCLUDED.note_created_at,
+            note_expires_at = EXCLUDED.note_expires_at, expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= now()
+        RETURNING note_id
+    ),
+    inserted AS (
+        INSERT INTO notes (id, title, body, created_at, expires_at)
+        SELECT id, :title, :body, created_at, expires_at FROM fresh
+        WHERE CAST(:key AS text) IS NULL OR EXISTS (SELECT FROM claimed)
+        RETURNING id, title, body, created_at, expires_at
     )
-    SELECT {_COLUMNS}, request_hash, replayed FROM inserted
+    SELECT id, title, body, created_at, expires_at, CAST(NULL AS text) AS request_hash, false AS replayed
+    FROM inserted
     UNION ALL
-    SELECT {_COLUMNS}, request_hash, true FROM notes
-    WHERE idempotency_key = :key AND NOT EXISTS (SELECT FROM inserted)
+    SELECT note_id, title, body, note_created_at, note_expires_at, request_hash, true FROM idempotency_keys
+    WHERE key = :key AND expires_at > now() AND NOT EXISTS (SELECT FROM inserted)
     """
 )
 _GET = text(f"SELECT {_COLUMNS} FROM notes WHERE id = :id AND {_LIVE}")
@@ -47,8 +71,8 @@ _NEXT_PAGE = text(
 
 _NOT_ISSUED = "cursor is not one this API issued; start again without it"
 
-# A concurrent request with the same key that commits after this statement's snapshot was taken makes the insert
-# do nothing while the snapshot cannot see that note yet; a new statement (new snapshot) sees it.
+# A concurrent request with the same key that commits after this statement's snapshot was taken makes the claim
+# do nothing while the snapshot cannot see that key's row yet; a new statement (new snapshot) sees it.
 _CREATE_ATTEMPTS = 3
 
 
@@ -119,9 +143,15 @@ def request_hash(*, title: str, body: str, ttl_seconds: int | None) -> str:
 
 
 def create_note(
-    connection: Connection, *, title: str, body: str, ttl_seconds: int | None, idempotency_key: str | None
+    connection: Connection,
+    *,
+    title: str,
+    body: str,
+    ttl_seconds: int | None,
+    idempotency_key: str | None,
+    key_window_seconds: int = IDEMPOTENCY_WINDOW_SECONDS,
 ) -> CreatedNote:
-    """Insert a note, or return the note an earlier request with the same Idempotency-Key created."""
+    """Insert a note, or replay the note an earlier request with the same Idempotency-Key got, within the window."""
     digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds) if idempotency_key else None
     params = {
         "title": title,
@@ -129,13 +159,14 @@ def create_note(
         "ttl_seconds": ttl_seconds,
         "key": idempotency_key,
         "request_hash": digest,
+        "window_seconds": key_window_seconds,
     }
     for _ in range(_CREATE_ATTEMPTS):
         row = connection.execute(_CREATE, params).one_or_none()
         if row is not None:
             break
     else:
-        raise RuntimeError(f"idempotent insert found neither a new nor an existing note after {_CREATE_ATTEMPTS} tries")
+        raise RuntimeError(f"idempotent insert found neither a new note nor a kept key after {_CREATE_ATTEMPTS} tries")
     if row.replayed and row.request_hash != digest:
         raise IdempotencyConflictError("Idempotency-Key was already used with a different request body")
     return CreatedNote(note=_note(row), replayed=row.replayed)

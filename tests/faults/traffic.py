@@ -151,7 +151,11 @@ def rows_by_key(direct: Engine, keys: set[str]) -> dict[str, list[tuple[str, str
     found: dict[str, list[tuple[str, str]]] = {key: [] for key in keys}
     with direct.connect() as connection:
         rows = connection.execute(
-            text("SELECT idempotency_key, title, id::text FROM notes WHERE idempotency_key = ANY(:keys)"),
+            # Every note with the title its key's request sent (titles are unique per write): a doubled write shows.
+            text(
+                "SELECT k.key, n.title, n.id::text FROM idempotency_keys k JOIN notes n ON n.title = k.title "
+                "WHERE k.key = ANY(:keys)"
+            ),
             {"keys": list(keys)},
         )
         for key, title, note_id in rows:

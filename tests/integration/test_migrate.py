@@ -117,3 +117,23 @@ def test_the_command_exits_2_and_explains_when_given_the_pooler(database: Databa
     assert result.returncode == 2
     assert "DirectConnectionRequiredError" in result.stdout
     assert database.password not in result.stdout + result.stderr
+
+
+def test_keys_recorded_on_notes_move_to_their_own_table_with_a_fresh_window(empty_schema: Connection) -> None:
+    migrations = migrate.load_migrations()
+    before = [m for m in migrations if m.version < "0003"]
+    migrate.apply(empty_schema, before)
+    empty_schema.execute(
+        text("INSERT INTO notes (title, body, idempotency_key, request_hash) VALUES ('kept', 'b', 'old-key', 'v1:h')")
+    )
+    empty_schema.commit()
+    assert "0003_idempotency_keys" in migrate.apply(empty_schema, migrations)
+    row = empty_schema.execute(
+        text(
+            "SELECT k.title, k.body, k.request_hash, k.note_id = n.id AS same_note, "
+            "k.expires_at - now() > interval '23 hours' AS fresh_window "
+            "FROM idempotency_keys k JOIN notes n ON n.idempotency_key = k.key WHERE k.key = 'old-key'"
+        )
+    ).one()
+    empty_schema.commit()
+    assert tuple(row) == ("kept", "b", "v1:h", True, True)

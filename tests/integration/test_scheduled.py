@@ -15,6 +15,7 @@ import lib.sample_app.purge
 from handlers.scheduled import handler
 from lib.dbkit.engine import EngineHolder, execution_environment, run_in_transaction
 from lib.dbkit.errors import InvalidEventError
+from lib.sample_app.purge import PurgedBatch
 from tests.events import event_names, load_event
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -116,7 +117,7 @@ def test_purge_logs_one_summary_line_with_the_eventbridge_id_as_correlation_id(
     assert len(lines) == 1
     assert lines[0]["correlation_id"] == event["id"]
     assert lines[0]["purge"] == summary
-    assert set(summary) == {"purged", "batches", "skipped", "stopped_early", "duration_ms"}
+    assert set(summary) == {"purged", "keys_purged", "batches", "skipped", "stopped_early", "duration_ms"}
 
 
 @pytest.mark.usefixtures("serverless")
@@ -136,15 +137,15 @@ def test_two_overlapping_runs_one_purges_and_the_other_reports_skipped(monkeypat
     expired = insert_notes(3, expired=True)
     first_run_holds_lease = threading.Event()
     second_run_done = threading.Event()
-    original_batch = lib.sample_app.purge.delete_expired_batch
+    original_batch = lib.sample_app.purge.delete_expired
 
-    def batch_after_the_second_run(connection: Connection, *, batch_size: int) -> int:
+    def batch_after_the_second_run(connection: Connection, *, batch_size: int) -> PurgedBatch:
         # Runs before the batch statement, so the first run holds the lease but no pooled connection.
         first_run_holds_lease.set()
         assert second_run_done.wait(timeout=30)
         return original_batch(connection, batch_size=batch_size)
 
-    monkeypatch.setattr(lib.sample_app.purge, "delete_expired_batch", batch_after_the_second_run)
+    monkeypatch.setattr(lib.sample_app.purge, "delete_expired", batch_after_the_second_run)
     outcome: dict[str, Any] = {}
     first = threading.Thread(
         target=lambda: outcome.update(first=handler(load_event("scheduled-01-purge"), purge_context()))
@@ -152,7 +153,7 @@ def test_two_overlapping_runs_one_purges_and_the_other_reports_skipped(monkeypat
     first.start()
     try:
         assert first_run_holds_lease.wait(timeout=30)
-        monkeypatch.setattr(lib.sample_app.purge, "delete_expired_batch", original_batch)
+        monkeypatch.setattr(lib.sample_app.purge, "delete_expired", original_batch)
         # Another execution environment, as a second scheduled run in Lambda would be: its own engine and pool.
         with execution_environment(EngineHolder()) as other:
             try:

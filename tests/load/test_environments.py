@@ -171,7 +171,10 @@ def test_environments_through_the_pooler(
         acknowledged = [write for env in envs for write in env.acknowledged]
         with direct.connect() as connection:
             rows = connection.execute(
-                text("SELECT idempotency_key, title, id::text FROM notes WHERE title LIKE :label"),
+                text(
+                    "SELECT k.key, n.title, n.id::text FROM notes n LEFT JOIN idempotency_keys k ON k.note_id = n.id "
+                    "WHERE n.title LIKE :label"
+                ),
                 {"label": f"{label} %"},
             ).all()
     finally:
