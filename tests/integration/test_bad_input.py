@@ -254,6 +254,12 @@ MALFORMED_API_EVENTS: dict[str, Any] = {
     "headers null": _mutated(_set("headers", None)),
     "bad base64 body": _mutated(lambda e: e.update(isBase64Encoded=True, body="!!!not base64")),
     "payload 1.0 label on a 2.0 event": _mutated(_set("version", "1.0")),
+    "header value an int": _mutated(lambda e: e["headers"].update({"x-count": 1})),
+    "header value null": _mutated(lambda e: e["headers"].update({"x-none": None})),
+    "header value a list": _mutated(lambda e: e["headers"].update({"x-list": ["a", "b"]})),
+    "rawQueryString an int": _mutated(_set("rawQueryString", 5)),
+    "cookies [1]": _mutated(_set("cookies", [1])),
+    "no sourceIp": _mutated(_pop("requestContext", "http", "sourceIp")),
 }
 
 
