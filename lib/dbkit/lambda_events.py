@@ -108,7 +108,7 @@ def check_http_api_event(event: Any) -> dict[str, Any]:
 
 def _check_server_headers(headers: Mapping[str, str]) -> None:
     # Mangum turns Host ("name" or "name:port") and X-Forwarded-Port into the ASGI server tuple with int().
-    lowered = {name.lower(): value for name, value in headers.items()}
+    lowered = {name.lower(): value for name, value in headers.items() if name.lower() in ("host", "x-forwarded-port")}
     host = lowered.get("host", "")
     port_in_host = host.rpartition(":")[2]
     if host.count(":") > 1 or (":" in host and not (port_in_host.isascii() and port_in_host.isdigit())):

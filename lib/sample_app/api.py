@@ -27,7 +27,7 @@ from lib.sample_app.errors import (
     NoteNotFoundError,
     UnsupportedMediaTypeError,
 )
-from lib.sample_app.http_limits import BodySizeLimit, HeadAsGet
+from lib.sample_app.http_limits import HeadAsGet, RequestSizeLimit
 
 MAX_TITLE = 200
 MAX_BODY = 10_000
@@ -35,6 +35,9 @@ MIN_TTL_SECONDS = 60
 MAX_TTL_SECONDS = 31_536_000
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
+# A page also stops at this many bytes of notes (but holds at least one), so that `limit` large notes cannot make
+# an answer of megabytes: with the largest note (~61 KB as JSON) an answer stays under 64 KiB.
+MAX_PAGE_BYTES = 56 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 # Printable ASCII only: headers arrive as Latin-1, so anything else would be stored garbled and never match again.
 # At least one non-space character: a key of blanks is a client bug, not a key.
@@ -42,6 +45,10 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$"
 # The largest valid note is 10,200 characters; written with every character as a JSON surrogate-pair escape
 # (12 bytes each) it is still under 128 KiB, so no valid request is refused.
 MAX_REQUEST_BYTES = 128 * 1024
+# Far above what API Gateway forwards, far below what would cost memory to parse (a query string of 750,000
+# parameters, or as many headers, takes about 150 MB to turn into Python objects).
+MAX_URL_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 64 * 1024
 # A 4xx answer stays small whatever the request: at most this many details, each text clipped.
 MAX_ERROR_DETAILS = 20
 MAX_ERROR_TEXT = 300
@@ -146,7 +153,7 @@ def require_json(request: Request) -> None:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (400, 404, 409, 413, 415, 422, 500, 503)
+    status: {"model": ErrorOut} for status in (400, 404, 409, 413, 414, 415, 422, 431, 500, 503)
 }
 
 
@@ -156,14 +163,20 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Notes API", docs_url=None, redoc_url=None, responses=_ERRORS, redirect_slashes=False)
     _add_routes(app)
     _add_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES, refusal=_body_too_large)
+    app.add_middleware(
+        RequestSizeLimit,
+        max_url_bytes=MAX_URL_BYTES,
+        max_header_bytes=MAX_HEADER_BYTES,
+        max_body_bytes=MAX_REQUEST_BYTES,
+        refusal=_too_large,
+    )
     # Added last, so outermost: HEAD is routed as GET everywhere, including the size check.
     app.add_middleware(HeadAsGet)
     return app
 
 
-def _body_too_large() -> JSONResponse:
-    return error_response(413, "payload_too_large", f"request body is larger than {MAX_REQUEST_BYTES} bytes")
+def _too_large(status: int, message: str) -> JSONResponse:
+    return error_response(status, _HTTP_CODES[status], message)
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -202,10 +215,7 @@ def _add_routes(app: FastAPI) -> None:
     ) -> NotePageOut:
         after = notes.Cursor.decode(cursor) if cursor is not None else None
         page = run_in_transaction(lambda connection: notes.list_notes(connection, limit=limit, after=after))
-        return NotePageOut(
-            items=[NoteOut.of(note) for note in page.notes],
-            next_cursor=page.next_cursor.encode() if page.next_cursor else None,
-        )
+        return _bounded_page(page)
 
     @app.get("/notes/{note_id}")
     def get_note(note_id: UUID) -> NoteOut:
@@ -215,6 +225,23 @@ def _add_routes(app: FastAPI) -> None:
     def delete_note(note_id: UUID) -> Response:
         run_in_transaction(lambda connection: notes.delete_note(connection, note_id))
         return Response(status_code=204)
+
+
+def _bounded_page(page: notes.NotePage) -> NotePageOut:
+    items: list[NoteOut] = []
+    size = 0
+    for note in page.notes:
+        item = NoteOut.of(note)
+        cost = len(item.model_dump_json().encode())
+        if items and size + cost > MAX_PAGE_BYTES:
+            break
+        items.append(item)
+        size += cost
+    next_cursor = page.next_cursor
+    if len(items) < len(page.notes):
+        last = page.notes[len(items) - 1]
+        next_cursor = notes.Cursor(last.created_at, last.id)
+    return NotePageOut(items=items, next_cursor=next_cursor.encode() if next_cursor else None)
 
 
 # Domain errors → HTTP, in one place: (status, code, fixed message or None to use the error's own message).
@@ -230,7 +257,14 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     ConfigError: (500, "misconfigured", "the service is misconfigured; its logs name the fix"),
 }
 _FIELD_OF_ERROR: dict[type[Exception], str] = {InvalidCursorError: "cursor"}
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "request_header_fields_too_large",
+}
 
 
 def error_response(

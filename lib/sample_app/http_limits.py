@@ -9,20 +9,34 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodySizeLimit:
-    """Refuse a request body over `max_bytes` with `refusal()` before the app reads (and JSON-parses) any of it."""
+class RequestSizeLimit:
+    """Refuse an oversized URL (414), header block (431) or body (413) before the app routes or parses any of it."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, refusal: Callable[[], Response]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_url_bytes: int,
+        max_header_bytes: int,
+        max_body_bytes: int,
+        refusal: Callable[[int, str], Response],
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_url_bytes = max_url_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
         self.refusal = refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._declared_length(scope) > self.max_bytes:
-            await self.refusal()(scope, receive, send)
+        too_large = self._head_too_large(scope)
+        if too_large is not None:
+            await self.refusal(*too_large)(scope, receive, send)
+            return
+        if self._declared_length(scope) > self.max_body_bytes:
+            await self._refuse_body(scope, receive, send)
             return
         # Content-Length may be absent or wrong, so the bytes themselves are counted too, and reading stops at the cap.
         chunks: list[bytes] = []
@@ -33,13 +47,25 @@ class BodySizeLimit:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self.refusal()(scope, receive, send)
+            if size > self.max_body_bytes:
+                await self._refuse_body(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    def _head_too_large(self, scope: Scope) -> tuple[int, str] | None:
+        url_bytes = len(scope["path"].encode("utf-8", "replace")) + len(scope["query_string"])
+        if url_bytes > self.max_url_bytes:
+            return 414, f"the path and query string are longer than {self.max_url_bytes} bytes"
+        header_bytes = sum(len(name) + len(value) for name, value in scope["headers"])
+        if header_bytes > self.max_header_bytes:
+            return 431, f"the request headers are larger than {self.max_header_bytes} bytes"
+        return None
+
+    async def _refuse_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.refusal(413, f"request body is larger than {self.max_body_bytes} bytes")(scope, receive, send)
 
     @staticmethod
     def _declared_length(scope: Scope) -> int:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import lib.sample_app.api
 from handlers.api import handler as api_handler
 from lib.dbkit.errors import DatabaseUnavailableError
-from lib.sample_app.api import MAX_ERROR_DETAILS, MAX_REQUEST_BYTES, MAX_TITLE
+from lib.sample_app.api import MAX_ERROR_DETAILS, MAX_HEADER_BYTES, MAX_REQUEST_BYTES, MAX_TITLE, MAX_URL_BYTES
 from lib.sample_app.errors import InvalidCursorError
 from lib.sample_app.notes import Cursor
 from tests.events import load_event, with_header, with_json_body, with_query
@@ -85,10 +85,24 @@ def test_a_422_with_thousands_of_problems_lists_a_bounded_number_of_them() -> No
 
 def test_error_texts_are_clipped_whatever_the_path_length() -> None:
     event = load_event("api-17-unknown-route")
-    event["rawPath"] = event["requestContext"]["http"]["path"] = "/" + "p" * 1_000_000
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/" + "p" * (MAX_URL_BYTES - 1)
     status, _, body = invoke(event)
     assert status == 404
     assert len(body) < ERROR_ANSWER_LIMIT
+
+
+def test_a_url_over_the_limit_is_414_before_routing() -> None:
+    event = load_event("api-07-list-notes")
+    event["rawQueryString"] = "&".join(["limit=1"] * (MAX_URL_BYTES // 8 + 1))
+    status, _, body = invoke(event)
+    assert (status, json.loads(body)["error"]["code"]) == (414, "uri_too_long")
+
+
+def test_headers_over_the_limit_are_431_before_routing() -> None:
+    event = load_event("api-07-list-notes")
+    event["headers"].update({f"x-h{i}": "v" * 100 for i in range(MAX_HEADER_BYTES // 100)})
+    status, _, body = invoke(event)
+    assert (status, json.loads(body)["error"]["code"]) == (431, "request_header_fields_too_large")
 
 
 def _token(payload: Any) -> str:
