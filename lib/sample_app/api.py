@@ -49,10 +49,12 @@ MAX_REQUEST_BYTES = 128 * 1024
 # parameters, or as many headers, takes about 150 MB to turn into Python objects).
 MAX_URL_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-# A 4xx answer stays small whatever the request: at most this many details, each text clipped.
+# An error answer stays small whatever the request: at most this many details, each text clipped, and details
+# dropped (the message says how many) until the whole body fits in MAX_ERROR_BYTES.
 MAX_ERROR_DETAILS = 20
-MAX_ERROR_TEXT = 300
-MAX_ERROR_MESSAGE = 1_000
+MAX_ERROR_TEXT = 200
+MAX_ERROR_MESSAGE = 400
+MAX_ERROR_BYTES = 4 * 1024
 
 
 def _storable(value: str) -> str:
@@ -274,15 +276,20 @@ def error_response(
     details: Sequence[ErrorDetail] = (),
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """Build the one error shape, bounded: a hostile request must not be able to grow the answer."""
+    """Build the one error shape, at most MAX_ERROR_BYTES: a hostile request must not be able to grow the answer."""
     shown = [
         ErrorDetail(field=_clip(detail.field, MAX_ERROR_TEXT), reason=_clip(detail.reason, MAX_ERROR_TEXT))
         for detail in details[:MAX_ERROR_DETAILS]
     ]
-    if len(details) > MAX_ERROR_DETAILS:
-        message = f"{_clip(message, MAX_ERROR_MESSAGE)} ({len(details) - MAX_ERROR_DETAILS} more problems not listed)"
-    body = ErrorOut(error=ErrorInfo(code=code, message=_clip(message, MAX_ERROR_MESSAGE + 50), details=shown))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    message = _clip(message, MAX_ERROR_MESSAGE)
+    while True:
+        omitted = len(details) - len(shown)
+        text = f"{message} ({omitted} more problems not listed)" if omitted else message
+        body = ErrorOut(error=ErrorInfo(code=code, message=text, details=shown))
+        response = JSONResponse(body.model_dump(), status_code=status, headers=headers)
+        if len(response.body) <= MAX_ERROR_BYTES or not shown:
+            return response
+        shown.pop()
 
 
 def _add_error_handlers(app: FastAPI) -> None:

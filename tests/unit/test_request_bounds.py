@@ -233,3 +233,14 @@ def test_a_trailing_slash_is_404_never_a_redirect_built_from_the_host_header(pat
     assert status == 404
     assert "location" not in headers
     assert json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_an_error_answer_fits_in_4_kib_even_when_every_detail_is_long_and_escaped() -> None:
+    # Control characters cost 6 bytes each in JSON: 20 clipped details of them would not fit without dropping some.
+    payload = {"title": "x", **{f"\x01{i:03}" + "\x01" * 600: i for i in range(30)}}
+    status, _, body = invoke(with_json_body(load_event("api-02-create-note"), payload))
+    error = json.loads(body)["error"]
+    assert status == 422
+    assert len(body.encode()) <= 4 * 1024
+    assert 0 < len(error["details"]) < MAX_ERROR_DETAILS
+    assert f"{30 - len(error['details'])} more problems not listed" in error["message"]
