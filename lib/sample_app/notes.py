@@ -149,7 +149,6 @@ def create_note(
     body: str,
     ttl_seconds: int | None,
     idempotency_key: str | None,
-    key_window_seconds: int = IDEMPOTENCY_WINDOW_SECONDS,
 ) -> CreatedNote:
     """Insert a note, or replay the note an earlier request with the same Idempotency-Key got, within the window."""
     digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds) if idempotency_key else None
@@ -159,7 +158,7 @@ def create_note(
         "ttl_seconds": ttl_seconds,
         "key": idempotency_key,
         "request_hash": digest,
-        "window_seconds": key_window_seconds,
+        "window_seconds": IDEMPOTENCY_WINDOW_SECONDS,
     }
     for _ in range(_CREATE_ATTEMPTS):
         row = connection.execute(_CREATE, params).one_or_none()
