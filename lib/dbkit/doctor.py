@@ -23,7 +23,7 @@ import pg8000.dbapi
 from lib.dbkit import pg8000_internals
 from lib.dbkit.dsn import parse_database_url
 from lib.dbkit.errors import ConfigError
-from lib.dbkit.pg_errors import login_refused, tls_refused
+from lib.dbkit.pg_errors import describe, login_refused, tls_refused
 from lib.dbkit.settings import MODES, Settings
 
 EXIT_ACCEPTED = 0
@@ -80,7 +80,7 @@ def main(
         if refused is not None:
             _line(stream, "verdict", f"refused: {refused}")
             return EXIT_REFUSED
-        _line(stream, "verdict", f"unreachable: {type(error).__name__}: {_describe_error(error)}")
+        _line(stream, "verdict", f"unreachable: {type(error).__name__}: {describe(error)}")
         return EXIT_UNREACHABLE
     _report(stream, settings, probe)
     _line(stream, "verdict", "accepted")
@@ -171,15 +171,6 @@ def _refused(stream: TextIO, env: Mapping[str, str], error: ConfigError) -> None
             _line(stream, "url", "(not parseable)")
     _line(stream, "mode", env["DB_MODE"])
     _line(stream, "verdict", f"refused: {type(error).__name__}: {error}")
-
-
-def _describe_error(error: BaseException) -> str:
-    # pg8000 server errors carry a dict of fields; show severity, code and message only.
-    if error.args and isinstance(error.args[0], dict):
-        fields = error.args[0]
-        return f"{fields.get('C', '?')} {fields.get('M', '')}".strip()
-    cause = error.__cause__
-    return f"{error} ({cause})" if cause is not None else str(error)
 
 
 def _is_ip_literal(host: str) -> bool:

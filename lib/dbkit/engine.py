@@ -19,6 +19,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
 from lib.dbkit import pg8000_internals, pg_pipeline, pool_events
 from lib.dbkit.errors import (
+    DatabaseProviderRefusedError,
     DatabaseUnavailableError,
     InvalidDatabaseUrlError,
     PoolExhaustedError,
@@ -26,7 +27,13 @@ from lib.dbkit.errors import (
 )
 from lib.dbkit.invocation import has_deadline, remaining_seconds
 from lib.dbkit.observability import SERVICE, logger, metrics
-from lib.dbkit.pg_errors import is_network_failure, is_retryable_connect_failure, login_refused, sqlstate, tls_refused
+from lib.dbkit.pg_errors import (
+    final_connect_error,
+    is_network_failure,
+    is_retryable_connect_failure,
+    login_refused,
+    sqlstate,
+)
 from lib.dbkit.settings import PoolKind, Settings, get_settings, refresh_database_url
 
 T = TypeVar("T")
@@ -113,7 +120,13 @@ class _Connector:
                     self._use(refresh_database_url(self.settings))
                     logger.warning("database login refused; re-read the secret", extra={"sqlstate": code})
                     continue
-                fatal = refused or tls_refused(error)
+                fatal = final_connect_error(error)
+                if isinstance(fatal, DatabaseProviderRefusedError):
+                    # Only the owner can fix this; the log line says where.
+                    logger.error(
+                        "database provider refused the connection",
+                        extra={"reason": fatal.reason, "action": fatal.action, "attempt": attempt},
+                    )
                 if fatal is not None:
                     raise fatal from error
                 retryable = is_retryable_connect_failure(error)

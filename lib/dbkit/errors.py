@@ -55,6 +55,18 @@ class PoolExhaustedError(DatabaseUnavailableError):
     """No pooled connection became free within the bounded retries."""
 
 
+class DatabaseProviderRefusedError(DatabaseUnavailableError):
+    """The database provider refused to run the database (Neon: endpoint disabled, quota exceeded); not retried.
+
+    ``reason`` says which refusal, ``action`` what the owner must do in the provider's console.
+    """
+
+    def __init__(self, message: str, *, reason: str, action: str, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.reason = reason
+        self.action = action
+
+
 class InvalidEventError(Exception):
     """A Lambda event of the wrong shape for its handler; the message names what was expected."""
 
@@ -69,3 +81,7 @@ class DatabaseLoginError(ConfigError):
 
 class TlsVerificationError(ConfigError):
     """The server's certificate did not verify against the configured CA or host name; the message names the fix."""
+
+
+class DatabaseSettingsRefusedError(ConfigError):
+    """The server refused our connection settings (endpoint id, TLS, options, database); the message names the fix."""

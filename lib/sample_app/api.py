@@ -18,7 +18,12 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from lib.dbkit.engine import ping, run_in_transaction
-from lib.dbkit.errors import ConfigError, DatabaseUnavailableError, PoolExhaustedError
+from lib.dbkit.errors import (
+    ConfigError,
+    DatabaseProviderRefusedError,
+    DatabaseUnavailableError,
+    PoolExhaustedError,
+)
 from lib.dbkit.observability import logger
 from lib.sample_app import notes
 from lib.sample_app.errors import (
@@ -254,6 +259,12 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     InvalidCursorError: (400, "invalid_cursor", None),
     UnsupportedMediaTypeError: (415, "unsupported_media_type", None),
     PoolExhaustedError: (503, "database_busy", "the database is busy; retry after the Retry-After delay"),
+    # Endpoint disabled or quota exceeded: retrying soon will not help; the owner acts (the engine's log says how).
+    DatabaseProviderRefusedError: (
+        503,
+        "database_provider_refused",
+        "the database provider refused the connection; the service owner must act, retry later",
+    ),
     DatabaseUnavailableError: (503, "database_unavailable", "the database is unavailable; retry after the delay"),
     # A wrong password or URL found at run time: the log line names the fix, the client only learns it is ours.
     ConfigError: (500, "misconfigured", "the service is misconfigured; its logs name the fix"),
