@@ -26,10 +26,14 @@ if TYPE_CHECKING:
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 ChannelBinding = Literal["disable", "prefer", "require"]
+SslNegotiation = Literal["postgres", "direct"]
 TlsVersionName = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 
 SSL_MODES: tuple[str, ...] = get_args(SslMode)
 CHANNEL_BINDINGS: tuple[str, ...] = get_args(ChannelBinding)
+SSL_NEGOTIATIONS: tuple[str, ...] = get_args(SslNegotiation)
+# The ALPN protocol name PostgreSQL 17+ (and Neon's proxy) expect with direct TLS.
+POSTGRES_ALPN = "postgresql"
 TLS_VERSION_NAMES: tuple[str, ...] = get_args(TlsVersionName)
 SYSTEM_ROOT_CERT = "system"
 DEFAULT_PORT = 5432
@@ -57,6 +61,8 @@ _HANDLED_PARAMS = frozenset(
         "fallback_application_name",
         "channel_binding",
         "ssl_min_protocol_version",
+        "hostaddr",
+        "sslnegotiation",
     }
 )
 # Dropped whatever their value: pg8000 already does the same, or the setting cannot matter for one TCP host.
@@ -75,14 +81,12 @@ _IGNORED_PARAMS = frozenset(
 # Dropped only with values that match what pg8000 does anyway; other values are refused.
 _VALUE_GATED_PARAMS: Mapping[str, frozenset[str]] = {
     "gssencmode": frozenset({"disable", "prefer"}),  # pg8000 never uses GSSAPI encryption
-    "sslnegotiation": frozenset({"postgres"}),  # pg8000 sends SSLRequest first, like libpq's default
     "client_encoding": frozenset({"utf8", "utf-8", "unicode", "auto"}),  # pg8000 always uses UTF8
     "target_session_attrs": frozenset({"any"}),  # pg8000 does not check the server role
 }
 _LIBPQ_UNSUPPORTED = frozenset(
     {
         "host",
-        "hostaddr",
         "port",
         "dbname",
         "user",
@@ -132,6 +136,9 @@ class Pg8000ConnectArgs(TypedDict, total=False):
     timeout: Required[float]
     application_name: str
     startup_params: dict[str, str]
+    # Understood by lib.pg_pipeline.connect only (plain pg8000 does not take them); present only when set.
+    hostaddr: str
+    sslnegotiation: SslNegotiation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +146,7 @@ class DatabaseUrl:
     """A parsed Postgres URL; the password is kept out of repr/str, use ``redacted()`` to show it."""
 
     host: str
+    hostaddr: str | None = None
     port: int = DEFAULT_PORT
     user: str
     password: str | None = field(default=None, repr=False)
@@ -151,6 +159,7 @@ class DatabaseUrl:
     application_name: str | None = None
     channel_binding: ChannelBinding = "prefer"
     ssl_min_protocol_version: TlsVersionName = "TLSv1.2"
+    sslnegotiation: SslNegotiation = "postgres"
     ignored_params: tuple[str, ...] = ()
 
     def __str__(self) -> str:
@@ -195,6 +204,8 @@ class DatabaseUrl:
             return False
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = _TLS_VERSIONS[self.ssl_min_protocol_version]
+        if self.sslnegotiation == "direct":
+            context.set_alpn_protocols([POSTGRES_ALPN])
         if mode in _UNVERIFIED_MODES:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -222,6 +233,10 @@ class DatabaseUrl:
         options = self.startup_options
         if options:
             args["startup_params"] = {"options": options}
+        if self.hostaddr is not None:
+            args["hostaddr"] = self.hostaddr
+        if self.sslnegotiation != "postgres":
+            args["sslnegotiation"] = self.sslnegotiation
         return args
 
     def sqlalchemy_url(self) -> URL:
@@ -245,6 +260,10 @@ class DatabaseUrl:
         host = f"[{self.host}]" if ":" in self.host else self.host
         path = quote(self.database, safe="") if self.database is not None else ""
         query: list[tuple[str, str]] = [("sslmode", self.sslmode)]
+        if self.hostaddr is not None:
+            query.insert(0, ("hostaddr", self.hostaddr))
+        if self.sslnegotiation != "postgres":
+            query.append(("sslnegotiation", self.sslnegotiation))
         if self.sslrootcert is not None:
             query.append(("sslrootcert", self.sslrootcert))
         if self.ssl_min_protocol_version != "TLSv1.2":
@@ -344,10 +363,12 @@ def database_url_from_parts(
         raise InvalidDatabaseUrlError("the database URL port must be between 1 and 65535")
     _check_params(params)
     sslmode = _sslmode(params)
+    sslnegotiation = _sslnegotiation(params, sslmode)
     endpoint_id, server_options = _parse_options(params.get("options"))
     present = set(params)
     return DatabaseUrl(
         host=host,
+        hostaddr=_hostaddr(params.get("hostaddr")),
         port=port or DEFAULT_PORT,
         user=user,
         password=password,
@@ -360,6 +381,7 @@ def database_url_from_parts(
         application_name=params.get("application_name") or params.get("fallback_application_name") or None,
         channel_binding=_choice(params, "channel_binding", CHANNEL_BINDINGS, "prefer"),
         ssl_min_protocol_version=_choice(params, "ssl_min_protocol_version", TLS_VERSION_NAMES, "TLSv1.2"),
+        sslnegotiation=sslnegotiation,
         ignored_params=tuple(sorted(present & (_IGNORED_PARAMS | _VALUE_GATED_PARAMS.keys()))),
     )
 
@@ -459,6 +481,28 @@ def _sslmode(params: Mapping[str, str]) -> SslMode:
         )
     default: SslMode = "verify-full" if rootcert == SYSTEM_ROOT_CERT else "prefer"
     return _choice(params, "sslmode", SSL_MODES, default)
+
+
+def _sslnegotiation(params: Mapping[str, str], sslmode: SslMode) -> SslNegotiation:
+    negotiation: SslNegotiation = _choice(params, "sslnegotiation", SSL_NEGOTIATIONS, "postgres")
+    # libpq: direct TLS cannot fall back to plaintext, so it refuses the sslmodes that allow plaintext.
+    if negotiation == "direct" and sslmode in ("disable", "allow", "prefer"):
+        raise InvalidDatabaseUrlError(
+            f"sslnegotiation=direct cannot be used with sslmode={sslmode}: use sslmode=verify-full (or require)"
+        )
+    return negotiation
+
+
+def _hostaddr(value: str | None) -> str | None:
+    """libpq's hostaddr: the numeric address to connect to, while TLS (SNI, verification) uses the host name."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise InvalidDatabaseUrlError(
+            f"hostaddr={value!r} is not an IP address: give a numeric address (the host name goes in the host part)"
+        ) from None
 
 
 def _connect_timeout(value: str | None) -> float | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine.interfaces import IsolationLevel
 
 from lib.dbkit import pg8000_internals as internals
+from lib.dbkit.dsn import POSTGRES_ALPN
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
@@ -127,7 +129,13 @@ def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
 
 
 def connect(**kwargs: Any) -> PipelinedConnection:
-    """``pg8000.dbapi.connect`` (same keyword arguments) returning a PipelinedConnection over a TCP_NODELAY socket."""
+    """``pg8000.dbapi.connect`` (same keyword arguments) returning a PipelinedConnection over a TCP_NODELAY socket.
+
+    Two libpq settings pg8000 lacks are understood too: ``hostaddr`` (connect there; TLS still uses ``host`` for SNI
+    and verification) and ``sslnegotiation="direct"`` (TLS first, with ALPN, no SSLRequest round trip).
+    """
+    hostaddr = kwargs.pop("hostaddr", None)
+    negotiation = kwargs.pop("sslnegotiation", "postgres")
     host = kwargs.get("host", "localhost")
     if host is None or kwargs.get("sock") is not None or kwargs.get("unix_sock") is not None:
         return PipelinedConnection(**kwargs)
@@ -137,24 +145,47 @@ def connect(**kwargs: Any) -> PipelinedConnection:
         timeout=kwargs.get("timeout"),
         source_address=kwargs.pop("source_address", None),
         keepalive=kwargs.pop("tcp_keepalive", True),
+        hostaddr=hostaddr,
     )
     try:
-        # pg8000 does TLS on it as on its own socket, with SNI for the host name.
+        if negotiation == "direct":
+            sock = direct_tls(sock, kwargs.get("ssl_context"), host)
+            # TLS is up: pg8000 must not send an SSLRequest inside it (False = no TLS of its own).
+            kwargs["ssl_context"] = False
+        # Otherwise pg8000 sends SSLRequest and does TLS on it as on its own socket, with SNI for the host name.
         return PipelinedConnection(sock=sock, **kwargs)
     except BaseException:
         sock.close()
         raise
 
 
-def _tcp_socket(host: str, port: int, *, timeout: float | None, source_address: Any, keepalive: bool) -> socket.socket:
-    """pg8000's TCP socket plus TCP_NODELAY, which libpq sets and pg8000 does not."""
+def direct_tls(sock: socket.socket, context: Any, host: str) -> ssl.SSLSocket:
+    """TLS from the first byte (PostgreSQL 17's sslnegotiation=direct): SNI, verification and ALPN ``postgresql``."""
+    if not isinstance(context, ssl.SSLContext):
+        raise InterfaceError("sslnegotiation=direct needs TLS: give an ssl_context (sslmode=require or stronger)")
+    tls = context.wrap_socket(sock, server_hostname=host)
+    # A server that completed the handshake without ALPN may not know this is PostgreSQL (libpq refuses it too).
+    if tls.selected_alpn_protocol() != POSTGRES_ALPN:
+        tls.close()
+        raise InterfaceError(
+            f"the server accepted direct TLS without selecting ALPN {POSTGRES_ALPN!r}: it does not support "
+            "sslnegotiation=direct; remove it from the URL"
+        )
+    return tls
+
+
+def _tcp_socket(
+    host: str, port: int, *, timeout: float | None, source_address: Any, keepalive: bool, hostaddr: str | None = None
+) -> socket.socket:
+    """pg8000's TCP socket plus TCP_NODELAY, which libpq sets and pg8000 does not; to ``hostaddr`` when given."""
     # Without it, Nagle holds the startup message until the server ACKs the TLS Finished sent just before
     # it: one more round trip per new connection.
     try:
-        sock = socket.create_connection((host, port), timeout, source_address)
+        sock = socket.create_connection((hostaddr or host, port), timeout, source_address)
     except OSError as error:
+        where = f"host {host}" if hostaddr is None else f"host {host} at hostaddr {hostaddr}"
         raise InterfaceError(
-            f"Can't create a connection to host {host} and port {port} "
+            f"Can't create a connection to {where} and port {port} "
             f"(timeout is {timeout} and source_address is {source_address})."
         ) from error
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

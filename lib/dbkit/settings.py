@@ -56,6 +56,10 @@ SERVER_POOL_SIZES: Mapping[str, tuple[int, int]] = {
     "staging": (5, 10),
     "production": (10, 20),
 }
+_NEGOTIATIONS = {
+    "postgres": "postgres (SSLRequest, then TLS)",
+    "direct": "direct (TLS first, ALPN postgresql: one round trip less per new connection)",
+}
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # Keys of a JSON secret that carry libpq parameters (RDS-rotation style secrets keep these beside host/port).
@@ -67,6 +71,8 @@ _SECRET_PARAM_KEYS = (
     "application_name",
     "channel_binding",
     "ssl_min_protocol_version",
+    "sslnegotiation",
+    "hostaddr",
 )
 
 
@@ -224,6 +230,7 @@ class Settings:
             tls += f" (upgraded from {self.tls_upgraded_from}: serverless mode verifies TLS)"
         if database.effective_sslmode != "disable":
             tls += f", CA {database.sslrootcert or 'system'}"
+        at = f" at {database.hostaddr}" if database.hostaddr else ""
         pool_text = (
             f"{pool.profile}: {pool.kind.value} size={pool.pool_size} overflow={pool.max_overflow} "
             f"timeout={pool.pool_timeout:g}s recycle={pool.pool_recycle}s pre_ping={str(pool.pool_pre_ping).lower()} "
@@ -234,9 +241,10 @@ class Settings:
             "source": str(self.source),
             "mode": self.mode,
             "app env": self.app_env,
-            "host": f"{database.host}:{database.port} ({self.host_kind.value})",
+            "host": f"{database.host}:{database.port}{at} ({self.host_kind.value})",
             "tls": tls,
             "channel binding": f"{database.channel_binding} (pg8000 uses it when offered; cannot require it)",
+            "tls negotiation": _NEGOTIATIONS[database.sslnegotiation],
             "connect timeout": f"{database.effective_connect_timeout:g}s",
             "pool": pool_text,
             "driver": self.driver,

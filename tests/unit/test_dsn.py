@@ -426,3 +426,52 @@ def test_from_parts_validates_like_the_url_parser() -> None:
     assert (url.host, url.port, url.sslmode) == ("h", 5432, "verify-full")
     with pytest.raises(InvalidDatabaseUrlError, match="unknown parameters: 'engine'"):
         database_url_from_parts(host="h", port=1, user="u", password=None, database=None, params={"engine": "pg"})
+
+
+# --- hostaddr and direct TLS ---------------------------------------------------------------------------------
+
+
+def test_hostaddr_connects_there_while_tls_keeps_the_host_name() -> None:
+    url = _url("sslmode=verify-full&hostaddr=127.0.0.1", host="ep-local-stack-123456-pooler.stack.localhost")
+    assert url.host == "ep-local-stack-123456-pooler.stack.localhost"
+    assert url.hostaddr == "127.0.0.1"
+    args = url.connect_args()
+    assert args["host"] == "ep-local-stack-123456-pooler.stack.localhost"
+    assert args["hostaddr"] == "127.0.0.1"
+    assert "hostaddr=127.0.0.1" in url.redacted()
+
+
+@pytest.mark.parametrize("value", ["localhost", "127.0.0.1.5", "db.example.com"])
+def test_hostaddr_must_be_numeric_like_libpq(value: str) -> None:
+    with pytest.raises(InvalidDatabaseUrlError, match="hostaddr"):
+        _url(f"sslmode=verify-full&hostaddr={value}")
+
+
+def test_without_hostaddr_or_direct_tls_pg8000_gets_only_its_own_arguments() -> None:
+    args = _url("sslmode=verify-full").connect_args()
+    assert "hostaddr" not in args
+    assert "sslnegotiation" not in args
+
+
+def test_direct_tls_offers_alpn_postgresql() -> None:
+    url = _url("sslmode=verify-full&sslnegotiation=direct")
+    assert url.sslnegotiation == "direct"
+    assert url.connect_args()["sslnegotiation"] == "direct"
+    assert "sslnegotiation=direct" in url.redacted()
+    assert parse_database_url(url.redacted().replace(":****", "")).sslnegotiation == "direct"
+
+
+def test_sslrequest_stays_the_default() -> None:
+    assert _url("sslmode=verify-full").sslnegotiation == "postgres"
+    assert _url("sslmode=verify-full&sslnegotiation=postgres").sslnegotiation == "postgres"
+
+
+@pytest.mark.parametrize("mode", ["disable", "allow", "prefer"])
+def test_direct_tls_with_an_sslmode_that_allows_plaintext_is_refused(mode: str) -> None:
+    with pytest.raises(InvalidDatabaseUrlError, match="sslnegotiation=direct cannot be used with sslmode"):
+        _url(f"sslmode={mode}&sslnegotiation=direct")
+
+
+def test_unknown_sslnegotiation_is_refused() -> None:
+    with pytest.raises(InvalidDatabaseUrlError, match="sslnegotiation='tls' is not valid"):
+        _url("sslmode=require&sslnegotiation=tls")
