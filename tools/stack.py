@@ -1,6 +1,11 @@
-"""Embedded Neon-like local stack: PostgreSQL 15 behind PgBouncer in transaction mode, TLS and SCRAM everywhere.
+"""Embedded Neon-like local stack: a Neon proxy stand-in, PgBouncer in transaction mode, PostgreSQL 15; TLS and SCRAM.
 
 Usage: ``python -m tools.stack up|down|status|env|restart-pgbouncer|restart-postgres``.
+
+The pooled URL goes client -> tools/neon_standin.py (Neon's proxy: SNI endpoint, Neon's errors, scale to zero)
+-> PgBouncer -> Postgres, and names the endpoint in its host name as Neon's does; ``hostaddr`` makes clients connect
+to 127.0.0.1 while TLS uses the host name (SNI, certificate check), so nothing resolves it. The direct URL goes
+straight to Postgres.
 
 Everything lives in ``.stack/`` (git-ignored). When run as root the servers run as an unprivileged user
 (``postgres`` if it exists, else ``neonstack``), because initdb/postgres/pgbouncer refuse to run as root.
@@ -40,6 +45,12 @@ MAX_CONNECTIONS = 20
 DEFAULT_POOL_SIZE = 10
 MAX_CLIENT_CONN = 4000
 FALLBACK_SERVICE_USER = "neonstack"
+# The local endpoint, named like Neon's; its pooled host is <endpoint>-pooler.<domain>. ".localhost" is reserved for
+# loopback (RFC 6761) and never resolved here: the URL's hostaddr says where to connect.
+ENDPOINT_ID = "ep-local-stack-123456"
+ENDPOINT_DOMAIN = "stack.localhost"
+POOLED_HOST = f"{ENDPOINT_ID}-pooler.{ENDPOINT_DOMAIN}"
+LOOPBACK = "127.0.0.1"
 
 
 class StackError(RuntimeError):
@@ -56,6 +67,9 @@ class StackState:
     runtime_dir: str
     service_user: str
     pg_bin: str
+    # Added with the Neon stand-in; 0 in state files written before it (ports are then picked at start).
+    standin_port: int = 0
+    standin_control_port: int = 0
 
     @property
     def runtime(self) -> Path:
@@ -65,13 +79,16 @@ class StackState:
     def ca_file(self) -> Path:
         return STACK_DIR / "certs" / "ca.crt"
 
-    def url(self, port: int, database: str = DATABASE) -> str:
+    def url(self, port: int, database: str = DATABASE, *, host: str = "localhost") -> str:
         query = f"sslmode=verify-full&sslrootcert={quote(str(self.ca_file), safe='/')}"
-        return f"postgresql://{USER}:{quote(self.password, safe='')}@localhost:{port}/{database}?{query}"
+        if host != "localhost":
+            query += f"&hostaddr={LOOPBACK}"
+        return f"postgresql://{USER}:{quote(self.password, safe='')}@{host}:{port}/{database}?{query}"
 
     @property
     def database_url(self) -> str:
-        return self.url(self.pgbouncer_port)
+        """Pooled, as Neon's: through the stand-in, the endpoint in the host name."""
+        return self.url(self.standin_port, host=POOLED_HOST)
 
     @property
     def direct_database_url(self) -> str:
@@ -79,18 +96,31 @@ class StackState:
 
     @property
     def single_pool_database_url(self) -> str:
+        """PgBouncer's alias with one server connection (pooler tests), straight to PgBouncer."""
         return self.url(self.pgbouncer_port, SINGLE_POOL_DATABASE)
 
     @property
+    def pgbouncer_database_url(self) -> str:
+        """PgBouncer itself, without the stand-in in front (tests of the pooler alone, PgBouncer's admin console)."""
+        return self.url(self.pgbouncer_port)
+
+    @property
+    def standin_control(self) -> str:
+        return f"{LOOPBACK}:{self.standin_control_port}"
+
+    @property
     def pooler_hosts(self) -> str:
-        return f"localhost:{self.pgbouncer_port}"
+        return f"{POOLED_HOST}:{self.standin_port},localhost:{self.pgbouncer_port}"
 
     def env_lines(self) -> list[str]:
         values = {
             "DATABASE_URL": self.database_url,
             "DIRECT_DATABASE_URL": self.direct_database_url,
             "SINGLE_POOL_DATABASE_URL": self.single_pool_database_url,
+            "PGBOUNCER_DATABASE_URL": self.pgbouncer_database_url,
             "DB_POOLER_HOSTS": self.pooler_hosts,
+            "NEON_STANDIN_CONTROL": self.standin_control,
+            "STACK_STANDIN_PORT": str(self.standin_port),
             "STACK_PGBOUNCER_PORT": str(self.pgbouncer_port),
             "STACK_POSTGRES_PORT": str(self.pg_port),
             "STACK_CA_FILE": str(self.ca_file),
@@ -232,6 +262,78 @@ def _make_certs(cert_dir: Path) -> None:
         cwd=cert_dir, check=True, capture_output=True,
     )  # fmt: skip
     (cert_dir / "server.key").chmod(0o600)
+
+
+def _make_standin_cert(cert_dir: Path) -> None:
+    """The stand-in's certificate from the same CA: any endpoint under ENDPOINT_DOMAIN, and localhost; made once."""
+    if (cert_dir / "standin.crt").exists():
+        return
+    ssl = ["openssl"]
+    subprocess.run(
+        [*ssl, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", "standin.key", "-out", "standin.csr", "-subj", f"/CN=*.{ENDPOINT_DOMAIN}"],
+        cwd=cert_dir, check=True, capture_output=True,
+    )  # fmt: skip
+    (cert_dir / "standin.ext").write_text(
+        f"subjectAltName=DNS:*.{ENDPOINT_DOMAIN},DNS:localhost,IP:127.0.0.1\n"
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
+    subprocess.run(
+        [*ssl, "x509", "-req", "-in", "standin.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "standin.crt", "-days", "825", "-extfile", "standin.ext"],
+        cwd=cert_dir, check=True, capture_output=True,
+    )  # fmt: skip
+    (cert_dir / "standin.key").chmod(0o600)
+
+
+# --------------------------------------------------------------------------- neon stand-in
+
+
+def _standin_pid_file() -> Path:
+    return STACK_DIR / "standin.pid"
+
+
+def _start_standin(state: StackState) -> None:
+    """Start tools/neon_standin.py as this user (it needs no server files); its log is .stack/standin.log."""
+    if _pid_alive(_standin_pid_file()):
+        return
+    certs = STACK_DIR / "certs"
+    log = STACK_DIR / "standin.log"
+    argv = [
+        sys.executable, "-m", "tools.neon_standin", "serve",
+        "--listen-port", str(state.standin_port), "--control-port", str(state.standin_control_port),
+        "--upstream-port", str(state.pgbouncer_port),
+        "--cert", str(certs / "standin.crt"), "--key", str(certs / "standin.key"), "--ca", str(certs / "ca.crt"),
+        "--endpoint", ENDPOINT_ID, "--domain", ENDPOINT_DOMAIN,
+    ]  # fmt: skip
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
+        )
+    _standin_pid_file().write_text(f"{process.pid}\n")
+    _wait_for_port(state.standin_port, 30, "the Neon stand-in", log)
+    _wait_for_port(state.standin_control_port, 30, "the Neon stand-in's control port", log)
+
+
+def _stop_standin() -> None:
+    pid_file = _standin_pid_file()
+    pid = _pid_alive(pid_file)
+    if pid is not None:
+        _terminate(pid)
+    with contextlib.suppress(FileNotFoundError):
+        pid_file.unlink()
+
+
+def _terminate(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- postgres
@@ -386,16 +488,7 @@ def _stop_pgbouncer(state: StackState) -> None:
     pid = _pid_alive(pid_file)
     if pid is None:
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    _terminate(pid)
     with contextlib.suppress(FileNotFoundError):
         pid_file.unlink()
 
@@ -425,6 +518,8 @@ def _new_state() -> StackState:
         runtime_dir=str(runtime),
         service_user=user or "",
         pg_bin=str(_find_pg_bin()),
+        standin_port=_free_port(),
+        standin_control_port=_free_port(),
     )
 
 
@@ -446,9 +541,15 @@ def up() -> StackState:
             not bouncer_running and not _port_free(state.pgbouncer_port)
         ):
             state = StackState(**{**asdict(state), "pg_port": _free_port(), "pgbouncer_port": _free_port()})
+        standin_running = _pid_alive(_standin_pid_file()) is not None
+        if not standin_running and not all(
+            port and _port_free(port) for port in (state.standin_port, state.standin_control_port)
+        ):
+            state = StackState(**{**asdict(state), "standin_port": _free_port(), "standin_control_port": _free_port()})
     state.runtime.mkdir(parents=True, exist_ok=True)
     state.runtime.chmod(0o700)
     _make_certs(STACK_DIR / "certs")
+    _make_standin_cert(STACK_DIR / "certs")
     runtime_certs = state.runtime / "certs"
     runtime_certs.mkdir(exist_ok=True)
     for name in ("ca.crt", "server.crt", "server.key"):
@@ -461,6 +562,7 @@ def up() -> StackState:
     _start_postgres(state)
     _bootstrap_database(state)
     _start_pgbouncer(state)
+    _start_standin(state)
     _write_env(state)
     return state
 
@@ -470,6 +572,7 @@ def down() -> None:
     state = _load_state()
     if state is None:
         return
+    _stop_standin()
     _stop_pgbouncer(state)
     _stop_postgres(state)
 
@@ -506,12 +609,14 @@ def _postgres_pid(state: StackState) -> int | None:
 def status() -> dict[str, object]:
     state = _load_state()
     if state is None:
-        return {"postgres": False, "pgbouncer": False}
+        return {"postgres": False, "pgbouncer": False, "neon_standin": False}
     return {
         "postgres": _postgres_pid(state) is not None,
         "pgbouncer": _pid_alive(state.runtime / "pgbouncer.pid") is not None,
+        "neon_standin": _pid_alive(_standin_pid_file()) is not None,
         "postgres_port": state.pg_port,
         "pgbouncer_port": state.pgbouncer_port,
+        "standin_port": state.standin_port,
     }
 
 
@@ -524,7 +629,7 @@ def _require_state() -> StackState:
 
 def is_running() -> bool:
     current = status()
-    return bool(current["postgres"]) and bool(current["pgbouncer"])
+    return bool(current["postgres"]) and bool(current["pgbouncer"]) and bool(current["neon_standin"])
 
 
 def run(command: list[str]) -> int:
@@ -555,7 +660,11 @@ def main(argv: list[str] | None = None) -> int:
             return run(args.argv[1:] if args.argv[:1] == ["--"] else args.argv)
         if args.command == "up":
             state = up()
-            _log(f"PostgreSQL on localhost:{state.pg_port}, PgBouncer on localhost:{state.pgbouncer_port}")
+            _log(
+                f"PostgreSQL on localhost:{state.pg_port}, PgBouncer on localhost:{state.pgbouncer_port}, "
+                f"Neon stand-in on {POOLED_HOST}:{state.standin_port} (at {LOOPBACK}), "
+                f"control on {state.standin_control}"
+            )
             _log("environment written to .stack/env — use it with: . .stack/env ; stop with: make stack-down")
         elif args.command == "down":
             down()

@@ -8,29 +8,40 @@ Prints the normalised, redacted settings and a verdict. Exit status: 0 accepted,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import ssl
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import pg8000.dbapi
 
-from lib.dbkit import pg8000_internals
-from lib.dbkit.dsn import parse_database_url
-from lib.dbkit.errors import ConfigError
-from lib.dbkit.pg_errors import describe, login_refused, tls_refused
+from lib.dbkit import pg8000_internals, pg_pipeline
+from lib.dbkit.dsn import DatabaseUrl, parse_database_url
+from lib.dbkit.errors import ConfigError, DatabaseProviderRefusedError
+from lib.dbkit.pg_errors import describe, final_connect_error
 from lib.dbkit.settings import MODES, Settings
 
 EXIT_ACCEPTED = 0
 EXIT_UNREACHABLE = 1
 EXIT_REFUSED = 2
 RTT_SAMPLES = 5
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
 DESCRIPTION = "Check a database URL against the template's rules and, unless --offline, probe the server."
+
+
+@dataclass(frozen=True)
+class Negotiation:
+    """Which TLS negotiations the server accepts (None: could not tell)."""
+
+    sslrequest: bool | None
+    direct: bool | None
 
 
 @dataclass(frozen=True)
@@ -70,15 +81,21 @@ def main(
     for key, value in settings.describe().items():
         _line(stream, key, value)
     _line(stream, "configuration", "accepted")
+    for warning in settings.warnings:
+        _line(stream, "warning", warning)
     if args.offline:
         _line(stream, "verdict", "accepted (offline: not connected)")
         return EXIT_ACCEPTED
+    _report_negotiation(stream, settings.database, probe_negotiation(settings.database))
     try:
         probe = run_probe(settings)
     except (OSError, ConfigError, pg8000.dbapi.Error) as error:
-        refused = login_refused(error) or tls_refused(error)
-        if refused is not None:
-            _line(stream, "verdict", f"refused: {refused}")
+        final = error if isinstance(error, ConfigError) else final_connect_error(error)
+        if isinstance(final, DatabaseProviderRefusedError):
+            _line(stream, "verdict", f"unavailable: {final}; to fix it: {final.action}")
+            return EXIT_UNREACHABLE
+        if final is not None:
+            _line(stream, "verdict", f"refused: {final}")
             return EXIT_REFUSED
         _line(stream, "verdict", f"unreachable: {type(error).__name__}: {describe(error)}")
         return EXIT_UNREACHABLE
@@ -90,11 +107,11 @@ def main(
 def run_probe(settings: Settings) -> Probe:
     """Connect twice with pg8000 (no pool) and measure what the server and the path in between do."""
     kwargs = settings.database.connect_args()
-    first = pg8000.dbapi.connect(**kwargs)
+    first = pg_pipeline.connect(**kwargs)
     try:
         first_pid, server_version = _backend(first, "select pg_backend_pid(), current_setting('server_version')")
         # The first client stays connected: only a pooler can hand its (now idle) server to the second client.
-        second = pg8000.dbapi.connect(**kwargs)
+        second = pg_pipeline.connect(**kwargs)
         try:
             second_pid, _ = _backend(second, "select pg_backend_pid(), ''")
         finally:
@@ -113,6 +130,58 @@ def run_probe(settings: Settings) -> Probe:
         )
     finally:
         first.close()
+
+
+def probe_negotiation(database: DatabaseUrl) -> Negotiation:
+    """Ask the server for TLS both ways, without logging in: SSLRequest, and TLS first with ALPN ``postgresql``."""
+    if database.effective_sslmode == "disable":
+        return Negotiation(sslrequest=None, direct=None)
+    return Negotiation(sslrequest=_accepts_sslrequest(database), direct=_accepts_direct_tls(database))
+
+
+def _open(database: DatabaseUrl) -> Any:
+    timeout = database.effective_connect_timeout
+    return pg_pipeline.open_socket(database.host, database.port, timeout=timeout, hostaddr=database.hostaddr)
+
+
+def _accepts_sslrequest(database: DatabaseUrl) -> bool | None:
+    try:
+        with _open(database) as sock:
+            sock.sendall(SSL_REQUEST)
+            return bool(sock.recv(1) == b"S")
+    except OSError:
+        return None
+
+
+def _accepts_direct_tls(database: DatabaseUrl) -> bool | None:
+    context = replace(database, sslnegotiation="direct").ssl_context()
+    try:
+        sock = _open(database)
+    except OSError:
+        return None
+    try:
+        with contextlib.closing(pg_pipeline.direct_tls(sock, context, database.host)):
+            return True
+    except ssl.SSLCertVerificationError:
+        return None  # the TLS verdict below names the certificate problem
+    except (OSError, ConfigError):
+        # Not TLS back, or the connection closed on a ClientHello it read as a startup packet.
+        return False
+    finally:
+        sock.close()
+
+
+def _report_negotiation(stream: TextIO, database: DatabaseUrl, negotiation: Negotiation) -> None:
+    def answer(accepted: bool | None) -> str:
+        return {True: "yes", False: "no", None: "could not tell"}[accepted]
+
+    _line(
+        stream,
+        "server accepts",
+        f"SSLRequest {answer(negotiation.sslrequest)}, direct TLS (ALPN postgresql) {answer(negotiation.direct)}",
+    )
+    if database.sslnegotiation == "postgres" and negotiation.direct:
+        _line(stream, "hint", "add sslnegotiation=direct to the URL: one round trip less per new connection")
 
 
 def _backend(connection: Any, sql: str) -> tuple[int, str]:

@@ -202,6 +202,8 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
     pool_events.attach(engine)
     # Once per environment: says which pool profile, TLS mode (and any serverless upgrade) is in force.
     logger.info("database engine created", extra={"database": settings.describe(), "driver": drivername})
+    for warning in settings.warnings:
+        logger.warning("database configuration warning", extra={"warning": warning})
     return engine
 
 

@@ -85,3 +85,7 @@ class TlsVerificationError(ConfigError):
 
 class DatabaseSettingsRefusedError(ConfigError):
     """The server refused our connection settings (endpoint id, TLS, options, database); the message names the fix."""
+
+
+class TlsNegotiationError(ConfigError):
+    """The server does not speak the TLS negotiation the URL asks for (sslnegotiation=direct); names the fix."""

@@ -26,6 +26,7 @@ from sqlalchemy.engine.interfaces import IsolationLevel
 
 from lib.dbkit import pg8000_internals as internals
 from lib.dbkit.dsn import POSTGRES_ALPN
+from lib.dbkit.errors import TlsNegotiationError
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
@@ -162,16 +163,32 @@ def connect(**kwargs: Any) -> PipelinedConnection:
 def direct_tls(sock: socket.socket, context: Any, host: str) -> ssl.SSLSocket:
     """TLS from the first byte (PostgreSQL 17's sslnegotiation=direct): SNI, verification and ALPN ``postgresql``."""
     if not isinstance(context, ssl.SSLContext):
-        raise InterfaceError("sslnegotiation=direct needs TLS: give an ssl_context (sslmode=require or stronger)")
-    tls = context.wrap_socket(sock, server_hostname=host)
+        raise TlsNegotiationError("sslnegotiation=direct needs TLS: use sslmode=verify-full (or require)")
+    try:
+        tls = context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLError as error:
+        # A certificate that does not verify, or a peer gone mid-handshake, keep their own meaning; any other
+        # handshake failure is a server answering a ClientHello with something that is not TLS.
+        if isinstance(error, ssl.SSLCertVerificationError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            raise
+        raise _no_direct_tls(f"the TLS handshake failed: {error.reason or error}") from error
     # A server that completed the handshake without ALPN may not know this is PostgreSQL (libpq refuses it too).
     if tls.selected_alpn_protocol() != POSTGRES_ALPN:
         tls.close()
-        raise InterfaceError(
-            f"the server accepted direct TLS without selecting ALPN {POSTGRES_ALPN!r}: it does not support "
-            "sslnegotiation=direct; remove it from the URL"
-        )
+        raise _no_direct_tls(f"the server did not select ALPN {POSTGRES_ALPN!r}")
     return tls
+
+
+def _no_direct_tls(what: str) -> TlsNegotiationError:
+    return TlsNegotiationError(
+        f"sslnegotiation=direct: {what}, so the server does not accept direct TLS (PostgreSQL before 17, PgBouncer): "
+        "remove sslnegotiation=direct from the URL (`python -m lib.doctor` shows what the server supports)"
+    )
+
+
+def open_socket(host: str, port: int, *, timeout: float | None, hostaddr: str | None = None) -> socket.socket:
+    """A TCP socket as ``connect`` opens it (to ``hostaddr`` when given), for probes that speak first themselves."""
+    return _tcp_socket(host, port, timeout=timeout, source_address=None, keepalive=True, hostaddr=hostaddr)
 
 
 def _tcp_socket(

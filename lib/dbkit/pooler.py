@@ -10,6 +10,8 @@ from lib.dbkit.errors import DirectConnectionRequiredError, InvalidSettingError,
 
 POOLER_HOSTS_VARIABLE = "DB_POOLER_HOSTS"
 NEON_POOLER_SUFFIX = "-pooler"
+NEON_ENDPOINT_PREFIX = "ep-"
+CHANNEL_BINDING_ISSUE = "https://github.com/neondatabase/neon/issues/12897"
 
 
 class HostKind(enum.Enum):
@@ -116,6 +118,36 @@ def require_direct(url: DatabaseUrl, pooler_hosts: tuple[PoolerHost, ...]) -> Ho
             f"{POOLER_HOSTS_VARIABLE} as a pooler: use the direct URL, e.g. DIRECT_DATABASE_URL"
         )
     return kind
+
+
+def endpoint_label(host: str) -> str | None:
+    """The endpoint id Neon's proxy reads from this host name (its first label, -pooler kept), if it is Neon's.
+
+    Neon hosts, and hosts named like them (``ep-…``, as the local Neon stand-in's), route by SNI.
+    """
+    label = _first_label(host)
+    if is_neon_host(host) or (label.startswith(NEON_ENDPOINT_PREFIX) and "." in _normal(host)):
+        return label
+    return None
+
+
+def connection_warnings(url: DatabaseUrl, kind: HostKind) -> tuple[str, ...]:
+    """Settings that work today but fail on Neon in a way a test rarely shows; each names the fix."""
+    warnings: list[str] = []
+    if url.channel_binding == "require" and kind.is_pooler:
+        warnings.append(
+            "channel_binding=require on a pooled host: Neon's pooler does not wake a suspended compute for a client "
+            f"that requires channel binding ({CHANNEL_BINDING_ISSUE}), and pg8000 cannot require it anyway: remove "
+            "channel_binding=require from the pooled URL"
+        )
+    label = endpoint_label(url.host)
+    if url.endpoint_id is not None and label is not None and url.endpoint_id != label:
+        warnings.append(
+            f"options endpoint={url.endpoint_id} contradicts the host, whose endpoint is {label}: Neon refuses the "
+            "connection ('Inconsistent project name inferred from SNI'), comparing the names as they are; write "
+            f"options=endpoint%3D{label} or leave the option out (pg8000 sends the host name as SNI)"
+        )
+    return tuple(warnings)
 
 
 def _normal(host: str) -> str:

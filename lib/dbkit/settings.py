@@ -31,7 +31,15 @@ from lib.dbkit.errors import (
     InvalidSettingError,
     MissingDatabaseUrlError,
 )
-from lib.dbkit.pooler import HostKind, PoolerHost, classify_host, parse_pooler_hosts, require_direct, require_pooler
+from lib.dbkit.pooler import (
+    HostKind,
+    PoolerHost,
+    classify_host,
+    connection_warnings,
+    parse_pooler_hosts,
+    require_direct,
+    require_pooler,
+)
 
 Mode = Literal["serverless", "server", "migration"]
 AppEnv = Literal["development", "staging", "production"]
@@ -134,6 +142,9 @@ class Settings:
     # Set by validation: the sslmode the URL asked for when serverless policy raised it to verify-full.
     tls_upgraded_from: SslMode | None = field(init=False, default=None)
     host_kind: HostKind = field(init=False, default=HostKind.OTHER)
+    # Set by validation: settings that work but fail on Neon in ways tests rarely show (the doctor prints them,
+    # the engine logs them once).
+    warnings: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         database = self.database
@@ -158,6 +169,7 @@ class Settings:
         database.ssl_context()
         object.__setattr__(self, "database", database)
         object.__setattr__(self, "host_kind", kind)
+        object.__setattr__(self, "warnings", connection_warnings(database, kind))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, force_fetch: bool = False) -> Settings:

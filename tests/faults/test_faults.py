@@ -19,7 +19,7 @@ from tests.lambda_runtime import configure_serverless, reset_database_state
 from tests.support import figures
 from tests.support.logs import JsonLines, captured_logs
 from tests.support.secrets import assert_no_secret
-from tests.support.urls import host_and_port, with_port
+from tests.support.urls import connect_address, pooler_entry, with_port
 from tools import stack
 from tools.proxy import Proxy
 
@@ -62,12 +62,12 @@ def proxy(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, schema: Non
     """The app's DATABASE_URL points at a fault-injecting proxy in front of PgBouncer."""
     if not database.local_stack:
         pytest.skip("the proxy keeps the URL's host name for TLS, so it needs the embedded stack on localhost")
-    host, port = host_and_port(database.pooled_url)
+    host, port = connect_address(database.pooled_url)
     with Proxy("127.0.0.1" if host == "localhost" else host, port) as running:
         configure_serverless(
             monkeypatch,
             pooled_url=with_port(database.pooled_url, running.port),
-            pooler_hosts=f"localhost:{running.port}",
+            pooler_hosts=pooler_entry(database.pooled_url, running.port),
         )
         yield running
         reset_database_state()

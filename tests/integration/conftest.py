@@ -14,7 +14,12 @@ from tools import stack
 
 @dataclass(frozen=True)
 class DatabaseTarget:
-    """Where integration tests connect: a pooled (transaction-mode) URL and a direct URL, both Neon-console style."""
+    """Where integration tests connect: a pooled (transaction-mode) URL and a direct URL, both Neon-console style.
+
+    Locally the pooled URL goes through the Neon stand-in (tools/neon_standin.py) to PgBouncer; ``pooler_url``
+    is PgBouncer itself, for tests of the driver and the pooler that stock pg8000 (no ``hostaddr``) must reach.
+    Against TEST_DATABASE_URL both are that URL, and there is no stand-in to control.
+    """
 
     pooled_url: str = field(repr=False)
     direct_url: str = field(repr=False)
@@ -22,6 +27,8 @@ class DatabaseTarget:
     single_pool_url: str | None = field(repr=False)
     local_stack: bool
     password: str = field(repr=False)
+    pooler_url: str = field(repr=False)
+    standin_control: str | None = None
 
 
 def _target() -> DatabaseTarget:
@@ -39,6 +46,7 @@ def _target() -> DatabaseTarget:
             single_pool_url=os.environ.get("TEST_SINGLE_POOL_DATABASE_URL"),
             local_stack=False,
             password=unquote(urlsplit(pooled).password or ""),
+            pooler_url=pooled,
         )
     state = stack.up()
     return DatabaseTarget(
@@ -48,6 +56,8 @@ def _target() -> DatabaseTarget:
         single_pool_url=state.single_pool_database_url,
         local_stack=True,
         password=state.password,
+        pooler_url=state.pgbouncer_database_url,
+        standin_control=state.standin_control,
     )
 
 
@@ -93,7 +103,9 @@ def isolated_notes(database: DatabaseTarget, schema: None) -> Iterator[Connectio
 
 @pytest.fixture(autouse=True)
 def _needs_local_stack(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("local_stack") is None:
+    if not os.environ.get("TEST_DATABASE_URL"):
         return
-    if os.environ.get("TEST_DATABASE_URL"):
+    if request.node.get_closest_marker("local_stack") is not None:
         pytest.skip("restarts servers of the embedded stack; not run against TEST_DATABASE_URL")
+    if request.node.get_closest_marker("neon_standin") is not None:
+        pytest.skip("plays Neon scenarios on the local Neon stand-in; not run against TEST_DATABASE_URL")

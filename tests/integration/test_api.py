@@ -25,6 +25,7 @@ from lib.sample_app import notes
 from tests.events import event_names, load_event, with_header, with_json_body, with_note_id, with_query
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
+from tests.support.urls import pooler_entry
 
 # What each sample event answers when the files run in sorted order (as `make demo` runs them).
 EXPECTED_STATUS = {
@@ -329,7 +330,7 @@ def test_unreachable_database_answers_503_with_retry_after(
     configure_serverless(
         monkeypatch,
         pooled_url=database.pooled_url.replace(f":{live_port}/", f":{dead_port}/"),
-        pooler_hosts=f"localhost:{dead_port}",
+        pooler_hosts=pooler_entry(database.pooled_url, dead_port),
     )
     try:
         response = handler(load_event(name), FakeLambdaContext(timeout_ms=3_000))

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pg8000.dbapi
 import pytest
@@ -20,6 +21,7 @@ from lib.dbkit.settings import Settings
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
+from tests.support.urls import connect_address, pooler_entry, with_port
 from tools import stack
 from tools.proxy import Proxy
 
@@ -55,8 +57,9 @@ def test_connections_use_verified_tls_13(database: DatabaseTarget) -> None:
             raw = connection.connection.dbapi_connection
             tls = raw._usock  # type: ignore[union-attr]
             assert tls.version() == "TLSv1.3"
-            # getpeercert() returns the certificate only when it was verified against the CA.
-            assert dict(item[0] for item in tls.getpeercert()["subject"])["commonName"] == "localhost"
+            # getpeercert() returns the certificate only when it was verified against the CA; SNI is the host name.
+            assert tls.getpeercert()["subjectAltName"]
+            assert tls.server_hostname == urlsplit(database.pooled_url).hostname
             assert connection.execute(text("select 1")).scalar_one() == 1
     finally:
         engine.dispose()
@@ -183,10 +186,10 @@ def test_concurrent_clients_on_a_one_server_pool_get_their_own_rows(database: Da
 @pytest.fixture
 def counted(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
     """The app in serverless mode, talking to the pooler through a round-trip-counting proxy."""
-    port = int(database.pooler_hosts.rsplit(":", 1)[1])
-    with Proxy("127.0.0.1", port) as proxy:
-        url = database.pooled_url.replace(f"localhost:{port}/", f"localhost:{proxy.port}/")
-        configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=f"localhost:{proxy.port}")
+    host, port = connect_address(database.pooled_url)
+    with Proxy("127.0.0.1" if host == "localhost" else host, port) as proxy:
+        url = with_port(database.pooled_url, proxy.port)
+        configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=pooler_entry(database.pooled_url, proxy.port))
         yield proxy
         db.dispose_engine()
 

@@ -15,6 +15,7 @@ import pg8000.native
 import pytest
 
 from tests.integration.conftest import DatabaseTarget
+from tests.support.urls import with_params
 from tools import stack
 
 pytestmark = pytest.mark.local_stack
@@ -56,7 +57,7 @@ def test_direct_connections_are_tls_13(database: DatabaseTarget) -> None:
 
 
 def test_pooler_refuses_plaintext(database: DatabaseTarget) -> None:
-    plaintext = database.pooled_url.replace("sslmode=verify-full", "sslmode=disable")
+    plaintext = database.pooler_url.replace("sslmode=verify-full", "sslmode=disable")
     result = _psql(plaintext, "select 1")
     assert result.returncode != 0
     assert "SSL required" in result.stderr
@@ -76,21 +77,20 @@ def test_wrong_ca_fails_closed(database: DatabaseTarget, tmp_path: Path) -> None
          "-keyout", str(tmp_path / "k"), "-out", str(other_ca), "-days", "1", "-subj", "/CN=other"],
         check=True, capture_output=True,
     )  # fmt: skip
-    url = database.pooled_url.split("sslrootcert=")[0] + f"sslrootcert={other_ca}"
-    result = _psql(url, "select 1")
+    result = _psql(with_params(database.pooled_url, sslrootcert=str(other_ca)), "select 1")
     assert result.returncode != 0
     assert "certificate verify failed" in result.stderr
 
 
 def test_wrong_password_is_refused_by_scram(database: DatabaseTarget) -> None:
-    url = database.pooled_url.replace(database.password, "not-the-password")
+    url = database.pooler_url.replace(database.password, "not-the-password")
     result = _psql(url, "select 1")
     assert result.returncode != 0
     assert "SASL authentication failed" in result.stderr
 
 
 def test_pgbouncer_runs_transaction_mode_with_scram(database: DatabaseTarget) -> None:
-    admin = database.pooled_url.replace("/neondb?", "/pgbouncer?")
+    admin = database.pooler_url.replace("/neondb?", "/pgbouncer?")
     result = _psql(admin, "SHOW CONFIG")
     assert result.returncode == 0, result.stderr
     config = {line.split("|")[0]: line.split("|")[1] for line in result.stdout.splitlines() if "|" in line}
@@ -164,7 +164,8 @@ def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> No
     )
     pooled = exports["DATABASE_URL"].strip("'")
     assert _psql(pooled, "select 1").stdout.strip() == "1"
-    ports = [int(exports["STACK_PGBOUNCER_PORT"].strip("'")), int(exports["STACK_POSTGRES_PORT"].strip("'"))]
+    servers = ("STACK_STANDIN_PORT", "STACK_PGBOUNCER_PORT", "STACK_POSTGRES_PORT")
+    ports = [int(exports[name].strip("'")) for name in servers]
     assert all(_port_open(port) for port in ports)
 
     subprocess.run([*cli, "down"], env=separate_stack, cwd=stack.ROOT, check=True, capture_output=True)
@@ -172,3 +173,4 @@ def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> No
     status = subprocess.run([*cli, "status"], env=separate_stack, cwd=stack.ROOT, capture_output=True, text=True)
     assert '"postgres": false' in status.stdout
     assert '"pgbouncer": false' in status.stdout
+    assert '"neon_standin": false' in status.stdout

@@ -46,7 +46,8 @@ ERRORS = {
 
 @pytest.fixture(scope="module")
 def pooled(database: DatabaseTarget) -> DatabaseUrl:
-    return parse_database_url(database.pooled_url)
+    # The driver against PgBouncer itself: stock pg8000 is compared too, and it knows no hostaddr.
+    return parse_database_url(database.pooler_url)
 
 
 @pytest.fixture

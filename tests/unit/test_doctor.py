@@ -118,3 +118,13 @@ def test_report_lines(pids: tuple[int, int], mode: str, pooled: str, warning: st
     # channel_binding=require in the URL, SCRAM without -PLUS: always warned.
     assert any("channel_binding=require" in line for line in warnings)
     assert any(warning in line for line in warnings) if warning else len(warnings) == 1
+
+
+def test_offline_verdict_prints_the_neon_warnings() -> None:
+    out = io.StringIO()
+    url = POOLED_URL + "&options=endpoint%3Dep-cool-darkness-123456"
+    assert main([url, "--offline"], environ={}, out=out) == EXIT_ACCEPTED
+    warnings = [line for line in out.getvalue().splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert "issues/12897" in warnings[0]
+    assert "contradicts the host" in warnings[1]

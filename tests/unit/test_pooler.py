@@ -10,12 +10,15 @@ from lib.dbkit.pooler import (
     HostKind,
     PoolerHost,
     classify_host,
+    connection_warnings,
+    endpoint_label,
     neon_direct_host,
     neon_pooled_host,
     parse_pooler_hosts,
     require_direct,
     require_pooler,
 )
+from lib.dbkit.settings import Settings
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_DIRECT = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
@@ -125,3 +128,70 @@ def test_migration_refuses_listed_pooler_pointing_at_the_direct_url() -> None:
 def test_migration_accepts_direct_hosts() -> None:
     assert require_direct(_url(NEON_DIRECT), ()) is HostKind.NEON_DIRECT
     assert require_direct(_url("localhost", 5432), parse_pooler_hosts("localhost:6432")) is HostKind.OTHER
+
+
+def _settings(url: str, mode: str = "serverless", pooler_hosts: str = "") -> Settings:
+    return Settings.from_env({"DATABASE_URL": url, "DB_MODE": mode, "DB_POOLER_HOSTS": pooler_hosts})
+
+
+NEON_URL = "postgresql://u:secret-pw@{host}/neondb?sslmode=verify-full{query}"
+POOLED_HOST = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+
+
+@pytest.mark.parametrize(
+    ("host", "mode", "pooler_hosts", "warned"),
+    [
+        (POOLED_HOST, "serverless", "", True),
+        ("pgbouncer.internal", "serverless", "pgbouncer.internal", True),
+        (POOLED_HOST.replace("-pooler", ""), "server", "", False),
+    ],
+)
+def test_channel_binding_require_on_a_pooled_host_is_warned_citing_the_neon_issue(
+    host: str, mode: str, pooler_hosts: str, warned: bool
+) -> None:
+    url = NEON_URL.format(host=host, query="&channel_binding=require")
+    warnings = _settings(url, mode, pooler_hosts).warnings
+    if not warned:
+        assert warnings == ()
+        return
+    assert len(warnings) == 1
+    assert "neondatabase/neon/issues/12897" in warnings[0]
+    assert "remove channel_binding=require" in warnings[0]
+
+
+def test_channel_binding_prefer_is_not_warned() -> None:
+    assert _settings(NEON_URL.format(host=POOLED_HOST, query="&channel_binding=prefer")).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "option", "warned"),
+    [
+        (POOLED_HOST, "ep-cool-darkness-123456", True),  # Neon compares raw names: the pooled label keeps -pooler
+        (POOLED_HOST, "ep-other-endpoint-654321-pooler", True),
+        (POOLED_HOST, "ep-cool-darkness-123456-pooler", False),
+        ("ep-local-stack-123456-pooler.stack.localhost", "ep-local-stack-123456", True),
+        ("pgbouncer.internal", "ep-cool-darkness-123456", False),  # not routed by SNI: nothing to contradict
+    ],
+)
+def test_an_endpoint_option_that_contradicts_the_host_is_warned(host: str, option: str, warned: bool) -> None:
+    url = DatabaseUrl(host=host, user="u", endpoint_id=option)
+    warnings = connection_warnings(url, HostKind.LISTED_POOLER)
+    assert bool(warnings) is warned
+    if warned:
+        label = endpoint_label(host)
+        assert f"options=endpoint%3D{label}" in warnings[0]
+        assert "Inconsistent project name inferred from SNI" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("host", "label"),
+    [
+        (POOLED_HOST, "ep-cool-darkness-123456-pooler"),
+        ("ep-local-stack-123456-pooler.stack.localhost", "ep-local-stack-123456-pooler"),
+        ("localhost", None),
+        ("127.0.0.1", None),
+        ("db.example.com", None),
+    ],
+)
+def test_endpoint_label_is_read_from_neon_style_host_names(host: str, label: str | None) -> None:
+    assert endpoint_label(host) == label
