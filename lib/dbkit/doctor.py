@@ -149,7 +149,7 @@ def _accepts_sslrequest(database: DatabaseUrl) -> bool | None:
         with _open(database) as sock:
             sock.sendall(SSL_REQUEST)
             return bool(sock.recv(1) == b"S")
-    except OSError:
+    except (OSError, pg8000.dbapi.InterfaceError):
         return None
 
 
@@ -157,7 +157,7 @@ def _accepts_direct_tls(database: DatabaseUrl) -> bool | None:
     context = replace(database, sslnegotiation="direct").ssl_context()
     try:
         sock = _open(database)
-    except OSError:
+    except (OSError, pg8000.dbapi.InterfaceError):
         return None
     try:
         with contextlib.closing(pg_pipeline.direct_tls(sock, context, database.host)):

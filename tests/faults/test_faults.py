@@ -11,6 +11,7 @@ import pg8000.dbapi
 import pytest
 from sqlalchemy import Engine, text
 
+from lib.dbkit import pg_pipeline
 from lib.dbkit.engine import build_engine
 from lib.dbkit.settings import Settings
 from tests.faults.traffic import Client, Outcome, rows_by_key, run_with_fault
@@ -151,7 +152,7 @@ def wait_until_the_pooler_serves(database: DatabaseTarget, budget_s: float = 40.
     started = time.monotonic()
     while True:
         try:
-            connection = pg8000.dbapi.connect(**settings.database.connect_args(timeout=5))
+            connection = pg_pipeline.connect(**settings.database.connect_args(timeout=5))
             try:
                 cursor = connection.cursor()
                 cursor.execute("select 1")

@@ -15,7 +15,9 @@ import pytest
 from lib.dbkit.dsn import parse_database_url
 from tests.events import load_event
 from tests.integration.conftest import DatabaseTarget
+from tests.support.urls import connect_address
 from tools.bench.coldstart import dependencies_of
+from tools.bench.negotiation import measure_new_connections
 from tools.bench.profiles import (
     DATABASE_VARIABLES,
     PingCounter,
@@ -53,10 +55,10 @@ def bench(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator
         # setenv first so monkeypatch restores (or removes) every variable the profiles set.
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    pooled = parse_database_url(database.pooled_url)
+    pooled = parse_database_url(database.pooler_url)
     with quiet_app_logs(), counting_pings() as pings, Proxy(pooled.host, pooled.port) as proxy:
         try:
-            yield Bench(proxy, pings, _with_port(database.pooled_url, proxy.port), f"{pooled.host}:{proxy.port}")
+            yield Bench(proxy, pings, _with_port(database.pooler_url, proxy.port), f"{pooled.host}:{proxy.port}")
         finally:
             set_database_environment({})
 
@@ -130,3 +132,13 @@ def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:
     # Imported lazily (only for a secret-store URL), so not part of the handler's import cost.
     assert "boto3" not in found
     assert "fastapi" not in found
+
+
+@pytest.mark.neon_standin
+def test_direct_tls_saves_one_round_trip_per_new_connection(database: DatabaseTarget) -> None:
+    host, port = connect_address(database.pooled_url)
+    with Proxy(host, port) as proxy:
+        found = measure_new_connections(proxy, parse_database_url(database.pooled_url), runs=3)
+    trips = {row.negotiation: row.round_trips for row in found}
+    # TCP is not a flight of its own; SSLRequest, ClientHello, Finished + startup, two SCRAM messages.
+    assert trips == {"postgres": (5, 5), "direct": (4, 4)}

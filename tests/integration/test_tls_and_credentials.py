@@ -30,7 +30,7 @@ from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tests.support.secrets import as_text, assert_no_secret
-from tests.support.urls import host_and_port, with_port
+from tests.support.urls import connect_address, pooler_entry, with_params, with_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WRONG_PASSWORD = "not-the-password-0123456789"
@@ -134,8 +134,7 @@ def _serverless(url: str, pooler_hosts: str) -> Settings:
 
 
 def _with_ca(url: str, ca: Path) -> str:
-    base, _, _ = url.partition("?")
-    return f"{base}?sslmode=verify-full&sslrootcert={quote(str(ca), safe='/')}"
+    return with_params(url, sslmode="verify-full", sslrootcert=str(ca))
 
 
 def _select_one(settings: Settings) -> tuple[BaseException, float]:
@@ -231,7 +230,7 @@ def test_plaintext_is_refused_in_serverless_mode_and_by_the_stack(database: Data
         _serverless(f"{base}?sslmode=disable", database.pooler_hosts)
     assert_no_secret(database.password, raised.value)
     # The stack, like Neon, refuses plaintext clients too (server mode lets the URL ask for it).
-    host, port = host_and_port(database.pooled_url)
+    host, port = connect_address(database.pooled_url)
     with pytest.raises(pg8000.dbapi.DatabaseError) as refused:
         pg8000.dbapi.connect(
             user="neondb_owner", password=database.password, host=host, port=port, database="neondb", ssl_context=False
@@ -268,7 +267,7 @@ def test_an_unreachable_host_is_a_503_within_the_deadline_and_a_doctor_verdict(d
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
     url = with_port(database.pooled_url, port)
-    pooler_hosts = f"localhost:{port}"
+    pooler_hosts = pooler_entry(url, port)
     with captured_logs() as logs:
         error, elapsed = _select_one(_serverless(url, pooler_hosts))
     assert isinstance(error, DatabaseUnavailableError) or any(

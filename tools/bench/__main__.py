@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from lib.dsn import parse_database_url
 from tools import stack
 from tools.bench import report
 from tools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports
+from tools.bench.negotiation import COUNT_DELAY_MS, NewConnection, measure_new_connections
+from tools.bench.negotiation import table as negotiation_table
 from tools.bench.profiles import (
     Profile,
     SeedProfile,
@@ -61,6 +64,13 @@ def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
             set_database_environment({})
 
 
+def _new_connections(runs: int) -> list[NewConnection]:
+    state = stack.up()
+    # In front of the Neon stand-in (PgBouncer 1.18 has no direct TLS); the URL keeps its host name for SNI.
+    with Proxy(stack.LOOPBACK, state.standin_port) as proxy:
+        return measure_new_connections(proxy, parse_database_url(state.database_url), runs)
+
+
 def _scale(counts: tuple[int, ...]) -> list[LoadResult]:
     with quiet_app_logs() as logs:
         return run_scale(logs, counts)
@@ -69,6 +79,7 @@ def _scale(counts: tuple[int, ...]) -> list[LoadResult]:
 def _document(
     rows: list[Row],
     steps: list[Steps],
+    new_connections: list[NewConnection],
     imports: list[ImportTiming],
     scale: list[LoadResult],
     *,
@@ -117,6 +128,14 @@ def _document(
         "",
         report.steps_table(steps),
         "",
+        "## New connection: SSLRequest vs direct TLS",
+        "",
+        f"Client flights until a new connection is ready (TCP, TLS 1.3, SCRAM, startup), counted at "
+        f"+{COUNT_DELAY_MS:g} ms by tools/proxy.py in front of the local Neon stand-in (tools/neon_standin.py; "
+        f"PgBouncer 1.18 has no direct TLS), {runs} connections each; wall time is their median.",
+        "",
+        negotiation_table(new_connections),
+        "",
         "## Cold start (import of the handler module, no database)",
         "",
         f"{import_runs} pairs of fresh interpreters (dependencies alone, then the handler, back to back); import ms "
@@ -158,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     _log("round trips through the proxy (seed, nullpool, template) ...")
     rows, steps = _round_trips(args.runs)
+    _log("new connections through the Neon stand-in: SSLRequest vs direct TLS ...")
+    new_connections = _new_connections(args.runs)
     imports: list[ImportTiming] = []
     if not args.no_imports:
         _log(f"handler import times ({args.import_runs} fresh processes each) ...")
@@ -169,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     document = _document(
         rows,
         steps,
+        new_connections,
         imports,
         scale,
         runs=args.runs,
