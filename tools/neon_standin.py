@@ -280,6 +280,18 @@ class Scenario:
     wake_delay: float = 0.0  # seconds the first connect after a suspend waits for the compute
     refusals: dict[str, int | None] = field(default_factory=dict)  # kind -> refusals left (None: until reset)
 
+    def take_refusal(self) -> str | None:
+        """The refusal for this connection attempt, if one is scripted (first scripted first); counts it down."""
+        for kind, left in list(self.refusals.items()):
+            if left is None:
+                return kind
+            if left == 1:
+                del self.refusals[kind]
+            else:
+                self.refusals[kind] = left - 1
+            return kind
+        return None
+
 
 @dataclass
 class Counters:
@@ -483,7 +495,7 @@ class Standin:
             raise _Refused("endpoint_not_found", ENDPOINT_NOT_FOUND)
         if not endpoint.endswith(POOLER_SUFFIX):
             raise _Refused("direct_endpoint", DIRECT_NOT_SERVED.format(endpoint=self.config.endpoint))
-        scripted = self._take_refusal()
+        scripted = self.scenario.take_refusal()
         if scripted is not None:
             raise _Refused(scripted, REFUSALS[scripted](user))
         await self._wake()
@@ -497,18 +509,6 @@ class Standin:
                 await self._relay_session(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
-
-    def _take_refusal(self) -> str | None:
-        for kind, left in list(self.scenario.refusals.items()):
-            if left is None:
-                return kind
-            if left > 0:
-                if left == 1:
-                    del self.scenario.refusals[kind]
-                else:
-                    self.scenario.refusals[kind] = left - 1
-                return kind
-        return None
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()

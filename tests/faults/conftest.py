@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.figures import write_summary
-from tests.support.stack_fixtures import _needs_local_stack, database, no_password_in_logs, schema
+from tests.support.stack_fixtures import _needs_local_stack, database, no_password_in_logs, schema, standin
 
-__all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema"]
+__all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema", "standin"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from tools import stack
+from tools.neon_standin import StandinControl
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,14 @@ def _needs_local_stack(request: pytest.FixtureRequest) -> None:
         pytest.skip("restarts servers of the embedded stack; not run against TEST_DATABASE_URL")
     if request.node.get_closest_marker("neon_standin") is not None:
         pytest.skip("plays Neon scenarios on the local Neon stand-in; not run against TEST_DATABASE_URL")
+
+
+@pytest.fixture
+def standin(database: DatabaseTarget) -> Iterator[StandinControl]:
+    """The local Neon stand-in's scenario controls, reset before and after the test."""
+    if database.standin_control is None:
+        pytest.skip("needs the local Neon stand-in (not there with TEST_DATABASE_URL)")
+    control = StandinControl.parse(database.standin_control)
+    control.reset()
+    yield control
+    control.reset()

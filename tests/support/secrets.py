@@ -81,3 +81,26 @@ def library_logs(level: int = logging.WARNING) -> Iterator[list[str]]:
         yield handler.lines
     finally:
         root.removeHandler(handler)
+
+
+@contextmanager
+def secrets_manager(region: str = "us-east-1") -> Iterator[Any]:
+    """moto's Secrets Manager for the block (a boto3 client), with Powertools' parameter caches cleared around it."""
+    import os
+
+    import boto3  # type: ignore[import-untyped]
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    previous = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = region
+    try:
+        with mock_aws():
+            parameters.clear_caches()  # type: ignore[no-untyped-call]
+            yield boto3.client("secretsmanager")
+    finally:
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
+        if previous is None:
+            os.environ.pop("AWS_DEFAULT_REGION", None)
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = previous

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import DatabaseTarget, _needs_local_stack, database, schema
+from tests.integration.conftest import DatabaseTarget, _needs_local_stack, database, schema, standin
 
-__all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema"]
+__all__ = ["_needs_local_stack", "database", "no_password_in_logs", "schema", "standin"]
 
 
 @pytest.fixture(autouse=True)
