@@ -7,7 +7,7 @@ PYTHON := $(BIN)/python
 WITH_STACK_ENV := set -a; [ -f .stack/env ] && . .stack/env; set +a;
 
 .PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate demo test check lint types pytest \
-        test-unit test-integration test-faults test-load bench fmt clean doctor
+        test-unit test-integration test-faults test-load bench fmt clean doctor neon-ctl
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
@@ -33,6 +33,9 @@ migrate: venv $(if $(DIRECT_DATABASE_URL),,stack-up)  ## apply the schema over t
 
 demo: migrate  ## the main job: invoke every handler with every sample event against the local stack
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.demo
+
+neon-ctl:  ## switch the local Neon stand-in's scenario: make neon-ctl ARGS='refuse endpoint_disabled --sticky' (ARGS=status, reset, ...)
+	@$(WITH_STACK_ENV) $(PYTHON) -m tools.neon_standin ctl $(or $(ARGS),status)
 
 doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
 	@$(WITH_STACK_ENV) $(PYTHON) -m lib.dbkit.doctor $(URL)
