@@ -199,7 +199,8 @@ def run_scale(
     stack = PrivateStack.start()
     try:
         env = stack.env
-        pooled = template_environment(env["DATABASE_URL"], env["DB_POOLER_HOSTS"], pool="tiny")
+        # PgBouncer itself, as in the bench's earlier runs: the Neon stand-in would add its own CPU to this process's.
+        pooled = template_environment(env["PGBOUNCER_DATABASE_URL"], env["DB_POOLER_HOSTS"], pool="tiny")
         direct = {
             "DATABASE_URL": env["DIRECT_DATABASE_URL"],
             "DB_MODE": "server",
