@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import pg8000.dbapi
 
-from lib.dbkit import pg8000_internals, pg_pipeline
+from lib.dbkit import pg8000_internals, transport
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from lib.dbkit.errors import ConfigError, DatabaseProviderRefusedError
 from lib.dbkit.pg_errors import describe, final_connect_error
@@ -107,11 +107,11 @@ def main(
 def run_probe(settings: Settings) -> Probe:
     """Connect twice with pg8000 (no pool) and measure what the server and the path in between do."""
     kwargs = settings.database.connect_args()
-    first = pg_pipeline.connect(**kwargs)
+    first = transport.connect(pg8000.dbapi.Connection, **kwargs)
     try:
         first_pid, server_version = _backend(first, "select pg_backend_pid(), current_setting('server_version')")
         # The first client stays connected: only a pooler can hand its (now idle) server to the second client.
-        second = pg_pipeline.connect(**kwargs)
+        second = transport.connect(pg8000.dbapi.Connection, **kwargs)
         try:
             second_pid, _ = _backend(second, "select pg_backend_pid(), ''")
         finally:
@@ -141,7 +141,7 @@ def probe_negotiation(database: DatabaseUrl) -> Negotiation:
 
 def _open(database: DatabaseUrl) -> Any:
     timeout = database.effective_connect_timeout
-    return pg_pipeline.open_socket(database.host, database.port, timeout=timeout, hostaddr=database.hostaddr)
+    return transport.open_socket(database.host, database.port, timeout=timeout, hostaddr=database.hostaddr)
 
 
 def _accepts_sslrequest(database: DatabaseUrl) -> bool | None:
@@ -160,7 +160,7 @@ def _accepts_direct_tls(database: DatabaseUrl) -> bool | None:
     except (OSError, pg8000.dbapi.InterfaceError):
         return None
     try:
-        with contextlib.closing(pg_pipeline.direct_tls(sock, context, database.host)):
+        with contextlib.closing(transport.direct_tls(sock, context, database.host)):
             return True
     except ssl.SSLCertVerificationError:
         return None  # the TLS verdict below names the certificate problem

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
-from lib.dbkit import pg8000_internals, pg_pipeline, pool_events
+from lib.dbkit import pg8000_internals, pg_pipeline, pool_events, transport
 from lib.dbkit.errors import (
     DatabaseProviderRefusedError,
     DatabaseUnavailableError,
@@ -66,7 +66,7 @@ STOCK_DRIVERNAME = "postgresql+pg8000"
 
 
 def _stock_connect(**kwargs: Any) -> Any:
-    return pg8000.dbapi.Connection(**kwargs)
+    return transport.connect(pg8000.dbapi.Connection, **kwargs)
 
 
 def choose_driver(settings: Settings) -> tuple[str, Callable[..., Any]]:

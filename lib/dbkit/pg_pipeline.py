@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,8 +23,7 @@ from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine.interfaces import IsolationLevel
 
 from lib.dbkit import pg8000_internals as internals
-from lib.dbkit.dsn import POSTGRES_ALPN
-from lib.dbkit.errors import TlsNegotiationError
+from lib.dbkit import transport
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
@@ -132,83 +129,9 @@ def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
 def connect(**kwargs: Any) -> PipelinedConnection:
     """``pg8000.dbapi.connect`` (same keyword arguments) returning a PipelinedConnection over a TCP_NODELAY socket.
 
-    Two libpq settings pg8000 lacks are understood too: ``hostaddr`` (connect there; TLS still uses ``host`` for SNI
-    and verification) and ``sslnegotiation="direct"`` (TLS first, with ALPN, no SSLRequest round trip).
+    ``hostaddr`` and ``sslnegotiation`` are understood too (lib.dbkit.transport).
     """
-    hostaddr = kwargs.pop("hostaddr", None)
-    negotiation = kwargs.pop("sslnegotiation", "postgres")
-    host = kwargs.get("host", "localhost")
-    if host is None or kwargs.get("sock") is not None or kwargs.get("unix_sock") is not None:
-        return PipelinedConnection(**kwargs)
-    sock = _tcp_socket(
-        host,
-        kwargs.get("port", 5432),
-        timeout=kwargs.get("timeout"),
-        source_address=kwargs.pop("source_address", None),
-        keepalive=kwargs.pop("tcp_keepalive", True),
-        hostaddr=hostaddr,
-    )
-    try:
-        if negotiation == "direct":
-            sock = direct_tls(sock, kwargs.get("ssl_context"), host)
-            # TLS is up: pg8000 must not send an SSLRequest inside it (False = no TLS of its own).
-            kwargs["ssl_context"] = False
-        # Otherwise pg8000 sends SSLRequest and does TLS on it as on its own socket, with SNI for the host name.
-        return PipelinedConnection(sock=sock, **kwargs)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def direct_tls(sock: socket.socket, context: Any, host: str) -> ssl.SSLSocket:
-    """TLS from the first byte (PostgreSQL 17's sslnegotiation=direct): SNI, verification and ALPN ``postgresql``."""
-    if not isinstance(context, ssl.SSLContext):
-        raise TlsNegotiationError("sslnegotiation=direct needs TLS: use sslmode=verify-full (or require)")
-    try:
-        tls = context.wrap_socket(sock, server_hostname=host)
-    except ssl.SSLError as error:
-        # A certificate that does not verify, or a peer gone mid-handshake, keep their own meaning; any other
-        # handshake failure is a server answering a ClientHello with something that is not TLS.
-        if isinstance(error, ssl.SSLCertVerificationError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
-            raise
-        raise _no_direct_tls(f"the TLS handshake failed: {error.reason or error}") from error
-    # A server that completed the handshake without ALPN may not know this is PostgreSQL (libpq refuses it too).
-    if tls.selected_alpn_protocol() != POSTGRES_ALPN:
-        tls.close()
-        raise _no_direct_tls(f"the server did not select ALPN {POSTGRES_ALPN!r}")
-    return tls
-
-
-def _no_direct_tls(what: str) -> TlsNegotiationError:
-    return TlsNegotiationError(
-        f"sslnegotiation=direct: {what}, so the server does not accept direct TLS (PostgreSQL before 17, PgBouncer): "
-        "remove sslnegotiation=direct from the URL (`python -m lib.doctor` shows what the server supports)"
-    )
-
-
-def open_socket(host: str, port: int, *, timeout: float | None, hostaddr: str | None = None) -> socket.socket:
-    """A TCP socket as ``connect`` opens it (to ``hostaddr`` when given), for probes that speak first themselves."""
-    return _tcp_socket(host, port, timeout=timeout, source_address=None, keepalive=True, hostaddr=hostaddr)
-
-
-def _tcp_socket(
-    host: str, port: int, *, timeout: float | None, source_address: Any, keepalive: bool, hostaddr: str | None = None
-) -> socket.socket:
-    """pg8000's TCP socket plus TCP_NODELAY, which libpq sets and pg8000 does not; to ``hostaddr`` when given."""
-    # Without it, Nagle holds the startup message until the server ACKs the TLS Finished sent just before
-    # it: one more round trip per new connection.
-    try:
-        sock = socket.create_connection((hostaddr or host, port), timeout, source_address)
-    except OSError as error:
-        where = f"host {host}" if hostaddr is None else f"host {host} at hostaddr {hostaddr}"
-        raise InterfaceError(
-            f"Can't create a connection to {where} and port {port} "
-            f"(timeout is {timeout} and source_address is {source_address})."
-        ) from error
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if keepalive:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    return sock
+    return transport.connect(PipelinedConnection, **kwargs)
 
 
 def ping(connection: pg8000.dbapi.Connection) -> None:

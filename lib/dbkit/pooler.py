@@ -22,6 +22,11 @@ class HostKind(enum.Enum):
     LISTED_POOLER = f"pooler listed in {POOLER_HOSTS_VARIABLE}"
     OTHER = "not a known pooler"
 
+    @property
+    def is_pooler(self) -> bool:
+        """True for hosts that are transaction poolers (the Neon warnings need it)."""
+        return self in (HostKind.NEON_POOLER, HostKind.LISTED_POOLER)
+
 
 @dataclass(frozen=True)
 class PoolerHost:

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Engine
 
 from handlers.api import handler
-from lib.engine import build_engine
-from lib.settings import Settings
+from lib.dbkit.engine import build_engine
+from lib.dbkit.settings import Settings
 from tests.events import load_event
 from tests.faults.traffic import Client, rows_by_key
 from tests.integration.conftest import DatabaseTarget

@@ -19,8 +19,8 @@ from typing import Any
 import pg8000.dbapi
 import pytest
 
-from lib import pg_pipeline
-from lib.dsn import DatabaseUrl, parse_database_url
+from lib.dbkit import pg_pipeline
+from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from tests.integration.conftest import DatabaseTarget
 from tools.neon_standin import MISSING_ENDPOINT, StandinControl, parse_fields
 

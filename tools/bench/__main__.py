@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from lib.dsn import parse_database_url
+from lib.dbkit.dsn import parse_database_url
 from tools import stack
 from tools.bench import report
 from tools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports

@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from lib import pg_pipeline
-from lib.dsn import DatabaseUrl, SslNegotiation
+from lib.dbkit import pg_pipeline
+from lib.dbkit.dsn import DatabaseUrl, SslNegotiation
 from tools.proxy import Proxy
 
 NEGOTIATIONS: tuple[SslNegotiation, ...] = ("postgres", "direct")
