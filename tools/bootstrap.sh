@@ -3,6 +3,10 @@
 #   tools/bootstrap.sh system   PostgreSQL server binaries, PgBouncer, openssl, psql (apt-get, when missing)
 #   tools/bootstrap.sh venv     .venv with requirements-dev.txt (re-installed when the requirements change), plus
 #                               other pg8000 releases under .venv/pg8000/<version> for the driver fallback tests
+#   tools/bootstrap.sh runtime-venv 3.13
+#                               .venv-3.13 with requirements-dev.txt when a python3.13 is installed (PATH or pyenv):
+#                               the local Lambda runtime runs functions on it, and `make test` runs the integration
+#                               tier on it once more; without such an interpreter it says so and does nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,33 +52,65 @@ find_python() {
 # range and one outside it (the stock dialect must take over). Keep in step with tests/integration/test_driver_fallback.py.
 OTHER_PG8000="1.31.4 1.30.5"
 
-venv() {
-  local stamp=.venv/.installed
+# A pythonX.Y that really runs: pyenv's shims exist for every installed version but refuse to run one that is not
+# selected, so the interpreters under `pyenv root` are tried as well.
+find_python_version() {
+  local version=$1 candidate
+  local candidates=("python$version")
+  if command -v pyenv >/dev/null 2>&1; then
+    for candidate in "$(pyenv root)"/versions/"$version".*/bin/python"$version"; do candidates+=("$candidate"); done
+  fi
+  for candidate in "${candidates[@]}"; do
+    if "$candidate" -c 'import venv' >/dev/null 2>&1; then command -v "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+# make_venv DIR PYTHON: DIR holds requirements-dev.txt and the other pg8000 releases under DIR/pg8000/<version>,
+# re-installed when the requirements change.
+make_venv() {
+  local dir=$1 python=$2
+  local stamp=$dir/.installed
   local wanted
   wanted=$( (cat requirements.txt requirements-dev.txt; echo "$OTHER_PG8000") | sha256sum | cut -c1-16)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x .venv/bin/python ]; then return 0; fi
-  if [ ! -x .venv/bin/python ]; then
-    local python; python=$(find_python)
-    say "creating .venv with $python ($("$python" --version 2>&1))"
-    "$python" -m venv .venv
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x "$dir/bin/python" ]; then return 0; fi
+  if [ ! -x "$dir/bin/python" ]; then
+    say "creating $dir with $python ($("$python" --version 2>&1))"
+    "$python" -m venv "$dir"
   fi
-  say "installing requirements-dev.txt into .venv"
+  say "installing requirements-dev.txt into $dir"
   # Some machines' pip config lists local mirrors that may be absent; pip warns per package, which is noise.
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
   local release
   for release in $OTHER_PG8000; do
     # These releases call scramp.make_channel_binding, which scramp 1.5 removed: install the scramp they were
-    # released with beside them; python-dateutil (and asn1crypto) come from .venv.
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
-      --target ".venv/pg8000/$release" "pg8000==$release" "scramp<1.5" 2>&1 \
+    # released with beside them; python-dateutil (and asn1crypto) come from the venv.
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+      --target "$dir/pg8000/$release" "pg8000==$release" "scramp<1.5" 2>&1 \
       | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
   done
   echo "$wanted" > "$stamp"
 }
 
+venv() {
+  if [ -x .venv/bin/python ]; then make_venv .venv .venv/bin/python; else make_venv .venv "$(find_python)"; fi
+}
+
+runtime_venv() {
+  local version=${1:?usage: $0 runtime-venv X.Y}
+  local python
+  if ! python=$(find_python_version "$version"); then
+    say "no python$version on this machine (PATH or pyenv): the local Lambda runtime falls back to .venv's Python" \
+      "and \`make test\` skips its python$version pass"
+    return 0
+  fi
+  make_venv ".venv-$version" "$python"
+}
+
 case "${1:-}" in
   system) system ;;
   venv) venv ;;
-  *) echo "usage: $0 system|venv" >&2; exit 2 ;;
+  runtime-venv) runtime_venv "${2:-}" ;;
+  *) echo "usage: $0 system|venv|runtime-venv X.Y" >&2; exit 2 ;;
 esac
