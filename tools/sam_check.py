@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.invoke import function_config
+from tools.function_config import function_config
 from tools.sam_template import ROOT, TEMPLATE_PATH, Resolver, function_ids, load_template
 
 BUILD_ROOT = ROOT / ".aws-sam" / "check"

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from lib.dbkit.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
 from lib.dbkit.settings import Settings
 from lib.sample_app.api import create_app
-from tools.invoke import function_config
+from tools.function_config import function_config
 from tools.sam_template import NO_VALUE, ROOT, Resolver, function_ids, function_properties, load_template
 
 TEMPLATE = load_template()
