@@ -1,7 +1,10 @@
-"""The main job, locally: every function in template.yaml invoked in-process with each of its events in events/.
+"""The main job, locally: every function in template.yaml invoked with each of its events in events/, as Lambda would.
 
-Run by `make demo` after the local stack is up and the schema applied. Output follows `sam local invoke`: the
-function's log lines (Powertools JSON, pool events included at DEBUG), the START/END/REPORT lines, then the response.
+Run by `make demo` after the local stack is up and the schema applied. Each function runs under AWS's runtime
+interface client (awslambdaric) fed by a local runtime API (tools.local_lambda), on the Python its Runtime names when
+installed. A function's events share one execution environment, as consecutive requests do in Lambda: the first is
+the cold start, the others are warm and reuse its engine. Output follows Lambda's log stream: the function's log
+lines (Powertools JSON, pool events included at DEBUG) between START and END/REPORT, then the response.
 """
 
 from __future__ import annotations
@@ -9,25 +12,64 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 
-from tools.invoke import FunctionConfig, InvokeResult, function_config, invoke
+from tools.function_config import FunctionConfig
+from tools.invoke import environment_line, read_event
+from tools.local_lambda import ExecutionEnvironment, InvokeResult, LocalLambda
 from tools.sam_template import function_ids, load_template
 
 RULE = "─" * 100
+ENGINE_CREATED = '"message":"database engine created"'
+# Events that exist to show a rejection: their error is the expected outcome.
+EXPECTED_ERRORS = ("scheduled-02",)
+
+
+def _show_line(_environment: ExecutionEnvironment, line: str) -> None:
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def _announce(environment: ExecutionEnvironment) -> None:
+    print(f"  ({environment_line(environment)})", flush=True)
+
+
+def _temperature(result: InvokeResult) -> str:
+    return "cold start" if result.cold else "warm"
 
 
 def _show(result: InvokeResult, event_name: str) -> None:
-    print(f"\n◀ {result.function_id} ← {event_name}: response", flush=True)
+    where = f"{_temperature(result)} in {result.environment_id}"
+    print(f"\n◀ {result.function_id} ← {event_name}: response ({where})", flush=True)
     print(json.dumps(result.response, indent=2, default=str), flush=True)
 
 
-def _summary(results: list[tuple[str, InvokeResult]]) -> None:
-    print(f"\n{RULE}\nSummary", flush=True)
+def _summary(results: list[tuple[str, InvokeResult]], runtime: LocalLambda) -> None:
+    print(f"\n{RULE}\nSummary (local runtime API: `python -m awslambdaric <handler>` per execution environment)")
     for event_name, result in results:
         outcome = f"HTTP {result.status_code}" if result.status_code is not None else "ok" if result.ok else "error"
         body = result.response if isinstance(result.response, dict) else {}
         detail = body.get("errorMessage", "") if result.error else ""
-        print(f"  {result.function_id:<16} {event_name:<48} {outcome:<8} {result.duration_ms:7.1f} ms  {detail}")
+        print(
+            f"  {result.function_id:<14} {event_name:<46} {outcome:<8} {_temperature(result):<10} "
+            f"{result.environment_id:<16} {result.duration_ms:7.1f} ms  {detail}"
+        )
+    engines: Counter[str] = Counter()
+    for _, result in results:
+        engines[result.function_id] += result.logs.count(ENGINE_CREATED)
+    functions = list(dict.fromkeys(result.function_id for _, result in results))
+    print("\nPer function:")
+    for function_id in functions:
+        environments = runtime.environments(function_id)
+        print(
+            f"  {function_id}: {sum(r.function_id == function_id for _, r in results)} invocations in "
+            f"{len(environments)} execution environment(s), {engines[function_id]} database engine(s) created; "
+            f"{runtime.python(function_id).describe()}"
+        )
+    print(
+        "With Docker, `sam local invoke <Function> -e events/<file>` runs the same events in Lambda's image "
+        "(docs/deploy.md, 'Running a function locally')."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,21 +78,27 @@ def main(argv: list[str] | None = None) -> int:
         "--log-level", default="DEBUG", help="POWERTOOLS_LOG_LEVEL for the functions (DEBUG shows pool events)"
     )
     args = parser.parse_args(argv)
-    configs: list[FunctionConfig] = [function_config(fid) for fid in function_ids(load_template())]
     results: list[tuple[str, InvokeResult]] = []
-    for config in configs:
-        for event_file in config.event_files():
-            print(f"\n{RULE}\n▶ sam local invoke {config.logical_id} -e events/{event_file.name}\n", flush=True)
-            result = invoke(config.logical_id, event_file, parameters={"LogLevel": args.log_level}, echo=sys.stdout)
-            _show(result, event_file.name)
-            results.append((event_file.name, result))
-    _summary(results)
+    with LocalLambda(
+        parameters={"LogLevel": args.log_level}, log_sink=_show_line, on_new_environment=_announce
+    ) as runtime:
+        configs: list[FunctionConfig] = [runtime.config(fid) for fid in function_ids(load_template())]
+        for config in configs:
+            for event_file in config.event_files():
+                print(
+                    f"\n{RULE}\n▶ {config.logical_id} ({config.handler}, {config.runtime}) ← events/{event_file.name}",
+                    flush=True,
+                )
+                result = runtime.invoke(config.logical_id, read_event(config, event_file))
+                _show(result, event_file.name)
+                results.append((event_file.name, result))
+        _summary(results, runtime)
     print(
-        '\nThe local stack is still running (`. .stack/env` to use it, e.g. psql "$DATABASE_URL").\n'
-        "Stop it with: make stack-down",
+        '\nThe local stack is still running (`. .stack/env` to use it, e.g. psql "$DATABASE_URL"); '
+        "`make api` serves the API on http://127.0.0.1:3000.\nStop the stack with: make stack-down",
         flush=True,
     )
-    unexpected = [name for name, result in results if result.error and not name.startswith("scheduled-02")]
+    unexpected = [name for name, result in results if result.error and not name.startswith(EXPECTED_ERRORS)]
     return 1 if unexpected or not results else 0
 
 

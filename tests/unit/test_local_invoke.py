@@ -1,24 +1,23 @@
-"""tools.sam_template and tools.invoke without a database: template reading, environment, context, errors."""
+"""tools.sam_template, tools.function_config and tools.invoke without running anything: template reading, errors."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tools import invoke as local_invoke
-from tools.invoke import (
+from tools.function_config import (
+    HttpRoute,
     InvokeUsageError,
-    LambdaContext,
     database_environment,
     function_config,
-    invoke,
+    function_environment,
     read_stack_env,
-    sam_local_env_vars,
 )
+from tools.invoke import invoke, sam_local_env_vars
 from tools.sam_template import (
     NO_VALUE,
     ROOT,
@@ -61,33 +60,12 @@ Resources:
     Type: AWS::SQS::Queue
 """
 
-HANDLER_MODULE = """\
-import os
-
-def handler(event, context):
-    print("hello from the handler")
-    if event.get("fail"):
-        raise ValueError("asked to fail")
-    names = ("DB_MODE", "DATABASE_URL", "AWS_LAMBDA_FUNCTION_NAME", "REGION_NOTE", "QUEUE_URL", "DATABASE_SECRET_ARN")
-    return {
-        "env": {name: os.environ.get(name) for name in names},
-        "remaining_ms": context.get_remaining_time_in_millis(),
-        "request_id": context.aws_request_id,
-        "memory": context.memory_limit_in_mb,
-    }
-"""
-
 
 @pytest.fixture
-def fake_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A template with one function whose handler module lives in tmp_path; returns the template path."""
-    module = f"echo_handler_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{module}.py").write_text(HANDLER_MODULE, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
+def fake_function(tmp_path: Path) -> Path:
+    """A template with one function in tmp_path; returns the template path."""
     template = tmp_path / "template.yaml"
-    template.write_text(FAKE_TEMPLATE.replace("{module}", module), encoding="utf-8")
-    (tmp_path / "ok.json").write_text("{}", encoding="utf-8")
-    (tmp_path / "fail.json").write_text('{"fail": true}', encoding="utf-8")
+    template.write_text(FAKE_TEMPLATE.replace("{module}", "echo_handler"), encoding="utf-8")
     return template
 
 
@@ -157,35 +135,6 @@ def test_events_belong_to_a_function_by_its_handler_module_name() -> None:
     assert function_config("PurgeFunction").event_prefix == "scheduled-"
 
 
-def test_invoke_runs_the_handler_with_the_template_environment_and_restores_os_environ(fake_function: Path) -> None:
-    before = dict(os.environ)
-    result = invoke("EchoFunction", fake_function.parent / "ok.json", environ=DB, template_path=fake_function)
-    assert result.ok, result.error
-    environment = result.response["env"]
-    assert environment.pop("REGION_NOTE").startswith("in ")
-    assert environment == {
-        "DB_MODE": "serverless",
-        "DATABASE_URL": DB["DATABASE_URL"],
-        "AWS_LAMBDA_FUNCTION_NAME": "EchoFunction",
-        "QUEUE_URL": None,
-        "DATABASE_SECRET_ARN": None,
-    }
-    assert 0 < result.response["remaining_ms"] <= 7000
-    assert result.response["request_id"] == result.request_id
-    assert result.response["memory"] == 256
-    assert "hello from the handler" in result.logs
-    assert dict(os.environ) == before
-
-
-def test_a_raising_handler_becomes_lambdas_error_payload(fake_function: Path) -> None:
-    result = invoke("EchoFunction", fake_function.parent / "fail.json", environ=DB, template_path=fake_function)
-    assert not result.ok
-    assert result.response == result.error
-    assert result.error is not None
-    assert (result.error["errorType"], result.error["errorMessage"]) == ("ValueError", "asked to fail")
-    assert "[ERROR] ValueError: asked to fail" in result.logs
-
-
 def test_database_comes_from_the_environment_first_then_the_stack_env_file(tmp_path: Path) -> None:
     stack_env = tmp_path / "env"
     stack_env.write_text(
@@ -202,11 +151,31 @@ def test_database_comes_from_the_environment_first_then_the_stack_env_file(tmp_p
         database_environment({}, tmp_path / "missing")
 
 
-def test_context_counts_the_remaining_time_down_from_the_timeout() -> None:
-    config = function_config("ApiFunction")
-    context = LambdaContext(config, "req-1", "eu-west-1")
-    assert 0 < context.get_remaining_time_in_millis() <= config.timeout_seconds * 1000
-    assert context.invoked_function_arn == "arn:aws:lambda:eu-west-1:123456789012:function:ApiFunction"
+def test_the_template_environment_gets_the_local_database_only_when_it_names_none(fake_function: Path) -> None:
+    config = function_config("EchoFunction", template_path=fake_function)
+    assert function_environment(config, DB, fake_function.parent / "no-stack-env") == {**config.environment, **DB}
+    with_secret = function_config("EchoFunction", parameters={"Secret": "arn:x"}, template_path=fake_function)
+    assert "DATABASE_URL" not in function_environment(with_secret, {**DB, "DB_POOLER_HOSTS": "localhost:6432"})
+    assert function_environment(with_secret, {"DB_POOLER_HOSTS": "localhost:6432"})["DB_POOLER_HOSTS"] == (
+        "localhost:6432"
+    )
+
+
+def test_function_config_reads_what_the_local_runtime_and_api_need_from_the_template() -> None:
+    api = function_config("ApiFunction")
+    assert (api.runtime, api.timeout_seconds, api.memory_mb) == ("python3.13", 25, 512)
+    assert api.code_root == ROOT
+    assert api.reserved_concurrency == 80
+    assert api.tracing == "Active"
+    assert not api.snap_start
+    assert HttpRoute("GET", "/notes/{id}") in api.http_routes
+    assert HttpRoute(None, None).route_key == "$default"
+    assert {route.route_key for route in api.http_routes} >= {"GET /health", "POST /notes", "$default"}
+    assert function_config("PurgeFunction").reserved_concurrency == 1
+    assert function_config("PurgeFunction").http_routes == ()
+    unbounded = function_config("ApiFunction", parameters={"ReservedConcurrency": "none", "EnableSnapStart": "true"})
+    assert unbounded.reserved_concurrency is None
+    assert unbounded.snap_start
 
 
 def test_cli_exits_2_naming_the_functions_for_an_unknown_one(capsys: pytest.CaptureFixture[str]) -> None:
