@@ -5,9 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 WITH_STACK_ENV := set -a; [ -f .stack/env ] && . .stack/env; set +a;
+# The deployed runtime's Python (template default, SAM_PYTHON_RUNTIME in tools/sam.mk): the local Lambda runs the
+# functions on it and `make test` runs the integration tier on it once more, when a python of that version exists.
+RUNTIME_PYTHON = $(patsubst python%,%,$(SAM_PYTHON_RUNTIME))
+RUNTIME_VENV = .venv-$(RUNTIME_PYTHON)
+PORT ?= 3000
 
-.PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate demo test check lint types pytest \
-        test-unit test-integration test-faults test-load bench fmt clean doctor neon-ctl
+.PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate demo api test check lint types pytest \
+        pytest-runtime test-unit test-integration test-faults test-load bench fmt clean doctor neon-ctl
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
@@ -15,8 +20,9 @@ help:  ## list the verbs
 deps:  ## system packages (PostgreSQL, PgBouncer) via apt when missing
 	@tools/bootstrap.sh system
 
-venv: deps  ## .venv with the runtime and dev requirements
+venv: deps  ## .venv with the runtime and dev requirements (+ .venv-3.13 when a python3.13 is installed)
 	@tools/bootstrap.sh venv
+	@tools/bootstrap.sh runtime-venv $(RUNTIME_PYTHON)
 
 stack-up: venv  ## start the local Neon-like stack (Postgres + PgBouncer, TLS, SCRAM) and write .stack/env
 	@$(PYTHON) -m tools.stack up
@@ -31,8 +37,11 @@ stack-clean:  ## stop the local stack and delete .stack/
 migrate: venv $(if $(DIRECT_DATABASE_URL),,stack-up)  ## apply the schema over the direct URL (migration mode); harmless to re-run
 	@$(if $(DIRECT_DATABASE_URL),,$(WITH_STACK_ENV)) DATABASE_URL="$${DIRECT_DATABASE_URL:-$$DATABASE_URL}" $(PYTHON) -m lib.dbkit.migrate
 
-demo: migrate  ## the main job: invoke every handler with every sample event against the local stack
+demo: migrate  ## the main job: every function with each sample event, through AWS's runtime client, on the local stack
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.demo
+
+api: migrate  ## the HTTP API on http://127.0.0.1:3000 like `sam local start-api`, no Docker (PORT=… to change)
+	@$(WITH_STACK_ENV) $(PYTHON) -m tools.http_api --port $(PORT)
 
 neon-ctl:  ## switch the local Neon stand-in's scenario: make neon-ctl ARGS='refuse endpoint_disabled --sticky' (ARGS=status, reset, ...)
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.neon_standin ctl $(or $(ARGS),status)
@@ -54,7 +63,15 @@ pytest:  ## the whole pytest suite, then the engine/API tests again on SQLAlchem
 	@$(BIN)/pytest
 	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
 
-check: lint types pytest  ## lint + types + the whole pytest suite (needs `make venv`)
+pytest-runtime:  ## the integration tier once more on the deployed runtime's Python (.venv-3.13), when installed
+	@if [ -x $(RUNTIME_VENV)/bin/pytest ]; then \
+		echo "[pytest-runtime] tests/integration on $$($(RUNTIME_VENV)/bin/python --version) ($(RUNTIME_VENV)), as $(SAM_PYTHON_RUNTIME)"; \
+		$(RUNTIME_VENV)/bin/pytest tests/integration -p no:cacheprovider; \
+	else \
+		echo "[pytest-runtime] skipped: no $(RUNTIME_VENV) (no python$(RUNTIME_PYTHON) on this machine; see tools/bootstrap.sh)"; \
+	fi
+
+check: lint types pytest pytest-runtime  ## lint + types + the whole pytest suite + the integration tier on python3.13
 
 test: venv  ## everything CI runs: install, start the stack, lint, types, all tests, SAM checks
 	@$(PYTHON) -m tools.stack run -- $(MAKE) --no-print-directory check sam-check

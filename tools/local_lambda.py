@@ -282,6 +282,7 @@ class ExecutionEnvironment:
             self._platform_log(f"START RequestId: {request_id} Version: $LATEST")
         started_at = handed_out_at if handed_out_at is not None else began
         kind, payload = self._outcome(pending, request_id, finished_at - started_at)
+        max_memory_used_mb = self._max_memory_used_mb()
         if kind is ErrorKind.TIMEOUT:
             self.kill()
         elif kind in (ErrorKind.INIT, ErrorKind.EXIT, ErrorKind.RESPONSE_TOO_LARGE):
@@ -308,7 +309,7 @@ class ExecutionEnvironment:
             duration_ms=(finished_at - started_at) * 1000,
             init_duration_ms=init_ms,
             memory_mb=self.config.memory_mb,
-            max_memory_used_mb=self._max_memory_used_mb(),
+            max_memory_used_mb=max_memory_used_mb,
             trace_id=invocation.trace_id,
             snap_start_restored=self.restored,
         )

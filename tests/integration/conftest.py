@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import Connection, text
 
+from tests.support.http_api import ApiServer, running_api
 from tools import stack
 from tools.neon_standin import StandinControl
 
@@ -100,6 +101,19 @@ def isolated_notes(database: DatabaseTarget, schema: None) -> Iterator[Connectio
                 transaction.rollback()
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def api_server(database: DatabaseTarget, schema: None) -> Iterator[ApiServer]:
+    """`make api`'s server for the template, on a free port, against the test database; stopped as Ctrl-C does.
+
+    Everything it printed (the functions' logs included) is scanned for the database password at the end.
+    """
+    from tests.support.secrets import assert_no_secret
+
+    with running_api({"DATABASE_URL": database.pooled_url, "DB_POOLER_HOSTS": database.pooler_hosts}) as server:
+        yield server
+    assert_no_secret(database.password, *server.stdout, *server.stderr)
 
 
 @pytest.fixture(autouse=True)

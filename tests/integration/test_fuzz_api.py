@@ -1,45 +1,36 @@
-"""Property-based fuzzing of the notes API from its own OpenAPI schema (schemathesis), in process, on the real database.
+"""Property-based fuzzing of the notes API from its own OpenAPI schema (schemathesis), over real HTTP.
 
-Schemathesis generates schema-valid and schema-invalid requests for every operation and checks each response
-against the schema (status documented, body shape, content type, invalid input rejected). On top of that, every
-answer must be below 500 (the database is up, so not even a 503) and every 4xx must be the one error shape.
+Schemathesis generates schema-valid and schema-invalid requests for every operation, sends them to `make api`'s
+server (each one an HTTP API event for ApiFunction in an awslambdaric environment, on the real database) and checks
+each response against the schema (status documented, body shape, content type, invalid input rejected). On top of
+that, every answer must be below 500 (the database is up, so not even a 503) and every 4xx must be the one error
+shape. The server's output, the functions' logs included, is scanned for the password (the api_server fixture).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from lib.sample_app.api import create_app
 from tests.integration.conftest import DatabaseTarget
-from tests.lambda_runtime import configure_serverless, reset_database_state
 from tests.support import figures
-from tests.support.logs import captured_logs
-from tests.support.secrets import assert_no_secret, library_logs
+from tests.support.http_api import ApiServer
+from tests.support.secrets import assert_no_secret
 
 EXAMPLES_PER_OPERATION = 150
 MIN_EXAMPLES = 100
 
-app = create_app()
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+schema = schemathesis.openapi.from_dict(create_app().openapi())
 examples: Counter[str] = Counter()
 statuses: Counter[int] = Counter()
-
-
-@pytest.fixture(scope="module")
-def fuzzed_app(database: DatabaseTarget, schema: None) -> Iterator[DatabaseTarget]:
-    with pytest.MonkeyPatch.context() as monkeypatch, captured_logs() as logs, library_logs() as other_logs:
-        configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
-        yield database
-        reset_database_state()
-    assert_no_secret(database.password, *logs.lines, *other_logs)
+_session = requests.Session()
 
 
 def assert_error_shape(status: int, body: Any) -> None:
@@ -69,15 +60,15 @@ def assert_error_shape(status: int, body: Any) -> None:
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
-def test_api_from_its_schema(case: schemathesis.Case[Any], fuzzed_app: DatabaseTarget) -> None:
-    response = case.call()
+def test_api_from_its_schema(case: schemathesis.Case[Any], api_server: ApiServer, database: DatabaseTarget) -> None:
+    response = case.call(base_url=api_server.url, session=_session, timeout=60)
     examples[f"{case.operation.label} {case.meta.generation.mode.value if case.meta else '?'}"] += 1
     statuses[response.status_code] += 1
     case.validate_response(response, excluded_checks=[positive_data_acceptance])
     assert response.status_code < 500, f"server error {response.status_code}: {response.text[:300]}"
     if response.status_code >= 400:
         assert_error_shape(response.status_code, json.loads(response.content))
-    assert_no_secret(fuzzed_app.password, response.text, dict(response.headers))
+    assert_no_secret(database.password, response.text, dict(response.headers))
 
 
 def test_every_operation_was_fuzzed_with_valid_and_invalid_input() -> None:

@@ -155,3 +155,37 @@ def test_demo_shares_one_warm_environment_per_function_and_says_what_runs(
         assert all(line.endswith(f"(warm in {function_id}-1)") for line in responses[1:])
     assert "local runtime API, awslambdaric " in out
     assert " on Python 3." in out
+
+
+def test_cli_prints_the_lambda_lines_on_stderr_and_the_response_on_stdout(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in database_env.items():
+        monkeypatch.setenv(name, value)
+    event = function_config("ApiFunction").event_files()[0]
+    assert local_invoke.main(["ApiFunction", str(event)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["statusCode"] == EXPECTED_STATUS[event.stem]
+    lines = err.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("START RequestId: "))
+    request_id = lines[start].split()[2]
+    assert lines[-2] == f"END RequestId: {request_id}"
+    assert lines[-1].startswith(f"REPORT RequestId: {request_id}\t")
+    assert "\tMemory Size: 512 MB\t" in lines[-1]
+    assert "\tInit Duration: " in lines[-1]  # every `make invoke` starts a new execution environment
+    assert any("local runtime API, awslambdaric " in line for line in lines[:start])
+
+
+def test_cli_reports_a_failing_function_with_exit_status_1(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in database_env.items():
+        monkeypatch.setenv(name, value)
+    rejected = [name for name, outcome in EXPECTED_OUTCOME.items() if outcome != "ran"]
+    assert rejected, "needs a sample event the purge function rejects"
+    expected = EXPECTED_OUTCOME[rejected[0]]
+    assert isinstance(expected, type)
+    event = local_invoke.EVENTS_DIR / f"{rejected[0]}.json"
+    assert local_invoke.main(["PurgeFunction", str(event)]) == local_invoke.EXIT_FUNCTION_ERROR
+    response = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert response["errorType"] == expected.__name__
