@@ -5,7 +5,8 @@
 Two builds: one for this machine's Python and architecture, whose artifacts must import their handlers in a fresh
 interpreter that sees nothing but the artifact and the standard library; and one for the template's default runtime
 and architecture (what `sam deploy` ships), whose artifacts must hold compiled wheels for that platform. Every artifact
-must hold handlers/ and lib/ and nothing of tests/, events/, tools/ or the project's other files.
+must hold handlers/ and lib/ and nothing of tests/, events/, tools/, the project's other files or the local Lambda's
+runtime client (awslambdaric).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ FORBIDDEN_ENTRIES = (
     "requirements.txt",
     "requirements-dev.txt",
     "requirements-sam.txt",
+    # The local Lambda's dev dependencies: Lambda brings its own runtime client and SnapStart hooks module.
+    "awslambdaric",
+    "snapshot_restore_py.py",
+    "httpx",
     "README.md",
     "infra",
     ".stack",

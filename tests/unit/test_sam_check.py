@@ -28,7 +28,7 @@ def test_a_runtime_only_artifact_for_the_right_platform_passes(artifact: Path) -
     check_artifact(ARM_313, "ApiFunction")
 
 
-@pytest.mark.parametrize("leaked", ["tests", "events", "tools", "template.yaml", ".stack"])
+@pytest.mark.parametrize("leaked", ["tests", "events", "tools", "template.yaml", ".stack", "awslambdaric"])
 def test_project_files_in_the_artifact_fail_the_check(artifact: Path, leaked: str) -> None:
     (artifact / leaked).mkdir()
     with pytest.raises(CheckFailedError, match=f"must not contain \\['{leaked}'\\]"):
