@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -203,7 +204,7 @@ def handler(event, context):
         (hold / context.aws_request_id).touch()
         wanted = int(event["queryStringParameters"]["n"])
         for _ in range(1000):
-            if len(list(hold.iterdir())) >= wanted:
+            if len(list(hold.iterdir())) >= wanted or (hold / "release").exists():
                 break
             time.sleep(0.01)
         return {"statusCode": 200, "body": str(os.getpid())}
@@ -234,8 +235,14 @@ def handler(event, context):
 
 
 @pytest.fixture(scope="module")
-def gateway_api(tmp_path_factory: pytest.TempPathFactory, database: DatabaseTarget) -> Iterator[ApiServer]:
-    root = tmp_path_factory.mktemp("gateway")
+def gateway_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the template above: its handler module and the hold/ folder the held requests meet in."""
+    return tmp_path_factory.mktemp("gateway")
+
+
+@pytest.fixture(scope="module")
+def gateway_api(gateway_root: Path, database: DatabaseTarget) -> Iterator[ApiServer]:
+    root = gateway_root
     (root / "hold").mkdir()
     (root / "gateway.py").write_text(HANDLER, encoding="utf-8")
     template = root / "template.yaml"
@@ -352,7 +359,7 @@ def _concurrently(client: httpx.Client, paths: list[str]) -> list[httpx.Response
 
 
 def test_concurrent_requests_run_in_separate_environments_which_stay_warm(
-    gateway: httpx.Client, gateway_api: ApiServer
+    gateway: httpx.Client, gateway_api: ApiServer, gateway_root: Path
 ) -> None:
     # Each request waits until all three have arrived, so they overlap: three environments, all cold.
     first = _concurrently(gateway, ["/hold/r1?n=3"] * 3)
@@ -368,6 +375,16 @@ def test_concurrent_requests_run_in_separate_environments_which_stay_warm(
     again = gateway_api.wait_for_access(3, "/hold/r2")
     assert {line.temperature for line in again} == {"warm"}
     assert {line.environment for line in again} == environments
-    throttled = _concurrently(gateway, ["/hold/r3?n=4"] * 4)
-    assert sorted(response.status_code for response in throttled) == [200, 200, 200, 429]
-    assert next(r for r in throttled if r.status_code == 429).json() == {"message": "Too Many Requests"}
+    held: list[httpx.Response] = []
+    holders = threading.Thread(target=lambda: held.extend(_concurrently(gateway, ["/hold/r3?n=99"] * 3)))
+    holders.start()
+    round_three = gateway_root / "hold" / "r3"
+    deadline = time.monotonic() + 30
+    while not (round_three.is_dir() and len(list(round_three.iterdir())) == 3):
+        assert time.monotonic() < deadline, "the three held requests never arrived"
+        time.sleep(0.02)
+    throttled = gateway.get("/hold/r3?n=99")
+    (round_three / "release").touch()
+    holders.join(timeout=60)
+    assert (throttled.status_code, throttled.json()) == (429, {"message": "Too Many Requests"})
+    assert [response.status_code for response in held] == [200] * 3
