@@ -95,7 +95,7 @@ fmt: venv  ## format and auto-fix with ruff
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean: stack-clean  ## stop the stack, delete .stack/, the venvs and caches
-	rm -rf $(VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 -include tools/sam.mk
 -include tools/lint.mk

@@ -66,13 +66,14 @@ find_python_version() {
   return 1
 }
 
-# make_venv DIR PYTHON: DIR holds requirements-dev.txt and the other pg8000 releases under DIR/pg8000/<version>,
-# re-installed when the requirements change.
+# make_venv DIR PYTHON [PG8000_RELEASES]: DIR holds requirements-dev.txt and those pg8000 releases under
+# DIR/pg8000/<version> (pure Python: the driver fallback tests use .venv's from any interpreter); re-installed when
+# the requirements change.
 make_venv() {
-  local dir=$1 python=$2
+  local dir=$1 python=$2 releases=${3:-}
   local stamp=$dir/.installed
   local wanted
-  wanted=$( (cat requirements.txt requirements-dev.txt; echo "$OTHER_PG8000") | sha256sum | cut -c1-16)
+  wanted=$( (cat requirements.txt requirements-dev.txt; echo "$releases") | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x "$dir/bin/python" ]; then return 0; fi
   if [ ! -x "$dir/bin/python" ]; then
     say "creating $dir with $python ($("$python" --version 2>&1))"
@@ -83,7 +84,7 @@ make_venv() {
   "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
   local release
-  for release in $OTHER_PG8000; do
+  for release in $releases; do
     # These releases call scramp.make_channel_binding, which scramp 1.5 removed: install the scramp they were
     # released with beside them; python-dateutil (and asn1crypto) come from the venv.
     "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
@@ -94,7 +95,9 @@ make_venv() {
 }
 
 venv() {
-  if [ -x .venv/bin/python ]; then make_venv .venv .venv/bin/python; else make_venv .venv "$(find_python)"; fi
+  local python=.venv/bin/python
+  [ -x "$python" ] || python=$(find_python)
+  make_venv .venv "$python" "$OTHER_PG8000"
 }
 
 runtime_venv() {

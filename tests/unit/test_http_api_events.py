@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lib.http_event import check_http_api_event
+from lib.dbkit.lambda_events import check_http_api_event
 from tests.events import load_event
 from tools.function_config import HttpRoute, function_config
 from tools.http_api_events import (
