@@ -10,6 +10,7 @@ the dialect connect or pass a creator that calls ``connect``::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Callable
@@ -38,6 +39,18 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._begin_pending = False
         super().__init__(*args, **kwargs)
+
+    def close(self) -> None:
+        # pg8000 writes Terminate into its buffered stream and, when the flush fails (a dead connection), drops the
+        # stream unclosed; Python 3.13 reports that buffer's failed flush at garbage collection as an unraisable
+        # exception. Close the stream, whatever pg8000's close did.
+        stream = internals.stream(self)
+        try:
+            super().close()
+        finally:
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
 
     def execute_simple(self, statement: str) -> Any:
         if statement == _BEGIN and not internals.in_transaction(self):

@@ -23,7 +23,7 @@ from pg8000.dbapi import DatabaseError
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.pool import QueuePool
 
-from lib.dbkit import pg_pipeline
+from lib.dbkit import pg8000_internals, pg_pipeline
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from tests.integration.conftest import DatabaseTarget
 from tools.proxy import Proxy
@@ -447,3 +447,17 @@ def test_types_round_trip_through_sqlalchemy(pooled: DatabaseUrl) -> None:
 
     assert [dict(row) for row in rows] == [full, empty]
     engine.dispose()
+
+
+def test_closing_a_connection_whose_socket_died_closes_its_buffered_stream(pooled: DatabaseUrl) -> None:
+    # pg8000 writes Terminate into its buffered stream on close and drops the stream unclosed when the flush fails;
+    # Python 3.13 then reports the buffer's failed flush at garbage collection as an unraisable exception.
+    conn = pg_pipeline.connect(**pooled.connect_args())
+    select_value(conn.cursor(), 1)
+    stream = pg8000_internals.stream(conn)
+    raw = pg8000_internals.raw_socket(conn)
+    assert raw is not None
+    raw.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(pg8000.dbapi.InterfaceError):
+        conn.close()
+    assert stream.closed
