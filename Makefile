@@ -63,10 +63,15 @@ pytest:  ## the whole pytest suite, then the engine/API tests again on SQLAlchem
 	@$(BIN)/pytest
 	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
 
-pytest-runtime:  ## the integration tier once more on the deployed runtime's Python (.venv-3.13), when installed
+# Not run again on the runtime's Python: the functions these tests drive through the local Lambda already ran on it
+# in the first pass (the local runtime picks .venv-3.13 whatever runs pytest), and the others test our tools.
+RUNTIME_PASS_SKIPS := test_fuzz_api test_http_api test_invoke test_local_runtime test_local_stack test_proxy test_bench_smoke
+
+pytest-runtime:  ## the integration tier's in-process tests again on the deployed runtime's Python (.venv-3.13)
 	@if [ -x $(RUNTIME_VENV)/bin/pytest ]; then \
 		echo "[pytest-runtime] tests/integration on $$($(RUNTIME_VENV)/bin/python --version) ($(RUNTIME_VENV)), as $(SAM_PYTHON_RUNTIME)"; \
-		$(RUNTIME_VENV)/bin/pytest tests/integration -p no:cacheprovider; \
+		$(RUNTIME_VENV)/bin/pytest tests/integration -p no:cacheprovider \
+			$(foreach test,$(RUNTIME_PASS_SKIPS),--ignore=tests/integration/$(test).py); \
 	else \
 		echo "[pytest-runtime] skipped: no $(RUNTIME_VENV) (no python$(RUNTIME_PYTHON) on this machine; see tools/bootstrap.sh)"; \
 	fi
