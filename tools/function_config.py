@@ -1,4 +1,4 @@
-"""What Lambda knows about a template function, read from template.yaml: handler, runtime, limits, environment, events.
+"""What Lambda knows about a template function, read from template.yaml: handler, runtime, limits, environment.
 
 Globals are merged and intrinsics resolved against parameter defaults or overrides; what only a deployed stack
 knows (a queue's URL, a role's ARN) is left out and named in `unresolved`.
@@ -38,23 +38,8 @@ class InvokeUsageError(TemplateError):
 
 
 @dataclass(frozen=True)
-class HttpRoute:
-    """One HttpApi event of a function: `method` and `path` as the template writes them, None for $default."""
-
-    method: str | None
-    path: str | None
-
-    @property
-    def route_key(self) -> str:
-        """The routeKey API Gateway puts in the event: "GET /notes/{id}", or "$default"."""
-        if self.path is None:
-            return "$default"
-        return f"{(self.method or 'ANY').upper()} {self.path}"
-
-
-@dataclass(frozen=True)
 class FunctionConfig:
-    """What Lambda would know about a function: handler, runtime, limits, environment and HTTP routes."""
+    """What Lambda would know about a function: handler, runtime, limits and environment."""
 
     logical_id: str
     handler: str
@@ -66,7 +51,6 @@ class FunctionConfig:
     reserved_concurrency: int | None = None
     snap_start: bool = False
     tracing: str = "PassThrough"
-    http_routes: tuple[HttpRoute, ...] = ()
     unresolved: tuple[str, ...] = ()
 
     @property
@@ -118,25 +102,8 @@ def function_config(
         reserved_concurrency=int(reserved) if reserved is not None else None,
         snap_start=resolved("SnapStart") is not None,
         tracing=str(resolved("Tracing", "PassThrough")),
-        http_routes=_http_routes(resolver, properties.get("Events", {})),
         unresolved=tuple(unresolved),
     )
-
-
-def _http_routes(resolver: Resolver, events: Mapping[str, Any]) -> tuple[HttpRoute, ...]:
-    routes = []
-    for event in events.values():
-        if event.get("Type") != "HttpApi":
-            continue
-        event_properties = event.get("Properties", {})
-        method, path = (event_properties.get(name) for name in ("Method", "Path"))
-        routes.append(
-            HttpRoute(
-                method=str(resolver.resolve(method)) if method is not None else None,
-                path=str(resolver.resolve(path)) if path is not None else None,
-            )
-        )
-    return tuple(routes)
 
 
 def region() -> str:

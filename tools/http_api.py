@@ -25,7 +25,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from tools.function_config import HttpRoute
 from tools.http_api_events import (
     HttpRequest,
     HttpResponse,
@@ -36,6 +35,7 @@ from tools.http_api_events import (
     match_route,
     request_id,
 )
+from tools.http_routes import HttpRoute, template_routes
 from tools.local_lambda import (
     ErrorKind,
     ExecutionEnvironment,
@@ -45,7 +45,7 @@ from tools.local_lambda import (
     TooManyRequestsError,
     trace_header,
 )
-from tools.sam_template import TEMPLATE_PATH, TemplateError, function_ids, load_template
+from tools.sam_template import TEMPLATE_PATH, TemplateError
 
 DEFAULT_PORT = 3000
 # API Gateway refuses request bodies over 10 MB itself.
@@ -138,15 +138,12 @@ class LocalHttpApi(ThreadingHTTPServer):
         port: int = DEFAULT_PORT,
         access_log: TextIO | None = None,
     ) -> None:
-        template = load_template(runtime.template_path)
         self.runtime = runtime
-        self.routes: list[tuple[str, HttpRoute]] = [
-            (function_id, route)
-            for function_id in function_ids(template)
-            for route in runtime.config(function_id).http_routes
-        ]
+        self.routes: list[tuple[str, HttpRoute]] = template_routes(
+            template_path=runtime.template_path, parameters=runtime.parameters
+        )
         if not self.routes:
-            raise TemplateError(f"{runtime.template_path} has no function with an HttpApi event")
+            raise TemplateError(f"{runtime.template_path} has no HTTP API route (HttpApi event or ApiGatewayV2 route)")
         self.access_log = access_log or sys.stdout
         self._log_lock = threading.Lock()
         super().__init__((host, port), _Handler)
@@ -259,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             f"  {function_id} ({config.handler}): {routes}\n"
             f"    timeout {config.timeout_seconds} s, up to {limit} execution environments, each: "
             f"local runtime API, {runtime.python(function_id).describe()}",
+            flush=True,
+        )
+    guarded = sorted({route.authorization for _, route in server.routes} - {"NONE"})
+    if guarded:
+        # As `sam local start-api`: the function is the thing under test, not the authorizer.
+        print(
+            f"  Not checked locally: the routes' authorization ({', '.join(guarded)}); API Gateway checks it first.",
             flush=True,
         )
     print("Ctrl-C stops the server and every execution environment it started.", flush=True)

@@ -22,7 +22,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tools.function_config import HttpRoute
+from tools.http_routes import HttpRoute
 from tools.lambda_context import ACCOUNT_ID
 
 API_ID = "localapi"

@@ -141,7 +141,7 @@ def test_bad_requests_get_the_one_error_shape(
     assert_error_shape(status, response.json())
     assert response.json()["error"]["code"] == code
     if status == 405:
-        assert response.headers["allow"] == "GET, POST"
+        assert response.headers["allow"] == "GET, HEAD, POST"
 
 
 def test_sequential_requests_reuse_one_warm_environment(client: httpx.Client, api_server: ApiServer) -> None:

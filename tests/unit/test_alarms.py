@@ -26,7 +26,7 @@ import pytest
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-from tools.invoke import function_config
+from tools.function_config import function_config
 from tools.sam_template import ROOT, Resolver, function_ids, function_properties, load_template
 
 TEMPLATE = load_template()

@@ -10,7 +10,6 @@ import pytest
 
 from lib.dbkit.lambda_events import check_http_api_event
 from tests.events import load_event
-from tools.function_config import HttpRoute, function_config
 from tools.http_api_events import (
     HttpRequest,
     MalformedResponseError,
@@ -20,8 +19,9 @@ from tools.http_api_events import (
     http_api_event,
     match_route,
 )
+from tools.http_routes import HttpRoute, template_routes
 
-API_ROUTES = [("ApiFunction", route) for route in function_config("ApiFunction").http_routes]
+API_ROUTES = template_routes()
 DEFAULT = RouteMatch("ApiFunction", HttpRoute(None, None), {})
 
 
@@ -80,7 +80,7 @@ def test_the_most_specific_route_wins_and_without_default_nothing_matches() -> N
 
 def test_the_event_passes_the_apps_own_shape_check_and_has_the_sample_events_fields() -> None:
     event = _event("GET", "/health")
-    assert check_http_api_event(event) is event
+    assert check_http_api_event(event) == event
     sample = load_event("api-01-health")
     assert set(event) <= set(sample)
     assert set(event["requestContext"]) <= set(sample["requestContext"])

@@ -10,7 +10,6 @@ import yaml
 
 from tools import invoke as local_invoke
 from tools.function_config import (
-    HttpRoute,
     InvokeUsageError,
     database_environment,
     function_config,
@@ -168,11 +167,7 @@ def test_function_config_reads_what_the_local_runtime_and_api_need_from_the_temp
     assert api.reserved_concurrency == 80
     assert api.tracing == "Active"
     assert not api.snap_start
-    assert HttpRoute("GET", "/notes/{id}") in api.http_routes
-    assert HttpRoute(None, None).route_key == "$default"
-    assert {route.route_key for route in api.http_routes} >= {"GET /health", "POST /notes", "$default"}
     assert function_config("PurgeFunction").reserved_concurrency == 1
-    assert function_config("PurgeFunction").http_routes == ()
     unbounded = function_config("ApiFunction", parameters={"ReservedConcurrency": "none", "EnableSnapStart": "true"})
     assert unbounded.reserved_concurrency is None
     assert unbounded.snap_start
