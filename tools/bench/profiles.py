@@ -20,8 +20,8 @@ from lib.dbkit import engine as lib_engine
 from lib.dbkit import settings as lib_settings
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from lib.dbkit.observability import logger
-from tests.lambda_runtime import FakeLambdaContext
 from tools.bench.seed import Handler, create_seed_engine, create_seed_handler, seed_purge
+from tools.lambda_context import FakeLambdaContext
 
 # Variables that select a database configuration; cleared before a profile applies its own.
 DATABASE_VARIABLES = (

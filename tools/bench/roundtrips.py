@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 
-from tests.events import load_event, with_json_body, with_note_id
 from tools.bench.profiles import PingCounter, Profile
+from tools.events import load_event, with_json_body, with_note_id
 from tools.proxy import Proxy
 
 DELAYS_MS = (0.0, 2.0)
