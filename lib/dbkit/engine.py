@@ -396,7 +396,7 @@ def _register_snapstart_hooks() -> None:
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start":
         return
     try:
-        from snapshot_restore_py import register_after_restore, register_before_snapshot  # type: ignore[import-not-found]
+        from snapshot_restore_py import register_after_restore, register_before_snapshot
     except ImportError:
         logger.warning("SnapStart detected but snapshot_restore_py is missing; engine is not disposed at snapshot")
         return

@@ -17,6 +17,7 @@ from tools.bench import report
 from tools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports
 from tools.bench.negotiation import COUNT_DELAY_MS, NewConnection, measure_new_connections
 from tools.bench.negotiation import table as negotiation_table
+from tools.bench.pooler_stats import PoolerConsole
 from tools.bench.profiles import (
     Profile,
     SeedProfile,
@@ -46,6 +47,18 @@ def _log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def bench_profiles(url: str, pooler_hosts: str) -> list[Profile]:
+    """The peers side by side: the seed, psycopg 3 three ways, the template on the stock and the pipelined driver."""
+    return [
+        SeedProfile.on("seed", url),
+        SeedProfile.psycopg("psycopg null", url, pool="null"),
+        SeedProfile.psycopg("psycopg pool1", url, pool="tiny"),
+        SeedProfile.psycopg("psycopg autocommit", url, pool="tiny", autocommit=True),
+        TemplateProfile("template stock", template_environment(url, pooler_hosts, pool="tiny", driver="stock")),
+        TemplateProfile(report.TEMPLATE, template_environment(url, pooler_hosts, pool="tiny")),
+    ]
+
+
 def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
     state = stack.up()
     with quiet_app_logs(), counting_pings() as pings, Proxy("localhost", state.pgbouncer_port) as proxy:
@@ -53,15 +66,13 @@ def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
         # pooler validator is told about like any pooler host.
         url = state.url(proxy.port)
         hosts = f"localhost:{proxy.port}"
-        profiles: list[Profile] = [
-            SeedProfile.on("seed", url),
-            TemplateProfile("nullpool", template_environment(url, hosts, pool="nullpool")),
-            TemplateProfile(report.TEMPLATE, template_environment(url, hosts, pool="tiny")),
-        ]
-        try:
-            return run_all(proxy, pings, profiles, runs, {})
-        finally:
-            set_database_environment({})
+        profiles = bench_profiles(url, hosts)
+        # The admin console on PgBouncer's own port: its queries are not counted by the proxy.
+        with PoolerConsole(state.url(state.pgbouncer_port)) as console:
+            try:
+                return run_all(proxy, pings, profiles, runs, {}, console)
+            finally:
+                set_database_environment({})
 
 
 def _new_connections(runs: int) -> list[NewConnection]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tools.bench.coldstart import TARGET_RATIO, ImportTiming
@@ -40,15 +40,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
 def round_trip_table(rows: Sequence[Row]) -> str:
-    header = ["scenario", "profile", "round trips", "new conns", "pings", *(f"ms @ +{d:g} ms" for d in DELAYS_MS)]
+    header = [
+        "scenario",
+        "profile",
+        "round trips",
+        "new conns",
+        "pings",
+        "xacts",
+        *(f"hold ms @ +{d:g}" for d in DELAYS_MS),
+        *(f"wall ms @ +{d:g}" for d in DELAYS_MS),
+    ]
     body = [
         [
             row.scenario,
             row.profile,
-            _count(row.round_trips),
+            _round_trips(row),
             _count(row.connections),
             _count(row.pings),
+            _count(row.transactions) if row.transactions else "-",
+            *(_ms(row.hold_ms.get(d)) for d in DELAYS_MS),
             *(f"{row.wall_ms[d]:.1f}" for d in DELAYS_MS),
         ]
         for row in rows
@@ -56,20 +73,38 @@ def round_trip_table(rows: Sequence[Row]) -> str:
     return _table(header, body)
 
 
-def side_by_side_table(rows: Sequence[Row]) -> str:
-    """Round trips (and wall ms at the largest delay) per scenario, one column per profile: the README's table."""
+def _round_trips(row: Row) -> str:
+    """The range over every sample; when one delay differs from the rest, which one."""
+    text = _count(row.round_trips)
+    spans = set(row.round_trips_at.values())
+    if len(spans) > 1:
+        text += " (" + ", ".join(f"+{d:g}: {_count(span)}" for d, span in row.round_trips_at.items()) + ")"
+    return text
+
+
+def profile_matrix(rows: Sequence[Row], title: str, cell: Callable[[Row], str]) -> str:
+    """One row per scenario, one column per profile, in run order."""
     profiles = list(dict.fromkeys(row.profile for row in rows))
     scenarios = list(dict.fromkeys(row.scenario for row in rows))
     by_key = {(row.scenario, row.profile): row for row in rows}
-    delay = DELAYS_MS[-1]
     body = []
     for scenario in scenarios:
         cells = [scenario]
         for profile in profiles:
             row = by_key.get((scenario, profile))
-            cells.append(f"{_count(row.round_trips)} ({row.wall_ms[delay]:.0f} ms)" if row else "")
+            cells.append(cell(row) if row else "")
         body.append(cells)
-    return _table([f"round trips (ms @ +{delay:g} ms)", *profiles], body)
+    return _table([title, *profiles], body)
+
+
+def side_by_side_table(rows: Sequence[Row]) -> str:
+    """Round trips, server hold ms and wall ms at the largest delay, one column per profile: the README's table."""
+    delay = DELAYS_MS[-1]
+    return profile_matrix(
+        rows,
+        f"round trips / hold ms / wall ms @ +{delay:g} ms",
+        lambda row: f"{_count(row.round_trips)} / {_ms(row.hold_ms.get(delay))} / {row.wall_ms[delay]:.0f}",
+    )
 
 
 def steps_table(steps: Sequence[Steps]) -> str:
