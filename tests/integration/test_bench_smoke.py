@@ -89,7 +89,8 @@ def test_template_health_is_one_round_trip_on_the_warm_connection(bench: Bench) 
         sample = _warm(bench, profile, _health())
     finally:
         profile.close()
-    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
+    # Its one statement is the dialect's ping (lib.dbkit.engine.ping), counted as such; no other ping runs.
+    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 1)
 
 
 def test_template_warm_get_is_begin_with_statement_then_commit(bench: Bench) -> None:
@@ -111,7 +112,7 @@ def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -
         sample = _warm(bench, profile, _health())
     finally:
         profile.close()
-    assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 0)
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 1)
 
 
 def test_seed_profile_pre_pings_every_checkout(bench: Bench) -> None:
@@ -196,7 +197,7 @@ def test_environment_processes_account_for_every_request_issued(database: Databa
     assert (result.issued, result.completed, result.failed, result.not_started) == (10, 10, 0, 0)
     assert result.error_kinds == {}
     assert result.pooler is not None
-    assert 1 <= result.pooler.peak_servers <= 2
+    assert 1 <= result.pooler.peak_busy_servers <= 2
     assert result.pooler.transactions >= 10
 
 

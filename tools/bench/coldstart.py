@@ -198,7 +198,7 @@ def measure_imports(runs: int = DEFAULT_RUNS) -> list[ImportTiming]:
                 client_ms.append(_timed((RUNTIME_CLIENT, handler)))
         # A ratio is the median of back-to-back rounds: a round shares the machine's load of the moment.
         ratios = [h / d for h, d in zip(handler_ms, dependencies_ms, strict=True)]
-        naive_ratios = [h / n for h, n in zip(handler_ms, naive_ms, strict=True)]
+        naive_ratios = [h / n for h, n in zip(handler_ms, naive_ms, strict=True)] if naive else []
         excess = _excess(handler, dependencies)
         timings.append(
             ImportTiming(

@@ -45,9 +45,12 @@ ENVIRONMENT_FAILED = "environment did not finish in time"
 
 @dataclass(frozen=True)
 class PoolerUsage:
-    """What PgBouncer did for a run: most server connections open at once, most clients waiting, mean busy servers."""
+    """What PgBouncer did for a run: most server connections busy (assigned to a client) and open at once, most
+    clients waiting for one, and the mean number busy (hold time summed over the run / its duration).
+    """
 
-    peak_servers: int
+    peak_busy_servers: int
+    peak_open_servers: int
     peak_waiting: int
     mean_busy_servers: float
     transactions: int
@@ -94,13 +97,15 @@ class PoolerSampler:
         self._before: PoolerTotals | None = None
         self._started = 0.0
         self.started = False
-        self.peak_servers = 0
+        self.peak_busy = 0
+        self.peak_open = 0
         self.peak_waiting = 0
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             usage = self._console.pools()
-            self.peak_servers = max(self.peak_servers, usage.server_active + usage.server_used + usage.server_login)
+            self.peak_busy = max(self.peak_busy, usage.server_active)
+            self.peak_open = max(self.peak_open, usage.servers_open)
             self.peak_waiting = max(self.peak_waiting, usage.clients_waiting)
             self._stop.wait(self._interval_s)
 
@@ -119,7 +124,8 @@ class PoolerSampler:
         held = self._console.totals() - self._before
         self._console.close()
         return PoolerUsage(
-            peak_servers=self.peak_servers,
+            peak_busy_servers=self.peak_busy,
+            peak_open_servers=self.peak_open,
             peak_waiting=self.peak_waiting,
             mean_busy_servers=held.xact_time_us / 1e6 / seconds if seconds else 0.0,
             transactions=held.transactions,
