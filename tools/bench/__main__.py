@@ -193,8 +193,8 @@ def _document(
         "not started (its environment's time was up first); a target fails if any request was not started. Pooler "
         "columns come from PgBouncer's admin console during the run: peak busy / open servers = most server "
         "connections assigned to a client / open at all at once (SHOW POOLS sv_active / all sv_ states, polled "
-        "every 20 ms), peak waiting = most clients queued for one, mean busy servers = server hold time summed over "
-        "the run (SHOW STATS) / the run's duration.",
+        "every 20 ms), peak waiting = most clients queued for one, mean busy servers = the mean of the "
+        "sv_active samples.",
         "",
         f"**processes**: N execution environments as N separate processes at once (tools/bench/environments.py), "
         f"each a fresh interpreter that imports handlers.api, opens its connection with one warm-up request, then "

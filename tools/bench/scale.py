@@ -46,7 +46,7 @@ ENVIRONMENT_FAILED = "environment did not finish in time"
 @dataclass(frozen=True)
 class PoolerUsage:
     """What PgBouncer did for a run: most server connections busy (assigned to a client) and open at once, most
-    clients waiting for one, and the mean number busy (hold time summed over the run / its duration).
+    clients waiting for one, the mean number busy over the samples, and the transactions it counted.
     """
 
     peak_busy_servers: int
@@ -100,11 +100,13 @@ class PoolerSampler:
         self.peak_busy = 0
         self.peak_open = 0
         self.peak_waiting = 0
+        self.busy_samples: list[int] = []
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             usage = self._console.pools()
             self.peak_busy = max(self.peak_busy, usage.server_active)
+            self.busy_samples.append(usage.server_active)
             self.peak_open = max(self.peak_open, usage.servers_open)
             self.peak_waiting = max(self.peak_waiting, usage.clients_waiting)
             self._stop.wait(self._interval_s)
@@ -127,7 +129,8 @@ class PoolerSampler:
             peak_busy_servers=self.peak_busy,
             peak_open_servers=self.peak_open,
             peak_waiting=self.peak_waiting,
-            mean_busy_servers=held.xact_time_us / 1e6 / seconds if seconds else 0.0,
+            # Not SHOW STATS' xact time / duration: with clients queued that exceeds the pool size (it is client time).
+            mean_busy_servers=statistics.fmean(self.busy_samples) if self.busy_samples else 0.0,
             transactions=held.transactions,
         )
 
