@@ -121,7 +121,6 @@ class PoolerSampler:
     def stop(self) -> PoolerUsage:
         self._stop.set()
         self._thread.join()
-        seconds = time.perf_counter() - self._started
         assert self._before is not None
         held = self._console.totals() - self._before
         self._console.close()
