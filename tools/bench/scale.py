@@ -326,10 +326,12 @@ def run_scale(
             for count in direct_counts:
                 results.append(run_load("direct URL (server mode)", direct, count, note_id, logs))
             for count in counts:
-                results.append(run_load("pooler (template default)", pooled, count, note_id, logs, env["DATABASE_URL"]))
+                results.append(
+                    run_load("pooler (template default)", pooled, count, note_id, logs, env["PGBOUNCER_DATABASE_URL"])
+                )
             set_database_environment({})
         for count in process_counts:
-            results.append(run_processes(pooled, note_id, count, env["DATABASE_URL"]))
+            results.append(run_processes(pooled, note_id, count, env["PGBOUNCER_DATABASE_URL"]))
         return results
     finally:
         set_database_environment({})
