@@ -93,7 +93,7 @@ test-faults: stack-up  ## fault injection (proxy faults, server restarts) with r
 test-load: stack-up  ## hundreds of simulated execution environments through the pooler
 	@$(BIN)/pytest tests/load
 
-bench: migrate  ## round trips, cold start and scale vs the seed configuration; writes bench/results.md (~4 min)
+bench: migrate  ## round trips, server hold, cold start and scale: template vs seed and psycopg 3; writes bench/results.md (~6 min)
 	@$(PYTHON) -m tools.bench
 
 fmt: venv  ## format and auto-fix with ruff

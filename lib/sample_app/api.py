@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from email.message import Message
 from http import HTTPStatus
 from typing import Annotated, Any
 from uuid import UUID
@@ -153,10 +152,20 @@ class ErrorOut(BaseModel):
 
 def require_json(request: Request) -> None:
     """Refuse bodies not declared as JSON with 415 (FastAPI would otherwise report a confusing type error)."""
-    message = Message()
-    message["content-type"] = request.headers.get("content-type", "")
-    if message.get_content_type() != "application/json":
+    if media_type(request.headers.get("content-type", "")) != "application/json":
         raise UnsupportedMediaTypeError("send the request body as JSON with Content-Type: application/json")
+
+
+def media_type(content_type: str) -> str:
+    """The lower-cased type/subtype of a Content-Type value, as email.message.Message.get_content_type reads it.
+
+    Parameters are dropped; a value that is not exactly one type/subtype pair reads as text/plain (RFC 2045's default).
+    """
+    value = content_type.partition(";")[0].strip().lower()
+    kind, slash, subtype = value.partition("/")
+    if not slash or not kind or not subtype or "/" in subtype or any(c.isspace() for c in value):
+        return "text/plain"
+    return value
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -13,11 +13,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from lib.dbkit.dsn import parse_database_url
-from tests.events import load_event
 from tests.integration.conftest import DatabaseTarget
 from tests.support.urls import connect_address
-from tools.bench.coldstart import dependencies_of
+from tools.bench.coldstart import NAIVE_BASELINE, dependencies_of
+from tools.bench.environments import run_processes
 from tools.bench.negotiation import measure_new_connections
+from tools.bench.pooler_stats import PoolerConsole
 from tools.bench.profiles import (
     DATABASE_VARIABLES,
     PingCounter,
@@ -29,7 +30,8 @@ from tools.bench.profiles import (
     set_database_environment,
     template_environment,
 )
-from tools.bench.roundtrips import Sample, get_note_event, measure, seed_note
+from tools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, seed_note
+from tools.events import load_event
 from tools.proxy import Proxy
 
 pytestmark = pytest.mark.integration
@@ -87,7 +89,8 @@ def test_template_health_is_one_round_trip_on_the_warm_connection(bench: Bench) 
         sample = _warm(bench, profile, _health())
     finally:
         profile.close()
-    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
+    # Its one statement is the dialect's ping (lib.dbkit.engine.ping), counted as such; no other ping runs.
+    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 1)
 
 
 def test_template_warm_get_is_begin_with_statement_then_commit(bench: Bench) -> None:
@@ -109,7 +112,7 @@ def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -
         sample = _warm(bench, profile, _health())
     finally:
         profile.close()
-    assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 0)
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 1)
 
 
 def test_seed_profile_pre_pings_every_checkout(bench: Bench) -> None:
@@ -120,6 +123,93 @@ def test_seed_profile_pre_pings_every_checkout(bench: Bench) -> None:
         profile.close()
     # pre-ping (BEGIN, SELECT 1) + SELECT 1 in that transaction, then pg8000's three-round-trip ROLLBACK.
     assert (sample.round_trips, sample.connections, sample.pings) == (6, 0, 1)
+
+
+def _warm_with_console(bench: Bench, profile: Profile, event: dict[str, Any], console: PoolerConsole) -> Sample:
+    assert profile.api(event)["statusCode"] == 200
+    statuses: list[int] = []
+    sample = measure(bench.proxy, bench.pings, lambda: statuses.append(profile.api(event)["statusCode"]), console)
+    assert statuses == [200]
+    return sample
+
+
+@pytest.mark.local_stack
+def test_pooler_console_counts_one_transaction_and_its_hold_per_warm_health(
+    bench: Bench, database: DatabaseTarget
+) -> None:
+    profile = _template(bench)
+    try:
+        with PoolerConsole(database.pooler_url) as console:
+            sample = _warm_with_console(bench, profile, _health(), console)
+    finally:
+        profile.close()
+    assert sample.transactions == 1
+    assert sample.hold_ms is not None
+    assert 0 < sample.hold_ms < sample.wall_ms
+
+
+@pytest.mark.local_stack
+def test_pooler_hold_grows_with_the_round_trips_inside_the_transaction(bench: Bench, database: DatabaseTarget) -> None:
+    # The seed's pre-ping transaction spans several client round trips, each 2 x 10 ms here: PgBouncer holds the
+    # server for all of them. psycopg in AUTOCOMMIT sends one flight: the hold does not see the added latency.
+    bench.proxy.delay_ms = 10
+    seed = SeedProfile.on("seed", bench.url)
+    autocommit = SeedProfile.psycopg("psycopg autocommit", bench.url, pool="tiny", autocommit=True)
+    try:
+        with PoolerConsole(database.pooler_url) as console:
+            seed_sample = _warm_with_console(bench, seed, _health(), console)
+            autocommit_sample = _warm_with_console(bench, autocommit, _health(), console)
+    finally:
+        seed.close()
+        autocommit.close()
+    assert seed_sample.hold_ms is not None
+    assert autocommit_sample.hold_ms is not None
+    assert seed_sample.hold_ms >= 2 * 10 * (seed_sample.round_trips - 2)
+    assert autocommit_sample.hold_ms < 10
+    assert (autocommit_sample.round_trips, autocommit_sample.transactions) == (1, 1)
+
+
+def test_psycopg_pool_of_one_runs_the_seed_app_with_begin_statement_commit(bench: Bench) -> None:
+    profile = SeedProfile.psycopg("psycopg pool1", bench.url, pool="tiny")
+    try:
+        profile.activate()
+        assert profile.api(create_note_event())["statusCode"] == 201
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    # libpq: BEGIN, then SELECT 1, then the ROLLBACK that ends the Session; no pre-ping, no new connection.
+    assert (sample.round_trips, sample.connections, sample.pings) == (3, 0, 0)
+
+
+@pytest.mark.local_stack
+def test_environment_processes_account_for_every_request_issued(database: DatabaseTarget) -> None:
+    pooler = parse_database_url(database.pooler_url)
+    environ = template_environment(database.pooler_url, f"{pooler.host}:{pooler.port}", pool="tiny")
+    profile = TemplateProfile("template", environ)
+    with quiet_app_logs():
+        profile.activate()
+        try:
+            note_id = seed_note(profile)
+        finally:
+            profile.close()
+            set_database_environment({})
+    result = run_processes(environ, note_id, 2, database.pooler_url, requests=5)
+    assert (result.issued, result.completed, result.failed, result.not_started) == (10, 10, 0, 0)
+    assert result.error_kinds == {}
+    assert result.pooler is not None
+    assert 1 <= result.pooler.peak_busy_servers <= 2
+    assert result.pooler.transactions >= 10
+
+
+def test_naive_import_baseline_names_the_stack_a_typical_app_imports() -> None:
+    assert set(NAIVE_BASELINE) == {
+        "fastapi",
+        "mangum",
+        "sqlalchemy",
+        "sqlalchemy.orm",
+        "pg8000",
+        "aws_lambda_powertools",
+    }
 
 
 def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:

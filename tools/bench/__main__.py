@@ -14,9 +14,18 @@ from pathlib import Path
 from lib.dbkit.dsn import parse_database_url
 from tools import stack
 from tools.bench import report
-from tools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports
+from tools.bench.coldstart import (
+    DEFAULT_RUNS,
+    NAIVE_BASELINE,
+    RUNTIME_CLIENT,
+    TOP_IMPORTS,
+    ImportTiming,
+    measure_imports,
+)
+from tools.bench.environments import PROCESS_COUNTS, REQUESTS_PER_PROCESS
 from tools.bench.negotiation import COUNT_DELAY_MS, NewConnection, measure_new_connections
 from tools.bench.negotiation import table as negotiation_table
+from tools.bench.pooler_stats import PoolerConsole
 from tools.bench.profiles import (
     Profile,
     SeedProfile,
@@ -39,11 +48,23 @@ from tools.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results.md"
-PACKAGES = ("pg8000", "SQLAlchemy", "fastapi", "mangum", "aws-lambda-powertools")
+PACKAGES = ("pg8000", "psycopg", "SQLAlchemy", "fastapi", "mangum", "aws-lambda-powertools", "awslambdaric")
 
 
 def _log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def bench_profiles(url: str, pooler_hosts: str) -> list[Profile]:
+    """The peers side by side: the seed, psycopg 3 three ways, the template on the stock and the pipelined driver."""
+    return [
+        SeedProfile.on("seed", url),
+        SeedProfile.psycopg("psycopg null", url, pool="null"),
+        SeedProfile.psycopg("psycopg pool1", url, pool="tiny"),
+        SeedProfile.psycopg("psycopg autocommit", url, pool="tiny", autocommit=True),
+        TemplateProfile("template stock", template_environment(url, pooler_hosts, pool="tiny", driver="stock")),
+        TemplateProfile(report.TEMPLATE, template_environment(url, pooler_hosts, pool="tiny")),
+    ]
 
 
 def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
@@ -53,15 +74,13 @@ def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
         # pooler validator is told about like any pooler host.
         url = state.url(proxy.port)
         hosts = f"localhost:{proxy.port}"
-        profiles: list[Profile] = [
-            SeedProfile.on("seed", url),
-            TemplateProfile("nullpool", template_environment(url, hosts, pool="nullpool")),
-            TemplateProfile(report.TEMPLATE, template_environment(url, hosts, pool="tiny")),
-        ]
-        try:
-            return run_all(proxy, pings, profiles, runs, {})
-        finally:
-            set_database_environment({})
+        profiles = bench_profiles(url, hosts)
+        # The admin console on PgBouncer's own port: its queries are not counted by the proxy.
+        with PoolerConsole(state.url(state.pgbouncer_port)) as console:
+            try:
+                return run_all(proxy, pings, profiles, runs, {}, console)
+            finally:
+                set_database_environment({})
 
 
 def _new_connections(runs: int) -> list[NewConnection]:
@@ -71,9 +90,9 @@ def _new_connections(runs: int) -> list[NewConnection]:
         return measure_new_connections(proxy, parse_database_url(state.database_url), runs)
 
 
-def _scale(counts: tuple[int, ...]) -> list[LoadResult]:
+def _scale(counts: tuple[int, ...], processes: tuple[int, ...]) -> list[LoadResult]:
     with quiet_app_logs() as logs:
-        return run_scale(logs, counts)
+        return run_scale(logs, counts, process_counts=processes)
 
 
 def _document(
@@ -97,11 +116,16 @@ def _document(
         f"{platform.python_version()}; {versions}; PostgreSQL 15 + PgBouncer 1.18 (transaction mode), TLS 1.3 + "
         f"SCRAM on loopback. `make bench` took {seconds:.0f} s. Targets met: {met} of {len(found)}.",
         "",
-        "Profiles: **seed** = what a typical guide builds (QueuePool 5/10 + `pool_pre_ping` + a Session per request, "
-        "stock `postgresql+pg8000`; tools/bench/seed.py); **nullpool** = this template's settings with "
-        "`DB_POOL=nullpool`; **template** = this template's default (`DB_MODE=serverless`, `DB_POOL=tiny`). The seed "
-        "runs the sample app's data functions, request/response models and Powertools decorators behind "
-        "Mangum, with its engine built on the first request like the template's: only the connection layer differs.",
+        "Profiles, side by side in one run on one stack: **seed** = what a typical guide builds (QueuePool 5/10 + "
+        "`pool_pre_ping` + a Session per request, stock `postgresql+pg8000`; tools/bench/seed.py); **psycopg null / "
+        "pool1 / autocommit** = the same app on psycopg 3 through `postgresql+psycopg` with `prepare_threshold=None` "
+        "(SQLAlchemy's setting for PgBouncer): NullPool; a pool of one (no overflow, no pre-ping); that pool with "
+        "`isolation_level=AUTOCOMMIT` (safe behind the pooler with libpq, which sends one Sync per statement, but a "
+        "unit of several statements is no longer atomic); **template stock** = this template with `DB_DRIVER=stock` "
+        "(SQLAlchemy's pg8000 dialect); **template** = this template's default (`DB_MODE=serverless`, `DB_POOL=tiny`, "
+        "the pipelined driver). The seed and psycopg apps run the sample app's data functions (the same SQL), "
+        "request/response models and Powertools decorators behind Mangum, with their engine built on the first "
+        "request like the template's: only the connection layer differs.",
         "",
         "## Targets",
         "",
@@ -109,11 +133,15 @@ def _document(
         "",
         "## Round trips per request",
         "",
-        f"Round trips = client→server flights counted by tools/proxy.py between the app and PgBouncer (the Terminate "
-        f"of a closing connection excluded: nothing waits for it), counted at +{DELAYS_MS[-1]:g} ms; new conns = TCP "
-        f"connections opened; pings = liveness checks (pre-ping or idle ping). Wall time: median of {runs} runs per "
-        f"column, with {' and '.join(f'{d:g}' for d in DELAYS_MS)} ms added per direction (a round trip costs twice "
-        "that). Every request goes through the real handler with an events/ file and a fake Lambda context.",
+        "Round trips = client→server flights counted by tools/proxy.py between the app and PgBouncer (the Terminate "
+        "of a closing connection excluded: nothing waits for it), the range over every sample at every delay (when "
+        "one delay differs, the detail table says which); new conns = TCP connections opened; pings = liveness "
+        "checks (pre-ping or idle ping); xacts and hold = transactions PgBouncer counted and the time it held a "
+        "server connection for them (SHOW STATS total_xact_count / total_xact_time on its admin console): the pooler "
+        f"capacity one request uses. Hold and wall time: medians of {runs} runs per column, with "
+        f"{', '.join(f'{d:g}' for d in DELAYS_MS)} ms added per direction by the proxy (a round trip costs twice "
+        "that; +20 ms is a cross-region link). Every request goes through the real handler with an events/ file and "
+        "a fake Lambda context.",
         "",
         report.side_by_side_table(rows),
         "",
@@ -136,19 +164,43 @@ def _document(
         "",
         negotiation_table(new_connections),
         "",
-        "## Cold start (import of the handler module, no database)",
+        "## Cold start (INIT: import of the handler module, no database)",
         "",
-        f"{import_runs} pairs of fresh interpreters (dependencies alone, then the handler, back to back); import ms "
-        "are medians, the ratio is the median of the pairs' ratios (quartiles in brackets: how noisy one pair is). "
-        "The clock starts after interpreter start-up. *Deps alone* imports exactly the third-party modules our modules "
+        f"{import_runs} rounds of fresh interpreters, the variants back to back in each round; import ms are medians, "
+        "a ratio is the median of the rounds' ratios (quartiles in brackets: how noisy one round is). The clock starts "
+        "after interpreter start-up. *Naive baseline*: `import " + ", ".join(NAIVE_BASELINE) + "`, what a typical "
+        "app on this stack imports at its top. *INIT under the runtime client*: importing `"
+        + RUNTIME_CLIENT
+        + "` (AWS's runtime interface client, as the Lambda Python runtime starts) and then the handler module, as "
+        "the client's INIT does before it asks for the first event (no Runtime API server is involved: only the "
+        "import work is timed).",
+        "",
+        report.naive_table(imports) if imports else "(skipped)",
+        "",
+        "Against each handler's own dependencies: *deps alone* imports exactly the third-party modules our modules "
         "import at top level. *Added after deps*: one run with `python -X importtime` that imports the dependencies "
         "first: the self time of every module the handler adds, and the largest of them.",
         "",
         report.import_table(imports) if imports else "(skipped)",
         "",
+        f"The {TOP_IMPORTS} largest cumulative imports of handlers.api (one `python -X importtime` run):",
+        "",
+        report.top_imports_table(imports) if imports else "(skipped)",
+        "",
         "## Scale",
         "",
-        "N execution environments = N threads in one process, each with its own engine "
+        "Every request issued is counted once: completed (answered 200), failed (an error answer or an exception) or "
+        "not started (its environment's time was up first); a target fails if any request was not started. Pooler "
+        "columns come from PgBouncer's admin console during the run: peak busy / open servers = most server "
+        "connections assigned to a client / open at all at once (SHOW POOLS sv_active / all sv_ states, polled "
+        "every 20 ms), peak waiting = most clients queued for one, mean busy servers = the mean of the "
+        "sv_active samples.",
+        "",
+        f"**processes**: N execution environments as N separate processes at once (tools/bench/environments.py), "
+        f"each a fresh interpreter that imports handlers.api, opens its connection with one warm-up request, then "
+        f"runs {REQUESTS_PER_PROCESS} sequential `GET /notes/{{id}}` when all are ready: the throughput row.",
+        "",
+        "**threads**: N execution environments = N threads in one process, each with its own engine "
         f"(`lib.dbkit.engine.execution_environment`) and event loop, up to {REQUESTS_PER_ENVIRONMENT} sequential "
         "`GET /notes/{id}` through handlers.api.handler, all starting together and holding their connections "
         f"until all finish; {REQUEST_TIMEOUT_MS // 1000} s Lambda timeout per request (template.yaml); no new "
@@ -168,14 +220,17 @@ def _document(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=7, help="wall-time samples per scenario and delay")
+    parser.add_argument("--runs", type=int, default=4, help="wall-time samples per scenario and delay")
     parser.add_argument("--import-runs", type=int, default=DEFAULT_RUNS, help="fresh process pairs per handler")
     parser.add_argument("--scale", type=int, nargs="*", default=list(ENVIRONMENT_COUNTS), help="N values; none: skip")
+    parser.add_argument(
+        "--processes", type=int, nargs="*", default=list(PROCESS_COUNTS), help="N environment processes; none: skip"
+    )
     parser.add_argument("--no-imports", action="store_true", help="skip the cold-start measurement")
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write ('-' for none)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    _log("round trips through the proxy (seed, nullpool, template) ...")
+    _log("round trips through the proxy (seed, psycopg 3 x3, template stock, template) ...")
     rows, steps = _round_trips(args.runs)
     _log("new connections through the Neon stand-in: SSLRequest vs direct TLS ...")
     new_connections = _new_connections(args.runs)
@@ -184,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"handler import times ({args.import_runs} fresh processes each) ...")
         imports = measure_imports(args.import_runs)
     scale: list[LoadResult] = []
-    if args.scale:
-        _log(f"scale: N = {', '.join(map(str, args.scale))} through the pooler and on the direct URL ...")
-        scale = _scale(tuple(args.scale))
+    if args.scale or args.processes:
+        _log(f"scale: threads N = {args.scale}, processes N = {args.processes} ...")
+        scale = _scale(tuple(args.scale), tuple(args.processes))
     document = _document(
         rows,
         steps,

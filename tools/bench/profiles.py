@@ -15,12 +15,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from lib.dbkit import engine as lib_engine
 from lib.dbkit import settings as lib_settings
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from lib.dbkit.observability import logger
-from tools.bench.seed import Handler, create_seed_engine, create_seed_handler, seed_purge
+from tools.bench.seed import Handler, create_psycopg_engine, create_seed_engine, create_seed_handler, seed_purge
 from tools.lambda_context import FakeLambdaContext
 
 # Variables that select a database configuration; cleared before a profile applies its own.
@@ -33,6 +34,7 @@ DATABASE_VARIABLES = (
     "DB_POOLER_HOSTS",
     "DB_POOL_PRE_PING",
     "DB_IDLE_PING_SECONDS",
+    "DB_DRIVER",
 )
 
 
@@ -70,9 +72,15 @@ def set_database_environment(values: Mapping[str, str]) -> None:
     lib_settings.clear_settings()
 
 
-def template_environment(url: str, pooler_hosts: str, *, pool: str) -> dict[str, str]:
-    """Serverless mode on the pooled URL with a DB_POOL profile (tiny = the template's default)."""
-    return {"DATABASE_URL": url, "DB_MODE": "serverless", "DB_POOLER_HOSTS": pooler_hosts, "DB_POOL": pool}
+def template_environment(url: str, pooler_hosts: str, *, pool: str, driver: str = "pipeline") -> dict[str, str]:
+    """Serverless mode on the pooled URL with a DB_POOL profile (tiny = the template's default) and DB_DRIVER."""
+    return {
+        "DATABASE_URL": url,
+        "DB_MODE": "serverless",
+        "DB_POOLER_HOSTS": pooler_hosts,
+        "DB_POOL": pool,
+        "DB_DRIVER": driver,
+    }
 
 
 def lambda_context(function_name: str = "ApiFunction", timeout_ms: int = 25_000) -> FakeLambdaContext:
@@ -116,16 +124,26 @@ class TemplateProfile:
 
 @dataclass
 class SeedProfile:
-    """The seed configuration (tools.bench.seed) on its own engine; built lazily like the template's."""
+    """The seed app (tools.bench.seed) on its own engine, stock pg8000 by default; built lazily like the template's."""
 
     name: str
     url: DatabaseUrl
+    build: Callable[[DatabaseUrl], Engine] = create_seed_engine
     _engine: Engine | None = field(default=None, init=False)
     _handler: Handler | None = field(default=None, init=False)
 
     @classmethod
     def on(cls, name: str, url: str) -> SeedProfile:
         return cls(name, parse_database_url(url))
+
+    @classmethod
+    def psycopg(cls, name: str, url: str, *, pool: str, autocommit: bool = False) -> SeedProfile:
+        """The same app on psycopg 3 (``postgresql+psycopg``)."""
+        return cls(
+            name,
+            parse_database_url(url),
+            lambda parsed: create_psycopg_engine(parsed, pool=pool, autocommit=autocommit),
+        )
 
     def activate(self) -> None:
         self.new_environment()
@@ -136,7 +154,7 @@ class SeedProfile:
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_seed_engine(self.url)
+            self._engine = self.build(self.url)
             self._handler = create_seed_handler(self._engine)
         return self._engine
 
@@ -156,7 +174,7 @@ class SeedProfile:
 
 
 class PingCounter:
-    """Counts liveness pings (pre-ping or idle ping) of every pg8000-based dialect while installed."""
+    """Counts liveness pings (pre-ping or idle ping) of the pg8000 and psycopg dialects while installed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -170,9 +188,13 @@ class PingCounter:
 
 @contextmanager
 def counting_pings() -> Iterator[PingCounter]:
-    """Wrap ``do_ping`` of the stock pg8000 dialect and every subclass that overrides it; restored on exit."""
+    """Wrap ``do_ping`` of the pg8000 and psycopg dialects and every subclass that overrides it; restored on exit."""
     counter = PingCounter()
-    candidates = [*PGDialect_pg8000.__mro__, *_subclasses(PGDialect_pg8000)]
+    candidates = [
+        *(base for dialect in (PGDialect_pg8000, PGDialect_psycopg) for base in dialect.__mro__),
+        *_subclasses(PGDialect_pg8000),
+        *_subclasses(PGDialect_psycopg),
+    ]
     classes = [cls for cls in dict.fromkeys(candidates) if "do_ping" in vars(cls)]
     originals = {cls: vars(cls)["do_ping"] for cls in classes}
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tools.bench.coldstart import TARGET_RATIO, ImportTiming
+from tools.bench.coldstart import NAIVE_TARGET_RATIO, RUNTIME_CLIENT, TARGET_RATIO, ImportTiming
 from tools.bench.roundtrips import DELAYS_MS, Row, Steps
 from tools.bench.scale import LoadResult
 
@@ -13,7 +13,22 @@ TEMPLATE = "template"
 WARM_ONE_STATEMENT = ("warm GET /notes/{id}", "warm POST /notes", "warm GET /notes")
 HEALTH = "warm GET /health"
 FIRST_REQUEST = "first request of a new environment (GET /notes/{id})"
+PURGE = "warm scheduled purge (1 batch)"
 SCALE_TARGET_N = 500
+PEERS = ("seed", "psycopg null", "psycopg pool1", "psycopg autocommit")
+# Compared with the peers: every scenario but the idle one (the peers' pools have no idle ping to compare).
+COMPARED = (*WARM_ONE_STATEMENT, HEALTH, PURGE, FIRST_REQUEST)
+# PgBouncer's default_pool_size on the bench's private stack (tools.stack).
+POOL_SIZE = 10
+HOLD_DELAYS = (2.0, 20.0)
+HOLD_MARGIN = 0.2
+HOLD_MARGIN_MS = 0.5
+# Median server hold (ms) per warm request of the template before issue 13 (BEGIN + statement, then COMMIT: 2 round
+# trips), measured by `make bench` on branch issue-13-bench at main 8788bec, 2026-11-30. The targets are 1/5 of these.
+BASELINE_HOLD_MS = {
+    2.0: {"warm GET /notes/{id}": 6.3, "warm POST /notes": 7.3, "warm GET /notes": 5.9},
+    20.0: {"warm GET /notes/{id}": 44.3, "warm POST /notes": 46.2, "warm GET /notes": 42.7},
+}
 
 
 @dataclass(frozen=True)
@@ -40,15 +55,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
 def round_trip_table(rows: Sequence[Row]) -> str:
-    header = ["scenario", "profile", "round trips", "new conns", "pings", *(f"ms @ +{d:g} ms" for d in DELAYS_MS)]
+    header = [
+        "scenario",
+        "profile",
+        "round trips",
+        "new conns",
+        "pings",
+        "xacts",
+        *(f"hold ms @ +{d:g}" for d in DELAYS_MS),
+        *(f"wall ms @ +{d:g}" for d in DELAYS_MS),
+    ]
     body = [
         [
             row.scenario,
             row.profile,
-            _count(row.round_trips),
+            _round_trips(row),
             _count(row.connections),
             _count(row.pings),
+            _count(row.transactions) if row.transactions else "-",
+            *(_ms(row.hold_ms.get(d)) for d in DELAYS_MS),
             *(f"{row.wall_ms[d]:.1f}" for d in DELAYS_MS),
         ]
         for row in rows
@@ -56,20 +88,38 @@ def round_trip_table(rows: Sequence[Row]) -> str:
     return _table(header, body)
 
 
-def side_by_side_table(rows: Sequence[Row]) -> str:
-    """Round trips (and wall ms at the largest delay) per scenario, one column per profile: the README's table."""
+def _round_trips(row: Row) -> str:
+    """The range over every sample; when one delay differs from the rest, which one."""
+    text = _count(row.round_trips)
+    spans = set(row.round_trips_at.values())
+    if len(spans) > 1:
+        text += " (" + ", ".join(f"+{d:g}: {_count(span)}" for d, span in row.round_trips_at.items()) + ")"
+    return text
+
+
+def profile_matrix(rows: Sequence[Row], title: str, cell: Callable[[Row], str]) -> str:
+    """One row per scenario, one column per profile, in run order."""
     profiles = list(dict.fromkeys(row.profile for row in rows))
     scenarios = list(dict.fromkeys(row.scenario for row in rows))
     by_key = {(row.scenario, row.profile): row for row in rows}
-    delay = DELAYS_MS[-1]
     body = []
     for scenario in scenarios:
         cells = [scenario]
         for profile in profiles:
             row = by_key.get((scenario, profile))
-            cells.append(f"{_count(row.round_trips)} ({row.wall_ms[delay]:.0f} ms)" if row else "")
+            cells.append(cell(row) if row else "")
         body.append(cells)
-    return _table([f"round trips (ms @ +{delay:g} ms)", *profiles], body)
+    return _table([title, *profiles], body)
+
+
+def side_by_side_table(rows: Sequence[Row]) -> str:
+    """Round trips, server hold ms and wall ms at the largest delay, one column per profile: the README's table."""
+    delay = DELAYS_MS[-1]
+    return profile_matrix(
+        rows,
+        f"round trips / hold ms / wall ms @ +{delay:g} ms",
+        lambda row: f"{_count(row.round_trips)} / {_ms(row.hold_ms.get(delay))} / {row.wall_ms[delay]:.0f}",
+    )
 
 
 def steps_table(steps: Sequence[Steps]) -> str:
@@ -112,18 +162,77 @@ def import_table(timings: Sequence[ImportTiming]) -> str:
     return _table(header, body)
 
 
+def naive_table(timings: Sequence[ImportTiming]) -> str:
+    """handlers.api against the naive baseline, and INIT under the runtime interface client."""
+    body = []
+    for t in timings:
+        if t.naive_ratio is None or t.naive_ms is None or t.naive_quartiles is None:
+            continue
+        low, high = t.naive_quartiles
+        body.append(
+            [
+                t.handler,
+                f"{t.handler_ms:.0f}",
+                f"{t.naive_ms:.0f}",
+                f"{t.naive_ratio:.2f}x ({low:.2f}-{high:.2f})",
+                "PASS" if t.naive_met else "MISS",
+                f"{t.runtime_client_ms or 0:.0f}",
+                f"{t.runtime_client_alone_ms or 0:.0f}",
+            ]
+        )
+    return _table(
+        [
+            "handler",
+            "import ms",
+            "naive baseline ms",
+            "ratio (quartiles)",
+            f"≤ {NAIVE_TARGET_RATIO}x",
+            f"INIT under {RUNTIME_CLIENT} ms",
+            "runtime client alone ms",
+        ],
+        body,
+    )
+
+
+def top_imports_table(timings: Sequence[ImportTiming]) -> str:
+    rows = [[name, f"{ms:.0f}"] for t in timings for name, ms in t.top]
+    return _table(["module (cumulative, one -X importtime run)", "ms"], rows)
+
+
 def scale_table(results: Sequence[LoadResult]) -> str:
-    header = ["target", "N envs", "requests", "errors", "p50 ms", "p99 ms", "ok req/s", "s", "what failed"]
+    header = [
+        "run",
+        "target",
+        "N envs",
+        "issued",
+        "completed",
+        "failed",
+        "not started",
+        "p50 ms",
+        "p99 ms",
+        "ok req/s",
+        "s",
+        "peak busy / open servers",
+        "peak waiting",
+        "mean busy servers",
+        "what failed",
+    ]
     body = [
         [
+            r.kind,
             r.target,
             str(r.environments),
-            str(r.requests),
-            str(r.errors),
+            str(r.issued),
+            str(r.completed),
+            str(r.failed),
+            str(r.not_started),
             f"{r.p50_ms:.0f}",
             f"{r.p99_ms:.0f}",
             f"{r.throughput:.0f}",
             f"{r.seconds:.1f}",
+            f"{r.pooler.peak_busy_servers} / {r.pooler.peak_open_servers}" if r.pooler else "-",
+            str(r.pooler.peak_waiting) if r.pooler else "-",
+            f"{r.pooler.mean_busy_servers:.1f}" if r.pooler else "-",
             "; ".join(f"{kind} x{count}" for kind, count in r.error_kinds.items()) or "-",
         ]
         for r in results
@@ -131,37 +240,79 @@ def scale_table(results: Sequence[LoadResult]) -> str:
     return _table(header, body)
 
 
+def _peers_behind(mine: dict[str, Row], rows: Sequence[Row], delay: float) -> tuple[list[str], int, int]:
+    """Scenarios where a peer beats the template on round trips or hold; total round trips of template and best peer."""
+    behind: list[str] = []
+    peers = [row for row in rows if row.profile in PEERS]
+    mine_total = sum(row.round_trips[1] for row in mine.values() if row.scenario in COMPARED)
+    best_total: dict[str, int] = {}
+    for row in peers:
+        if row.scenario not in COMPARED or row.scenario not in mine:
+            continue
+        best_total[row.profile] = best_total.get(row.profile, 0) + row.round_trips[1]
+        own = mine[row.scenario]
+        slower_trips = row.round_trips[1] < own.round_trips[1]
+        # Sub-millisecond holds differ by scheduling noise from run to run: a peer is ahead only by a clear margin.
+        peer_hold = row.hold_ms.get(delay, float("inf"))
+        own_hold = own.hold_ms.get(delay, 0.0)
+        less_hold = peer_hold < own_hold * (1 - HOLD_MARGIN) and own_hold - peer_hold > HOLD_MARGIN_MS
+        if slower_trips or less_hold:
+            behind.append(f"{row.scenario.removeprefix('warm ')} vs {row.profile}")
+    return behind, mine_total, min(best_total.values(), default=0)
+
+
 def targets(
     rows: Sequence[Row], steps: Sequence[Steps], imports: Sequence[ImportTiming], scale: Sequence[LoadResult]
 ) -> list[Target]:
-    """The issue-6 targets, evaluated on the template's default profile."""
+    """The issue-13 targets (and the earlier ones still in force), evaluated on the template's default profile."""
     mine = {row.scenario: row for row in rows if row.profile == TEMPLATE}
     found: list[Target] = []
     if mine:
         warm = [mine[name] for name in WARM_ONE_STATEMENT if name in mine]
-        worst = max(row.round_trips[1] for row in warm)
         found.append(
             Target(
-                "warm request with one statement ≤ 2 round trips",
+                "warm single-statement request = 1 round trip (every sample)",
                 " / ".join(f"{row.scenario.removeprefix('warm ')} {_count(row.round_trips)}" for row in warm),
-                worst <= 2,
+                all(row.round_trips == (1, 1) for row in warm),
             )
         )
         health = mine[HEALTH].round_trips
         found.append(Target("GET /health = 1 round trip", _count(health), health == (1, 1)))
-        warm_rows = [row for row in mine.values() if row.scenario.startswith("warm ")]
-        pings = max(row.pings[1] for row in warm_rows)
-        idle = [row for row in mine.values() if "idle" in row.scenario]
-        idle_text = f"; after idle: {_count(idle[0].pings)} ping" if idle else ""
+        purge = mine[PURGE].round_trips
+        found.append(Target("purge batch ≤ 2 round trips (a 1-batch run)", _count(purge), purge[1] <= 2))
+        first = mine[FIRST_REQUEST]
         found.append(
             Target(
-                "no extra round trip for liveness while requests keep coming",
-                f"{pings} pings on warm requests{idle_text}",
-                pings == 0,
+                "first request = 6 round trips in every sample (+0, +2 and +20 ms)",
+                _round_trips(first),
+                first.round_trips == (6, 6),
             )
         )
-        first = mine[FIRST_REQUEST].round_trips
-        found.append(Target("first request of a new environment ≤ 12 round trips", _count(first), first[1] <= 12))
+        # GET /health's one statement is the dialect's ping itself: not a liveness check.
+        warm_rows = [row for row in mine.values() if row.scenario.startswith("warm ") and row.scenario != HEALTH]
+        pings = max(row.pings[1] for row in warm_rows)
+        found.append(Target("no liveness round trip while requests keep coming", f"{pings} pings", pings == 0))
+        for delay in HOLD_DELAYS:
+            held = [(row.scenario, row.hold_ms.get(delay)) for row in warm]
+            limits = {name: BASELINE_HOLD_MS[delay][name] / 5 for name, _ in held}
+            found.append(
+                Target(
+                    f"server hold per warm single-statement request ≤ 1/5 of before issue 13, at +{delay:g} ms",
+                    " / ".join(f"{_ms(ms)} (≤ {limits[name]:.1f})" for name, ms in held),
+                    all(ms is not None and ms <= limits[name] for name, ms in held),
+                )
+            )
+        delay = DELAYS_MS[-1]
+        behind, mine_total, best_total = _peers_behind(mine, rows, delay)
+        found.append(
+            Target(
+                f"template ahead of seed and psycopg 3 on round trips and hold at +{delay:g} ms",
+                f"behind in: {', '.join(behind)}"
+                if behind
+                else f"never behind; total round trips {mine_total} vs best peer {best_total}",
+                not behind and mine_total < best_total,
+            )
+        )
     template_steps = [s for s in steps if s.profile == TEMPLATE]
     if template_steps:
         s = template_steps[0]
@@ -171,10 +322,31 @@ def targets(
         found.append(
             Target(f"{timing.handler} import ≤ {TARGET_RATIO}x its dependencies", f"{timing.ratio:.2f}x", timing.met)
         )
-    pooled = [r for r in scale if r.environments == SCALE_TARGET_N and r.target.startswith("pooler")]
-    if pooled:
-        errors = pooled[0].errors
-        found.append(Target(f"N = {SCALE_TARGET_N} through the pooler with 0 errors", f"{errors} errors", not errors))
+        if timing.naive_ratio is not None:
+            found.append(
+                Target(
+                    f"{timing.handler} import ≤ {NAIVE_TARGET_RATIO}x the naive baseline",
+                    f"{timing.naive_ratio:.2f}x",
+                    bool(timing.naive_met),
+                )
+            )
+    for r in scale:
+        if r.target.startswith("pooler") and (r.kind == "processes" or r.environments == SCALE_TARGET_N):
+            found.append(
+                Target(
+                    f"N = {r.environments} {r.kind} through the pooler: all completed, 0 failed, 0 not started",
+                    f"{r.completed} of {r.issued} completed, {r.failed} failed, {r.not_started} not started",
+                    r.completed == r.issued and not r.failed,
+                )
+            )
+        if r.kind == "processes" and r.pooler:
+            found.append(
+                Target(
+                    f"N = {r.environments} processes share at most {POOL_SIZE} server connections",
+                    f"peak busy {r.pooler.peak_busy_servers}, peak open {r.pooler.peak_open_servers}",
+                    r.pooler.peak_open_servers <= POOL_SIZE,
+                )
+            )
     return found
 
 

@@ -1,21 +1,28 @@
-"""Round trips, new connections and wall time per request, counted by tools.proxy between the app and PgBouncer."""
+"""Round trips, new connections, server hold time and wall time per request, between the app and PgBouncer.
+
+Round trips are counted by tools.proxy; the time PgBouncer held a server connection comes from its SHOW STATS.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, text
 
-from tests.events import load_event, with_json_body, with_note_id
+from tools.bench.pooler_stats import PoolerConsole
 from tools.bench.profiles import PingCounter, Profile
+from tools.events import load_event, with_json_body, with_note_id
 from tools.proxy import Proxy
 
-DELAYS_MS = (0.0, 2.0)
+# +20 ms per direction is a cross-region link; +2 ms a Lambda function and its database in one region.
+DELAYS_MS = (0.0, 2.0, 20.0)
+STEPS_DELAY_MS = 2.0
 # Idle time after which the template pings once before reusing a connection, for the "after idle" row only.
 SHORT_IDLE_PING_SECONDS = 0.1
 _SETTLE_QUIET_S = 0.03
@@ -35,11 +42,18 @@ class Sample:
     connections: int
     pings: int
     wall_ms: float
+    # Milliseconds PgBouncer held a server connection for this action (SHOW STATS total_xact_time), and the
+    # transactions it counted; None without a console.
+    hold_ms: float | None = None
+    transactions: int | None = None
 
 
 @dataclass(frozen=True)
 class Row:
-    """One scenario of one profile: counts (fixed across runs unless shown as a range) and median wall times."""
+    """One scenario of one profile: counts over every sample at every delay (a range when they differ), medians.
+
+    round_trips_at: the range at each delay (a split TLS flight at +0 ms shows there).
+    """
 
     scenario: str
     profile: str
@@ -47,6 +61,9 @@ class Row:
     connections: tuple[int, int]
     pings: tuple[int, int]
     wall_ms: dict[float, float]
+    hold_ms: dict[float, float] = field(default_factory=dict)
+    transactions: tuple[int, int] | None = None
+    round_trips_at: dict[float, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,19 +98,26 @@ def _settle(proxy: Proxy) -> None:
             return
 
 
-def measure(proxy: Proxy, pings: PingCounter, action: Callable[[], Any]) -> Sample:
+def measure(
+    proxy: Proxy, pings: PingCounter, action: Callable[[], Any], console: PoolerConsole | None = None
+) -> Sample:
     """Round trips of one action: client flights minus the Terminate of each connection closed (nobody waits)."""
     _settle(proxy)
     open_before = proxy.stats.open_connections
     proxy.reset_stats()
     pings_before = pings.count
+    totals_before = console.totals() if console else None
     started = time.perf_counter()
     action()
     wall_ms = (time.perf_counter() - started) * 1000
     _settle(proxy)
     stats = proxy.stats
     closed = open_before + stats.connections - stats.open_connections
-    return Sample(stats.client_flights - closed, stats.connections, pings.count - pings_before, wall_ms)
+    sample = Sample(stats.client_flights - closed, stats.connections, pings.count - pings_before, wall_ms)
+    if console is None or totals_before is None:
+        return sample
+    held = console.totals() - totals_before
+    return dataclasses.replace(sample, hold_ms=held.xact_time_us / 1000, transactions=held.transactions)
 
 
 def _expect(response: dict[str, Any], status: int, what: str) -> dict[str, Any]:
@@ -144,7 +168,14 @@ def scenarios(note_id: str) -> list[Scenario]:
     ]
 
 
-def run_scenario(proxy: Proxy, pings: PingCounter, profile: Profile, scenario: Scenario, runs: int) -> Row:
+def run_scenario(
+    proxy: Proxy,
+    pings: PingCounter,
+    profile: Profile,
+    scenario: Scenario,
+    runs: int,
+    console: PoolerConsole | None = None,
+) -> Row:
     """Every delay in DELAYS_MS, `runs` samples each."""
     samples: dict[float, list[Sample]] = {}
     for delay in DELAYS_MS:
@@ -159,28 +190,37 @@ def run_scenario(proxy: Proxy, pings: PingCounter, profile: Profile, scenario: S
                 profile.new_environment()
             if scenario.idle_s is not None:
                 time.sleep(scenario.idle_s)
-            samples[delay].append(_sample(proxy, pings, profile, scenario))
+            samples[delay].append(_sample(proxy, pings, profile, scenario, console))
     proxy.delay_ms = 0
     if scenario.idle_s is not None:
         profile.new_environment()
-    # Counted at the largest delay: at 0 ms a client message sent without waiting (the startup packet after TLS
-    # Finished) can land after the server's unsolicited TLS session ticket and count as a flight of its own.
-    counted = samples[DELAYS_MS[-1]]
+    every = [sample for taken in samples.values() for sample in taken]
+    held = {
+        delay: statistics.median(s.hold_ms for s in taken if s.hold_ms is not None)
+        for delay, taken in samples.items()
+        if all(s.hold_ms is not None for s in taken)
+    }
+    transactions = [s.transactions for s in every if s.transactions is not None]
     return Row(
         scenario=scenario.name,
         profile=profile.name,
-        round_trips=_span(s.round_trips for s in counted),
-        connections=_span(s.connections for s in counted),
-        pings=_span(s.pings for s in counted),
+        round_trips=_span(s.round_trips for s in every),
+        connections=_span(s.connections for s in every),
+        pings=_span(s.pings for s in every),
         wall_ms={delay: statistics.median(s.wall_ms for s in taken) for delay, taken in samples.items()},
+        hold_ms=held,
+        transactions=_span(transactions) if transactions else None,
+        round_trips_at={delay: _span(s.round_trips for s in taken) for delay, taken in samples.items()},
     )
 
 
-def _sample(proxy: Proxy, pings: PingCounter, profile: Profile, scenario: Scenario) -> Sample:
+def _sample(
+    proxy: Proxy, pings: PingCounter, profile: Profile, scenario: Scenario, console: PoolerConsole | None
+) -> Sample:
     done: list[bool] = []
     for _ in range(_SKIPPED_ATTEMPTS):
         done.clear()
-        sample = measure(proxy, pings, lambda: done.append(scenario.action(profile)))
+        sample = measure(proxy, pings, lambda: done.append(scenario.action(profile)), console)
         if done[0]:
             return sample
         time.sleep(0.25)
@@ -210,8 +250,8 @@ class Steps:
 
 def driver_steps(proxy: Proxy, pings: PingCounter, profile: Profile) -> Steps:
     """Connect, SQLAlchemy's first-connect initialisation, BEGIN + one parameterised statement, COMMIT, ROLLBACK."""
-    # At the largest delay, for the same reason the scenario rows are counted there.
-    proxy.delay_ms = DELAYS_MS[-1]
+    # Not at 0 ms: there the startup message can trail the server's TLS session ticket and count as a flight.
+    proxy.delay_ms = STEPS_DELAY_MS
     profile.new_environment()
     engine = profile.engine()
     at_connect: list[int] = []
@@ -251,7 +291,12 @@ def driver_steps(proxy: Proxy, pings: PingCounter, profile: Profile) -> Steps:
 
 
 def run_all(
-    proxy: Proxy, pings: PingCounter, profiles: Sequence[Profile], runs: int, note_ids: dict[str, str]
+    proxy: Proxy,
+    pings: PingCounter,
+    profiles: Sequence[Profile],
+    runs: int,
+    note_ids: dict[str, str],
+    console: PoolerConsole | None = None,
 ) -> tuple[list[Row], list[Steps]]:
     """Every scenario for every profile (profile by profile, each its own environment), then the driver steps."""
     rows: list[Row] = []
@@ -260,7 +305,7 @@ def run_all(
         profile.activate()
         note_ids[profile.name] = seed_note(profile)
         for scenario in scenarios(note_ids[profile.name]):
-            rows.append(run_scenario(proxy, pings, profile, scenario, runs))
+            rows.append(run_scenario(proxy, pings, profile, scenario, runs, console))
         steps.append(driver_steps(proxy, pings, profile))
         profile.close()
     return rows, steps

@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from lib.dbkit import engine as lib_engine
+from tools.bench.pooler_stats import PoolerConsole, PoolerTotals
 from tools.bench.profiles import CapturedLogs, lambda_context, set_database_environment, template_environment
 from tools.bench.roundtrips import create_note_event, get_note_event
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT_COUNTS = (50, 200, 500)
+# One N on the direct URL is enough to show why serverless mode refuses it (each such run lasts a Lambda timeout).
+DIRECT_COUNTS = (50,)
 REQUESTS_PER_ENVIRONMENT = 3
 # The API function's timeout in template.yaml; it bounds lib.dbkit.engine's connect retries.
 REQUEST_TIMEOUT_MS = 25_000
@@ -37,21 +40,98 @@ PHASE_LIMIT_S = 15.0
 # Every environment waits here before it starts and before it shuts down, so all N hold a connection at once.
 BARRIER_TIMEOUT_S = 120.0
 THREAD_STACK_BYTES = 1 << 20
+ENVIRONMENT_FAILED = "environment did not finish in time"
+
+
+@dataclass(frozen=True)
+class PoolerUsage:
+    """What PgBouncer did for a run: most server connections busy (assigned to a client) and open at once, most
+    clients waiting for one, the mean number busy over the samples, and the transactions it counted.
+    """
+
+    peak_busy_servers: int
+    peak_open_servers: int
+    peak_waiting: int
+    mean_busy_servers: float
+    transactions: int
 
 
 @dataclass(frozen=True)
 class LoadResult:
-    """One load run: N environments, their requests, what failed (by response code / SQLSTATE), latency, throughput."""
+    """One load run: every request issued is completed (answered 2xx), failed (an error answer or exception) or not
+    started (the run's time was up before its turn); latency of the started ones, throughput of the completed ones.
+    """
 
     target: str
     environments: int
-    requests: int
-    errors: int
+    issued: int
+    completed: int
+    failed: int
+    not_started: int
     error_kinds: dict[str, int]
     p50_ms: float
     p99_ms: float
     throughput: float
     seconds: float
+    pooler: PoolerUsage | None = None
+    kind: str = "threads"
+
+    @property
+    def errors(self) -> int:
+        return self.failed
+
+    @property
+    def requests(self) -> int:
+        """Requests started (completed or failed)."""
+        return self.completed + self.failed
+
+
+class PoolerSampler:
+    """Polls SHOW POOLS in the background during a run and takes SHOW STATS before and after it."""
+
+    def __init__(self, url: str, interval_s: float = 0.02) -> None:
+        self._console = PoolerConsole(url)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="pooler-sampler", daemon=True)
+        self._before: PoolerTotals | None = None
+        self._started = 0.0
+        self.started = False
+        self.peak_busy = 0
+        self.peak_open = 0
+        self.peak_waiting = 0
+        self.busy_samples: list[int] = []
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            usage = self._console.pools()
+            self.peak_busy = max(self.peak_busy, usage.server_active)
+            self.busy_samples.append(usage.server_active)
+            self.peak_open = max(self.peak_open, usage.servers_open)
+            self.peak_waiting = max(self.peak_waiting, usage.clients_waiting)
+            self._stop.wait(self._interval_s)
+
+    def start(self) -> PoolerSampler:
+        self._before = self._console.totals()
+        self._started = time.perf_counter()
+        self._thread.start()
+        self.started = True
+        return self
+
+    def stop(self) -> PoolerUsage:
+        self._stop.set()
+        self._thread.join()
+        assert self._before is not None
+        held = self._console.totals() - self._before
+        self._console.close()
+        return PoolerUsage(
+            peak_busy_servers=self.peak_busy,
+            peak_open_servers=self.peak_open,
+            peak_waiting=self.peak_waiting,
+            # Not SHOW STATS' xact time / duration: with clients queued that exceeds the pool size (it is client time).
+            mean_busy_servers=statistics.fmean(self.busy_samples) if self.busy_samples else 0.0,
+            transactions=held.transactions,
+        )
 
 
 @dataclass
@@ -119,6 +199,7 @@ def run_load(
     environments: int,
     note_id: str,
     logs: CapturedLogs,
+    pooler_url: str | None = None,
 ) -> LoadResult:
     """N threads, each its own engine, up to REQUESTS_PER_ENVIRONMENT sequential GET /notes/{id} requests each."""
     from handlers.api import handler
@@ -136,6 +217,7 @@ def run_load(
         stop_at = time.monotonic() + PHASE_LIMIT_S
         for _ in range(REQUESTS_PER_ENVIRONMENT):
             if time.monotonic() > stop_at:
+                # The rest of this environment's requests are not started: counted as issued minus answered.
                 break
             began = time.perf_counter()
             try:
@@ -156,8 +238,9 @@ def run_load(
             try:
                 requests()
             except threading.BrokenBarrierError:
+                # Counted as an environment failure; its requests that never ran are not started.
                 with lock:
-                    errors["environment did not finish in time"] += 1
+                    errors[ENVIRONMENT_FAILED] += 1
             finally:
                 holder.dispose()
                 asyncio.get_event_loop().close()
@@ -169,33 +252,57 @@ def run_load(
             thread.start()
     finally:
         threading.stack_size(previous_stack_size)
+    sampler = PoolerSampler(pooler_url) if pooler_url else None
     start.wait()
     began = time.perf_counter()
+    if sampler:
+        sampler.start()
     with contextlib.suppress(threading.BrokenBarrierError):
         finish.wait()
     seconds = time.perf_counter() - began
+    usage = sampler.stop() if sampler else None
     for thread in threads:
         thread.join(BARRIER_TIMEOUT_S)
-    ordered = sorted(latencies)
-    failed = sum(errors.values())
+    issued = environments * REQUESTS_PER_ENVIRONMENT
+    failed = sum(count for kind, count in errors.items() if kind != ENVIRONMENT_FAILED)
+    completed = len(latencies) - failed
     kinds = dict(errors) | {f"logged SQLSTATE {code}": count for code, count in sorted(logs.sqlstates.items())}
     return LoadResult(
         target=target,
         environments=environments,
-        requests=len(latencies),
-        errors=failed,
+        issued=issued,
+        completed=completed,
+        failed=failed,
+        not_started=issued - completed - failed,
         error_kinds=kinds,
-        p50_ms=statistics.median(ordered) if ordered else 0.0,
-        p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0,
-        throughput=(len(latencies) - failed) / seconds if seconds else 0.0,
+        p50_ms=percentile(latencies, 0.5),
+        p99_ms=percentile(latencies, 0.99),
+        throughput=completed / seconds if seconds else 0.0,
         seconds=seconds,
+        pooler=usage,
     )
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values): p50 = the median of an odd count."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    if fraction == 0.5:
+        return float(statistics.median(ordered))
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
 def run_scale(
-    logs: CapturedLogs, counts: tuple[int, ...] = ENVIRONMENT_COUNTS, targets: tuple[str, ...] = ("pooler", "direct")
+    logs: CapturedLogs,
+    counts: tuple[int, ...] = ENVIRONMENT_COUNTS,
+    *,
+    direct_counts: tuple[int, ...] = DIRECT_COUNTS,
+    process_counts: tuple[int, ...] = (),
 ) -> list[LoadResult]:
-    """On the direct URL (server mode) and through the pooler (template default), for each N."""
+    """Threads on the direct URL (server mode) and through the pooler (template default), then processes."""
+    from tools.bench.environments import run_processes
+
     stack = PrivateStack.start()
     try:
         env = stack.env
@@ -216,11 +323,15 @@ def run_scale(
             results = []
             # Direct first: afterwards PgBouncer keeps up to default_pool_size server connections open for a while,
             # which would take slots of max_connections away from the direct runs.
-            for target, environ in (("direct URL (server mode)", direct), ("pooler (template default)", pooled)):
-                if target.split()[0] not in targets:
-                    continue
-                for count in counts:
-                    results.append(run_load(target, environ, count, note_id, logs))
+            for count in direct_counts:
+                results.append(run_load("direct URL (server mode)", direct, count, note_id, logs))
+            for count in counts:
+                results.append(
+                    run_load("pooler (template default)", pooled, count, note_id, logs, env["PGBOUNCER_DATABASE_URL"])
+                )
+            set_database_environment({})
+        for count in process_counts:
+            results.append(run_processes(pooled, note_id, count, env["PGBOUNCER_DATABASE_URL"]))
         return results
     finally:
         set_database_environment({})

@@ -1,5 +1,7 @@
 """The seed configuration: what a typical FastAPI + SQLAlchemy guide builds, kept as the bench's fixed baseline.
 
+The psycopg 3 peers run the same app on a ``postgresql+psycopg`` engine (create_psycopg_engine).
+
 QueuePool 5/10 with ``pool_pre_ping``, the stock ``postgresql+pg8000`` dialect, one Session per request through a
 FastAPI dependency, reads closed without commit, writes committed. It is built here with ``create_engine`` directly
 (not through the kit's settings/engine) so it stays the baseline whatever the template's engine becomes. The routes
@@ -18,7 +20,7 @@ from uuid import UUID
 from aws_lambda_powertools.logging import correlation_paths
 from fastapi import Depends, FastAPI, HTTPException, Request
 from mangum import Mangum
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import URL, Engine, NullPool, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from lib.dbkit import leases
@@ -49,6 +51,37 @@ def create_seed_engine(url: DatabaseUrl) -> Engine:
         pool_pre_ping=True,
         connect_args={"ssl_context": ssl.create_default_context(cafile=url.sslrootcert)},
     )
+
+
+def create_psycopg_engine(url: DatabaseUrl, *, pool: str, autocommit: bool = False) -> Engine:
+    """psycopg 3 through ``postgresql+psycopg`` as SQLAlchemy's docs set it up behind PgBouncer: no prepared statements.
+
+    pool="null": NullPool, a new connection per request; pool="tiny": one pooled connection (pool_size=1, no
+    overflow, no pre-ping). autocommit=True: ``isolation_level="AUTOCOMMIT"``, no BEGIN/COMMIT at all; safe behind a
+    transaction pooler with libpq, which ends every statement with its own Sync, though a unit of several statements
+    is then no longer atomic.
+    """
+    target = URL.create(
+        "postgresql+psycopg",
+        username=url.user,
+        password=url.password,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query={"sslmode": "verify-full", "sslrootcert": url.sslrootcert or ""},
+    )
+    # prepare_threshold=None: psycopg would otherwise prepare a statement on its 5th use, which a transaction
+    # pooler without protocol-level prepared statement support (PgBouncer < 1.21) routes to the wrong server.
+    options: dict[str, Any] = {"connect_args": {"prepare_threshold": None}}
+    if pool == "null":
+        options["poolclass"] = NullPool
+    elif pool == "tiny":
+        options.update(pool_size=1, max_overflow=0)
+    else:
+        raise ValueError(f"unknown pool {pool!r}: null or tiny")
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
+    return create_engine(target, **options)
 
 
 def create_seed_app(engine: Engine) -> FastAPI:
