@@ -322,22 +322,50 @@ def parse_database_url(url: str) -> DatabaseUrl:
     if "#" in rest:
         raise InvalidDatabaseUrlError(f"the database URL contains '#': {_ENCODE_HINT}")
     authority_path, _, query = rest.partition("?")
+    # libpq's structure: the authority ends at the first '/', so an unencoded '/' in a password is an error.
     authority, _, path = authority_path.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    if not at:
+    if "@" not in authority:
         raise InvalidDatabaseUrlError(f"the database URL has no user@ part; {_ENCODE_HINT}")
-    raw_user, colon, raw_password = userinfo.partition(":")
-    host, port = _split_host_port(hostport)
     if "@" in path or "/" in path:
         raise InvalidDatabaseUrlError(f"the database name contains '@' or '/': {_ENCODE_HINT}")
+    if authority.rpartition("@")[2].startswith("[") and "]" not in authority.rpartition("@")[2]:
+        raise InvalidDatabaseUrlError("the database URL has an unclosed '[' in its host")
+    # SQLAlchemy tokenises user, password, host, port and database; the query stays ours, because make_url's
+    # parse_qsl turns '+' into a space where libpq keeps it.
+    parts = _tokenise(f"postgresql://{authority_path}")
+    if parts is None:
+        # make_url's own message may quote a piece of the password: never chain or echo it.
+        raise InvalidDatabaseUrlError(f"the database URL host or port is malformed; {_ENCODE_HINT}")
+    host = unquote(parts.host or "")
+    if host and not (_HOST_NAME.match(host) or host.startswith("/") or "," in host or _is_ipv6(host)):
+        raise InvalidDatabaseUrlError(f"the database URL host is malformed; {_ENCODE_HINT}")
+    database = parts.database
     return database_url_from_parts(
         host=host,
-        port=port,
-        user=unquote(raw_user),
-        password=unquote(raw_password) if colon else None,
-        database=unquote(path) if path else None,
+        port=parts.port,
+        user=parts.username or "",
+        password=parts.password if isinstance(parts.password, str) else None,
+        database=database or None,
         params=_parse_query(query),
     )
+
+
+def _tokenise(url: str) -> URL | None:
+    from sqlalchemy.engine import make_url  # here: importing the settings stays free of SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ValueError, ArgumentError):
+        return None
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def database_url_from_parts(
@@ -384,34 +412,6 @@ def database_url_from_parts(
         sslnegotiation=sslnegotiation,
         ignored_params=tuple(sorted(present & (_IGNORED_PARAMS | _VALUE_GATED_PARAMS.keys()))),
     )
-
-
-def _split_host_port(hostport: str) -> tuple[str, int | None]:
-    if "," in hostport:
-        raise InvalidDatabaseUrlError("the database URL lists several hosts: give exactly one")
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            raise InvalidDatabaseUrlError("the database URL has an unclosed '[' in its host")
-        host, after = hostport[1:end], hostport[end + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise InvalidDatabaseUrlError("the database URL has an invalid IPv6 address in [...]") from None
-        if after and not after.startswith(":"):
-            raise InvalidDatabaseUrlError(f"the database URL host is malformed; {_ENCODE_HINT}")
-        port_text = after[1:]
-    else:
-        host, _, port_text = hostport.partition(":")
-        host = unquote(host)
-        if host and not host.startswith("/") and "," not in host and not _HOST_NAME.match(host):
-            raise InvalidDatabaseUrlError(f"the database URL host is malformed; {_ENCODE_HINT}")
-    if not port_text:
-        return host, None
-    if not port_text.isdigit():
-        # The text may be a piece of an unencoded password: never echo it.
-        raise InvalidDatabaseUrlError(f"the database URL port is not a number; {_ENCODE_HINT}")
-    return host, int(port_text)
 
 
 def _parse_query(query: str) -> dict[str, str]:
