@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
+from tools.paths import ROOT
+
+EVENTS_DIR = ROOT / "events"
 
 
 def event_names(prefix: str = "") -> list[str]:

@@ -7,16 +7,15 @@ knows (a queue's URL, a role's ARN) is left out and named in `unresolved`.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lib.dbkit.settings import URL_VARIABLES
+from tools.paths import ROOT
 from tools.sam_template import (
     NO_VALUE,
-    ROOT,
     TEMPLATE_PATH,
     Resolver,
     TemplateError,
@@ -25,9 +24,10 @@ from tools.sam_template import (
     function_properties,
     load_template,
 )
+from tools.stack import ENV_FILE as STACK_ENV_FILE
+from tools.stack import read_env as read_stack_env
 
 EVENTS_DIR = ROOT / "events"
-STACK_ENV_FILE = ROOT / ".stack" / "env"
 # Lambda's defaults for properties a template may leave out.
 DEFAULT_TIMEOUT_SECONDS = 3
 DEFAULT_MEMORY_MB = 128
@@ -109,19 +109,6 @@ def function_config(
 def region() -> str:
     """The region local runs pretend to be in: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1."""
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-
-
-def read_stack_env(path: Path = STACK_ENV_FILE) -> dict[str, str]:
-    """The `export NAME='value'` lines of the local stack's env file ({} when the stack was never started)."""
-    if not path.exists():
-        return {}
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        words = shlex.split(line, comments=True)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            name, _, value = words[1].partition("=")
-            values[name] = value
-    return values
 
 
 def database_environment(

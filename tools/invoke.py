@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from tools.function_config import EVENTS_DIR, FunctionConfig, InvokeUsageError, read_stack_env
+from tools.function_config import EVENTS_DIR, FunctionConfig, InvokeUsageError
 from tools.local_lambda import ExecutionEnvironment, InvokeResult, LocalLambda
-from tools.sam_template import ROOT, TEMPLATE_PATH, TemplateError, function_ids, load_template
+from tools.paths import ROOT
+from tools.sam_template import TEMPLATE_PATH, TemplateError, function_ids, load_template
+from tools.stack import read_env as read_stack_env
 
 __all__ = ["EVENTS_DIR", "EXIT_FUNCTION_ERROR", "EXIT_USAGE", "InvokeResult", "invoke", "main", "sam_local_env_vars"]
 

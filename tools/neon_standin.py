@@ -790,13 +790,9 @@ class StandinControl:
 
 
 def _control_from_env() -> StandinControl:
-    address = os.environ.get(CONTROL_VARIABLE)
-    env_file = Path(__file__).resolve().parent.parent / ".stack" / "env"
-    if not address and env_file.exists():
-        for line in env_file.read_text().splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            if name == CONTROL_VARIABLE:
-                address = value.strip("'")
+    from tools.stack import read_env  # the stack imports nothing of this module; keep it that way
+
+    address = os.environ.get(CONTROL_VARIABLE) or read_env().get(CONTROL_VARIABLE)
     if not address:
         raise StandinError(f"{CONTROL_VARIABLE} is not set and .stack/env does not name it: run `make stack-up`")
     return StandinControl.parse(address)

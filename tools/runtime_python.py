@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tools.sam_template import ROOT
+from tools.paths import ROOT
 
 _RUNTIME = re.compile(r"^python(\d+)\.(\d+)$")
 

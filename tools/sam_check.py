@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.function_config import function_config
-from tools.sam_template import ROOT, TEMPLATE_PATH, Resolver, function_ids, load_template
+from tools.paths import ROOT
+from tools.sam_template import TEMPLATE_PATH, Resolver, function_ids, load_template
 
 BUILD_ROOT = ROOT / ".aws-sam" / "check"
 INFRA_TEMPLATE_PATH = ROOT / "infra" / "github-oidc.yaml"

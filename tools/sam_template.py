@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.paths import ROOT
+
 TEMPLATE_PATH = ROOT / "template.yaml"
 FUNCTION_TYPE = "AWS::Serverless::Function"
 

@@ -22,6 +22,7 @@ import os
 import pwd
 import resource
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -32,11 +33,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.paths import ROOT
+
 # NEON_STACK_DIR lets a test run a second, independent stack next to the shared one.
 STACK_DIR = Path(os.environ.get("NEON_STACK_DIR") or ROOT / ".stack").resolve()
 STATE_FILE = STACK_DIR / "state.json"
 ENV_FILE = STACK_DIR / "env"
+
+
+def read_env(path: Path = ENV_FILE) -> dict[str, str]:
+    """The `export NAME='value'` lines of the stack's env file ({} when the stack was never started)."""
+    if not path.exists():
+        return {}
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, _, value = words[1].partition("=")
+            values[name] = value
+    return values
+
 
 DATABASE = "neondb"
 SINGLE_POOL_DATABASE = "neondb_single"

@@ -8,13 +8,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from lib.dbkit.dsn import parse_database_url
 from tests.integration.conftest import DatabaseTarget
-from tests.support.urls import connect_address
+from tests.support.urls import connect_address, with_port
 from tools.bench.coldstart import NAIVE_BASELINE, dependencies_of
 from tools.bench.environments import run_processes
 from tools.bench.negotiation import measure_new_connections
@@ -45,12 +44,6 @@ class Bench:
     pooler_hosts: str
 
 
-def _with_port(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo, _, _ = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.hostname}:{port}"))
-
-
 @pytest.fixture
 def bench(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
     for name in DATABASE_VARIABLES:
@@ -60,7 +53,7 @@ def bench(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator
     pooled = parse_database_url(database.pooler_url)
     with quiet_app_logs(), counting_pings() as pings, Proxy(pooled.host, pooled.port) as proxy:
         try:
-            yield Bench(proxy, pings, _with_port(database.pooler_url, proxy.port), f"{pooled.host}:{proxy.port}")
+            yield Bench(proxy, pings, with_port(database.pooler_url, proxy.port), f"{pooled.host}:{proxy.port}")
         finally:
             set_database_environment({})
 

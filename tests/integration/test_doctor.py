@@ -6,12 +6,10 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from lib.dbkit.dsn import parse_database_url
 from tests.integration.conftest import DatabaseTarget
-
-ROOT = Path(__file__).parents[2]
+from tools.paths import ROOT
 
 
 def _doctor(*argv: str, url: str, pooler_hosts: str, password: str) -> tuple[int, dict[str, str]]:

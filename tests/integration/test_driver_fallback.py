@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import DatabaseTarget
+from tools.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 # Installed by tools/bootstrap.sh (OTHER_PG8000).
 RELEASES = ROOT / ".venv" / "pg8000"
 WARNING = "pipelined pg8000 driver unavailable; using SQLAlchemy's stock pg8000 dialect"

@@ -23,8 +23,8 @@ from tests.integration.test_fuzz_api import assert_error_shape
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support import figures
 from tests.support.hostile import METHODS, SHAPES, SIZE_BUDGET, hostile_event
+from tools.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_ANSWER_BYTES = 64 * 1024
 # The function's response payload (the HTTP answer inside Lambda's JSON, escaped again) is far from Lambda's 6 MB.
 MAX_PAYLOAD_BYTES = 256 * 1024

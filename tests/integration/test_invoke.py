@@ -24,7 +24,8 @@ from tools import invoke as local_invoke
 from tools.function_config import function_config
 from tools.invoke import invoke
 from tools.local_lambda import LocalLambda
-from tools.sam_template import ROOT, function_ids, load_template
+from tools.paths import ROOT
+from tools.sam_template import function_ids, load_template
 
 FUNCTIONS = function_ids(load_template())
 

@@ -23,7 +23,7 @@ from tools.local_lambda import (
     RequestTooLargeError,
     TooManyRequestsError,
 )
-from tools.sam_template import ROOT
+from tools.paths import ROOT
 
 TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31

@@ -17,6 +17,7 @@ import pytest
 from tests.integration.conftest import DatabaseTarget
 from tests.support.urls import with_params
 from tools import stack
+from tools.paths import ROOT
 
 pytestmark = pytest.mark.local_stack
 
@@ -136,7 +137,7 @@ def test_second_start_reuses_the_running_stack(database: DatabaseTarget) -> None
 
 
 def test_stack_files_are_ignored_by_git() -> None:
-    root = Path(stack.ROOT)
+    root = Path(ROOT)
     for path in (".stack/env", ".stack/run/pgdata/PG_VERSION", ".venv/bin/python"):
         result = subprocess.run(["git", "check-ignore", "-q", path], cwd=root, check=False)
         assert result.returncode == 0, f"{path} is not git-ignored"
@@ -146,7 +147,7 @@ def test_stack_files_are_ignored_by_git() -> None:
 def separate_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {**os.environ, "NEON_STACK_DIR": str(tmp_path / "stack")}
     yield env
-    subprocess.run([sys.executable, "-m", "tools.stack", "clean"], env=env, cwd=stack.ROOT, check=False)
+    subprocess.run([sys.executable, "-m", "tools.stack", "clean"], env=env, cwd=ROOT, check=False)
 
 
 def _port_open(port: int) -> bool:
@@ -157,7 +158,7 @@ def _port_open(port: int) -> bool:
 
 def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> None:
     cli = [sys.executable, "-m", "tools.stack"]
-    subprocess.run([*cli, "up"], env=separate_stack, cwd=stack.ROOT, check=True, capture_output=True)
+    subprocess.run([*cli, "up"], env=separate_stack, cwd=ROOT, check=True, capture_output=True)
     env_file = Path(separate_stack["NEON_STACK_DIR"]) / "env"
     exports = dict(
         line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
@@ -168,9 +169,9 @@ def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> No
     ports = [int(exports[name].strip("'")) for name in servers]
     assert all(_port_open(port) for port in ports)
 
-    subprocess.run([*cli, "down"], env=separate_stack, cwd=stack.ROOT, check=True, capture_output=True)
+    subprocess.run([*cli, "down"], env=separate_stack, cwd=ROOT, check=True, capture_output=True)
     assert not any(_port_open(port) for port in ports)
-    status = subprocess.run([*cli, "status"], env=separate_stack, cwd=stack.ROOT, capture_output=True, text=True)
+    status = subprocess.run([*cli, "status"], env=separate_stack, cwd=ROOT, capture_output=True, text=True)
     assert '"postgres": false' in status.stdout
     assert '"pgbouncer": false' in status.stdout
     assert '"neon_standin": false' in status.stdout

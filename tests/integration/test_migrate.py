@@ -17,8 +17,7 @@ from lib.dbkit.engine import build_engine
 from lib.dbkit.errors import DirectConnectionRequiredError, MigrationError
 from lib.dbkit.settings import Settings
 from tests.integration.conftest import DatabaseTarget
-
-ROOT = Path(__file__).resolve().parents[2]
+from tools.paths import ROOT
 
 
 @pytest.fixture

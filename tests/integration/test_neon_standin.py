@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pg8000.dbapi
@@ -23,10 +22,9 @@ from lib.dbkit import pg_pipeline
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from tests.integration.conftest import DatabaseTarget
 from tools.neon_standin import MISSING_ENDPOINT, StandinControl, parse_fields
+from tools.paths import ROOT
 
 pytestmark = pytest.mark.neon_standin
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

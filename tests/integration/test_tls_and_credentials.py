@@ -31,8 +31,8 @@ from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_
 from tests.support.logs import captured_logs
 from tests.support.secrets import as_text, assert_no_secret
 from tests.support.urls import connect_address, pooler_entry, with_params, with_port
+from tools.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 WRONG_PASSWORD = "not-the-password-0123456789"
 DEADLINE_MS = 4_000
 

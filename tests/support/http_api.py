@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.sam_template import ROOT
+from tools.paths import ROOT
 
 _URL = re.compile(r"^Local HTTP API .* on (http://127\.0\.0\.1:\d+)$")
 _NEW_ENVIRONMENT = re.compile(r"^\[(?P<id>[^\]]+)\] new execution environment \(pid (?P<pid>\d+)\)")

@@ -27,7 +27,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from tools.function_config import function_config
-from tools.sam_template import ROOT, Resolver, function_ids, function_properties, load_template
+from tools.paths import ROOT
+from tools.sam_template import Resolver, function_ids, function_properties, load_template
 
 TEMPLATE = load_template()
 SOURCE_ROOTS = (ROOT / "lib", ROOT / "handlers")

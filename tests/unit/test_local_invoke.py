@@ -14,12 +14,11 @@ from tools.function_config import (
     database_environment,
     function_config,
     function_environment,
-    read_stack_env,
 )
 from tools.invoke import invoke, sam_local_env_vars
+from tools.paths import ROOT
 from tools.sam_template import (
     NO_VALUE,
-    ROOT,
     CfnLoader,
     Resolver,
     TemplateError,
@@ -29,6 +28,7 @@ from tools.sam_template import (
     load_template,
     merge_globals,
 )
+from tools.stack import read_env
 
 FAKE_TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
@@ -140,7 +140,7 @@ def test_database_comes_from_the_environment_first_then_the_stack_env_file(tmp_p
         "# written by tools.stack\nexport DATABASE_URL='postgresql://stack'\nexport DB_POOLER_HOSTS='localhost:6432'\n",
         encoding="utf-8",
     )
-    assert read_stack_env(stack_env)["DB_POOLER_HOSTS"] == "localhost:6432"
+    assert read_env(stack_env)["DB_POOLER_HOSTS"] == "localhost:6432"
     assert database_environment({}, stack_env) == {
         "DATABASE_URL": "postgresql://stack",
         "DB_POOLER_HOSTS": "localhost:6432",

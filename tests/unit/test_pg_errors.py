@@ -1,6 +1,5 @@
 import re
 import ssl
-from pathlib import Path
 
 import pg8000.dbapi
 import pytest
@@ -25,6 +24,7 @@ from lib.dbkit.pg_errors import (
     sqlstate,
     tls_refused,
 )
+from tools.paths import ROOT
 
 
 def _server_error(code: str, message: str = "server says no") -> pg8000.dbapi.DatabaseError:
@@ -193,7 +193,7 @@ def test_every_rule_names_its_source_and_config_rules_name_a_fix() -> None:
 
 
 def test_only_the_table_reads_error_text() -> None:
-    lib = Path(__file__).resolve().parents[2] / "lib"
+    lib = ROOT / "lib"
     readers = [
         path.relative_to(lib).as_posix()
         for path in lib.rglob("*.py")

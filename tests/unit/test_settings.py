@@ -38,6 +38,7 @@ from lib.dbkit.settings import (
     get_settings,
     refresh_database_url,
 )
+from tools.paths import ROOT
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -446,7 +447,7 @@ def test_url_choices_follow_the_same_rule() -> None:
 
 def test_importing_settings_does_not_import_boto3() -> None:
     code = "import sys, lib.dbkit.settings; sys.exit(1 if 'boto3' in sys.modules or 'sqlalchemy' in sys.modules else 0)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], check=False)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False)
     assert result.returncode == 0
 
 

@@ -16,7 +16,8 @@ from lib.dbkit.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
 from lib.dbkit.settings import Settings
 from lib.sample_app.api import create_app
 from tools.function_config import function_config
-from tools.sam_template import NO_VALUE, ROOT, Resolver, function_ids, function_properties, load_template
+from tools.paths import ROOT
+from tools.sam_template import NO_VALUE, Resolver, function_ids, function_properties, load_template
 
 TEMPLATE = load_template()
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-pooled-url-AbCdEf"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.sam_template import ROOT
+from tools.paths import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 FULL_SHA = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")

@@ -44,9 +44,9 @@ from tools.bench.scale import (
     LoadResult,
     run_scale,
 )
+from tools.paths import ROOT
 from tools.proxy import Proxy
 
-ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results.md"
 PACKAGES = ("pg8000", "psycopg", "SQLAlchemy", "fastapi", "mangum", "aws-lambda-powertools", "awslambdaric")
 

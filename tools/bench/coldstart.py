@@ -8,9 +8,9 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tools.paths import ROOT
+
 HANDLERS = ("handlers.api", "handlers.scheduled")
 OWN_PACKAGES = frozenset({"lib", "handlers"})
 TARGET_RATIO = 1.15

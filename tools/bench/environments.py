@@ -16,13 +16,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 from tools.bench import environment_worker
 from tools.bench.profiles import DATABASE_VARIABLES
 from tools.bench.scale import LoadResult, PoolerSampler, percentile
+from tools.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 # One N at the top of the 16-32 range: each environment pays a real import (INIT) first, ~1 min for 32 on 2 cores.
 PROCESS_COUNTS = (32,)
 REQUESTS_PER_PROCESS = 50

@@ -27,8 +27,8 @@ from lib.dbkit import engine as lib_engine
 from tools.bench.pooler_stats import PoolerConsole, PoolerTotals
 from tools.bench.profiles import CapturedLogs, lambda_context, set_database_environment, template_environment
 from tools.bench.roundtrips import create_note_event, get_note_event
+from tools.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT_COUNTS = (50, 200, 500)
 # One N on the direct URL is enough to show why serverless mode refuses it (each such run lasts a Lambda timeout).
 DIRECT_COUNTS = (50,)
