@@ -1,4 +1,4 @@
-"""The bench's tables (Markdown, printed and written to bench/results.md) and the issue-6 targets they are held to."""
+"""The bench's tables (Markdown, printed and written to bench/results.md) and the targets they are held to."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ POOL_SIZE = 10
 HOLD_DELAYS = (2.0, 20.0)
 HOLD_MARGIN = 0.2
 HOLD_MARGIN_MS = 0.5
-# Median server hold (ms) per warm request of the template before issue 13 (BEGIN + statement, then COMMIT: 2 round
-# trips), measured by `make bench` on branch issue-13-bench at main 8788bec, 2026-11-30. The targets are 1/5 of these.
+# Median server hold (ms) per warm request of the template with two round trips per request (BEGIN + statement, then
+# COMMIT), measured by `make bench` at commit 8788bec, 2026-11-30: the baseline the one-round-trip target is 1/5 of.
 BASELINE_HOLD_MS = {
     2.0: {"warm GET /notes/{id}": 6.3, "warm POST /notes": 7.3, "warm GET /notes": 5.9},
     20.0: {"warm GET /notes/{id}": 44.3, "warm POST /notes": 46.2, "warm GET /notes": 42.7},
@@ -33,7 +33,7 @@ BASELINE_HOLD_MS = {
 
 @dataclass(frozen=True)
 class Target:
-    """One issue-6 target for the template's default profile."""
+    """One target for the template's default profile."""
 
     name: str
     measured: str
@@ -264,7 +264,7 @@ def _peers_behind(mine: dict[str, Row], rows: Sequence[Row], delay: float) -> tu
 def targets(
     rows: Sequence[Row], steps: Sequence[Steps], imports: Sequence[ImportTiming], scale: Sequence[LoadResult]
 ) -> list[Target]:
-    """The issue-13 targets (and the earlier ones still in force), evaluated on the template's default profile."""
+    """The targets, evaluated on the template's default profile."""
     mine = {row.scenario: row for row in rows if row.profile == TEMPLATE}
     found: list[Target] = []
     if mine:
@@ -297,7 +297,7 @@ def targets(
             limits = {name: BASELINE_HOLD_MS[delay][name] / 5 for name, _ in held}
             found.append(
                 Target(
-                    f"server hold per warm single-statement request ≤ 1/5 of before issue 13, at +{delay:g} ms",
+                    f"server hold per warm single-statement request ≤ 1/5 of the two-round-trip baseline, at +{delay:g} ms",
                     " / ".join(f"{_ms(ms)} (≤ {limits[name]:.1f})" for name, ms in held),
                     all(ms is not None and ms <= limits[name] for name, ms in held),
                 )

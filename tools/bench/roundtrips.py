@@ -151,7 +151,7 @@ def _scheduled(profile: Profile) -> bool:
 
 
 def scenarios(note_id: str) -> list[Scenario]:
-    """The request mix of issue 6, in table order."""
+    """The request mix of the round-trip table, in table order."""
 
     def api(event_factory: Callable[[], dict[str, Any]], status: int, what: str) -> Callable[[Profile], bool]:
         return lambda profile: bool(_expect(profile.api(event_factory()), status, what))
