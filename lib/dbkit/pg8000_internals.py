@@ -22,7 +22,7 @@ import pg8000.dbapi
 TESTED_RANGE: Final = ((1, 31, 4), (1, 31, 6))
 NULL_BYTE: Final = b"\x00"
 
-_CORE_NAMES: Final = ("SYNC_MSG", "Context", "CoreConnection", "_flush", "_write")
+_CORE_NAMES: Final = ("SYNC_MSG", "FLUSH_MSG", "Context", "CoreConnection", "_flush", "_write")
 _CORE_METHODS: Final = (
     "execute_simple",
     "execute_unnamed",
@@ -104,6 +104,12 @@ def in_transaction(connection: Any) -> bool:
 def sync_message() -> bytes:
     """The encoded Sync message."""
     message: bytes = pg8000.core.SYNC_MSG
+    return message
+
+
+def flush_message() -> bytes:
+    """The encoded Flush message (pg8000 writes one after every Parse, Describe and Execute)."""
+    message: bytes = pg8000.core.FLUSH_MSG
     return message
 
 

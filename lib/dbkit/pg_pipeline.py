@@ -14,6 +14,7 @@ import contextlib
 import io
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pg8000.dbapi
@@ -33,11 +34,64 @@ _BEGIN: Final = "begin transaction"
 _BEGIN_PREFIX: Final = _BEGIN + ";\n"
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """Time limits the server enforces for one transaction (milliseconds), set transaction-locally."""
+
+    statement_ms: int
+    lock_ms: int
+    idle_in_transaction_ms: int
+
+    def settings(self, *, read_only: bool = False) -> list[tuple[str, str]]:
+        """(parameter, value) pairs; `read_only` adds transaction_read_only, which the server then enforces."""
+        pairs = [
+            ("statement_timeout", str(self.statement_ms)),
+            ("lock_timeout", str(self.lock_ms)),
+            ("idle_in_transaction_session_timeout", str(self.idle_in_transaction_ms)),
+        ]
+        return [*pairs, ("transaction_read_only", "on")] if read_only else pairs
+
+    def set_local_sql(self, *, read_only: bool = False) -> str:
+        """SET LOCAL statements for a transaction block (an explicit one, or a multi-statement simple Query)."""
+        return "".join(f"SET LOCAL {name} = {value};\n" for name, value in self.settings(read_only=read_only))
+
+    def set_config_sql(self, *, read_only: bool = False) -> str:
+        """One statement that sets the limits for the implicit transaction it runs in, and returns no rows."""
+        # SET LOCAL outside a transaction block warns (and the warning lands in the server log on every request);
+        # set_config(..., true) does not. Zero rows, so pg8000 gets no rows before the statement's own.
+        pairs = self.settings(read_only=read_only)
+        calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in pairs)
+        return f"SELECT WHERE concat({calls}) IS NULL"
+
+
+def _no_limits() -> ServerLimits | None:
+    return None
+
+
+class _FlightBuffer(io.BytesIO):
+    """Collects one flight; drops pg8000's Flush after each message, which only makes the server send early."""
+
+    def write(self, data: Any) -> int:
+        if bytes(data) == internals.flush_message():
+            return len(data)
+        return super().write(data)
+
+
 class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
-    """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first."""
+    """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first.
+
+    ``server_limits`` (a callable, set by the engine) gives the limits that ride in the flight that starts each
+    transaction. Between ``begin_unit(single_statement=True)`` and ``end_unit()`` no BEGIN is sent: each statement
+    is one flight with one Sync, its own implicit transaction, committed by the server at the Sync.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._begin_pending = False
+        self._single_statement = False
+        self._read_only = False
+        self.server_limits: Callable[[], ServerLimits | None] = _no_limits
+        # Flights written to the socket: a caller tells "nothing was sent" from "a reply was lost".
+        self.flights_sent = 0
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -52,27 +106,54 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
                 with contextlib.suppress(OSError, ValueError):
                     stream.close()
 
+    def begin_unit(self, *, single_statement: bool = False, read_only: bool = False) -> None:
+        """Start a unit of work: implicit one-Sync transactions per statement, and/or read-only transactions."""
+        self._single_statement = single_statement
+        self._read_only = read_only
+
+    def end_unit(self) -> None:
+        """Back to pg8000's behaviour: BEGIN before the first statement (still sent along with it)."""
+        self._single_statement = False
+        self._read_only = False
+
+    def _implicit(self) -> bool:
+        return self._single_statement and not internals.in_transaction(self)
+
     def execute_simple(self, statement: str) -> Any:
         if statement == _BEGIN and not internals.in_transaction(self):
-            # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight.
-            self._begin_pending = True
+            # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight;
+            # in single-statement mode there is none (the statement's own Sync commits it).
+            self._begin_pending = not self._single_statement
             return internals.new_context(statement)
-        if not self._begin_pending:
-            return super().execute_simple(statement)
+        limits = self.server_limits() if self._begin_pending or self._implicit() else None
+        prefix = _BEGIN_PREFIX if self._begin_pending else ""
+        if limits is not None:
+            # A multi-statement Query runs as one transaction block, so SET LOCAL applies without a warning.
+            prefix += limits.set_local_sql(read_only=self._read_only)
+        elif self._implicit() and self._read_only:
+            prefix += "SET LOCAL transaction_read_only = on;\n"
+        if not prefix:
+            context = internals.new_context(statement)
+            self._send_flight(lambda: self.send_QUERY(statement))
+            self.handle_messages(context)
+            return context
         # One Query, not two: if BEGIN ever failed, a second Query would still run, in its own implicit
         # transaction, i.e. autocommitted. In one Query a parse error runs nothing, and a run-time error
         # leaves the transaction open and aborted, as pg8000's own two round trips would.
         context = internals.new_context(statement)
-        self._send_flight(lambda: self.send_QUERY(_BEGIN_PREFIX + statement))
+        self._send_flight(lambda: self.send_QUERY(prefix + statement))
         try:
             self.handle_messages(context)
         except DatabaseError as error:
-            _unshift_error_position(error, len(_BEGIN_PREFIX))
+            _unshift_error_position(error, len(prefix))
             raise
         return context
 
     def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
         if stream is not None:
+            if self._implicit():
+                # pg8000's COPY path has several Syncs: outside a transaction the pooler could switch servers.
+                raise InterfaceError("COPY needs a transaction: run it in a unit of work without single_statement")
             # COPY goes back and forth mid-statement, so it keeps pg8000's path (inside a transaction: safe).
             self._send_pending_begin()
             return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
@@ -82,10 +163,23 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         # skips everything up to the Sync, so the statement can never run outside the transaction.
         params = internals.make_params(self, vals)
         begin = self._begin_pending
+        implicit = self._implicit()
+        limits = self.server_limits() if begin or implicit else None
+        read_only = self._read_only
+        preamble: list[str] = []
+        if begin:
+            preamble.append(_BEGIN)
+            if limits is not None:
+                preamble += [f"SET LOCAL {name} = {value}" for name, value in limits.settings(read_only=read_only)]
+        elif implicit and limits is not None:
+            # Set before the statement, undone by the Sync that commits it: nothing reaches the next client.
+            preamble.append(limits.set_config_sql(read_only=read_only))
+        elif implicit and read_only:
+            preamble.append("SELECT WHERE set_config('transaction_read_only', 'on', true) IS NULL")
 
         def compose() -> None:
-            if begin:
-                self.send_PARSE(internals.NULL_BYTE, _BEGIN, ())
+            for sql in preamble:
+                self.send_PARSE(internals.NULL_BYTE, sql, ())
                 self.send_BIND(internals.NULL_BYTE, ())
                 self.send_EXECUTE()
             self.send_PARSE(internals.NULL_BYTE, statement, oids)
@@ -112,8 +206,11 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
 
     def _send_pending_begin(self) -> None:
         if self._begin_pending:
-            super().execute_simple(_BEGIN)
+            limits = self.server_limits()
+            sql = _BEGIN_PREFIX + (limits.set_local_sql(read_only=self._read_only) if limits else "")
             self._begin_pending = False
+            self._send_flight(lambda: self.send_QUERY(sql))
+            self.handle_messages(internals.new_context(sql))
 
     def _send_flight(self, compose: Callable[[], None]) -> None:
         """Write what ``compose`` sends with one flush; if composing fails, nothing reaches the socket."""
@@ -121,13 +218,14 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
             raise InterfaceError("connection is closed")
         # pg8000's send_* write straight to its stream; pointing it at a buffer keeps a half-composed flight
         # (a value that fails to encode) from being sent ahead of the next statement.
-        buffer = io.BytesIO()
+        buffer = _FlightBuffer()
         sock = internals.swap_stream(self, buffer)
         try:
             compose()
         finally:
             internals.swap_stream(self, sock)
         self._begin_pending = False
+        self.flights_sent += 1
         internals.write(sock, buffer.getvalue())
         internals.flush(sock)
 
