@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg8000.dbapi import DatabaseError
+from pg8000.dbapi import DatabaseError, InterfaceError
 from sqlalchemy.pool import NullPool
 
 from lib.dbkit import pg_pipeline
@@ -444,6 +444,6 @@ def test_end_of_unit_brings_back_begin(server: ScriptedServer, conn: Any) -> Non
 
 def test_copy_is_refused_outside_a_transaction(server: ScriptedServer, conn: Any) -> None:
     conn.begin_unit(single_statement=True)
-    with pytest.raises(pg_pipeline.InterfaceError, match="COPY needs a transaction"):
+    with pytest.raises(InterfaceError, match="COPY needs a transaction"):
         conn.cursor().execute("copy t from stdin", stream=object())
     assert len(server.flights) == 1
