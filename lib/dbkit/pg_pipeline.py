@@ -13,6 +13,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import select
+import socket
+import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -242,7 +246,86 @@ def connect(**kwargs: Any) -> PipelinedConnection:
 
     ``hostaddr`` and ``sslnegotiation`` are understood too (lib.dbkit.transport).
     """
+    context = kwargs.get("ssl_context")
+    if isinstance(context, ssl.SSLContext) and context.sslsocket_class is ssl.SSLSocket and _CAN_CORK:
+        # The context's documented hook for a custom socket class: the handshake's last flight waits for ours.
+        context.sslsocket_class = FinishedWithStartupSSLSocket
     return transport.connect(PipelinedConnection, **kwargs)
+
+
+_CAN_CORK: Final = hasattr(socket, "TCP_CORK")
+
+
+class FinishedWithStartupSSLSocket(ssl.SSLSocket):
+    """A TLS socket that sends the handshake's Finished in the same TCP segment as the first application data.
+
+    With TLS 1.3 the server answers the client's Finished with NewSessionTicket. When the ticket arrives before the
+    startup message leaves (loopback, sometimes in-region), the startup message becomes a flight of its own, and
+    the round-trip count of a new connection varies from run to run. Corking the socket from the end of the
+    ClientHello until the first write (the startup message) makes Finished + startup one segment, so the ticket
+    always lands after it. Nothing waits for the ticket, so no latency is added.
+    """
+
+    _corked = False
+
+    def do_handshake(self, block: bool = False) -> None:
+        timeout = self.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.settimeout(0)
+        # Corked from the start, so the server cannot answer before the first wait below: the ClientHello is
+        # sent there, and everything the client writes after it (the compatibility ChangeCipherSpec, Finished)
+        # waits for the startup message. Flushing at every wait instead would send ChangeCipherSpec alone when
+        # the server's flight arrives in pieces. A handshake that must send and wait again (HelloRetryRequest,
+        # TLS 1.2) is delayed by the kernel's cork ceiling (200 ms) at most; servers that take the client's
+        # X25519 key share (Neon's proxy, PgBouncer on OpenSSL) never need that.
+        self._cork(True)
+        hello_sent = False
+        try:
+            while True:
+                try:
+                    super().do_handshake()
+                    return
+                except ssl.SSLWantReadError:
+                    if not hello_sent:
+                        hello_sent = True
+                        self._cork(False)
+                        self._cork(True)
+                    self._wait(deadline, readable=True)
+                except ssl.SSLWantWriteError:
+                    self._wait(deadline, readable=False)
+        except BaseException:
+            self._cork(False)
+            raise
+        finally:
+            self.settimeout(timeout)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self._cork(False)
+        return sent
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        super().sendall(data, flags)
+        self._cork(False)
+
+    def _cork(self, on: bool) -> None:
+        if self._corked != on:
+            self._corked = on
+            with contextlib.suppress(OSError):
+                # TCP_NODELAY leaves a "push" flag set that lets the next write through a cork: off while corked.
+                if on:
+                    self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+                self.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+                if not on:
+                    self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _wait(self, deadline: float | None, *, readable: bool) -> None:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise TimeoutError("TLS handshake timed out")
+        ready = select.select([self], [], [], wait) if readable else select.select([], [self], [], wait)
+        if not any(ready):
+            raise TimeoutError("TLS handshake timed out")
 
 
 def ping(connection: pg8000.dbapi.Connection) -> None:

@@ -212,6 +212,24 @@ def test_round_trips_of_the_serverless_profile(counted: Proxy, monkeypatch: pyte
 
 
 @pytest.mark.pipelined_driver
+@pytest.mark.parametrize("delay_ms", [0.0, 2.0])
+def test_single_statement_units_are_one_round_trip_and_a_first_request_six(
+    counted: Proxy, delay_ms: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted.delay_ms = delay_ms
+    invocation.start(FakeLambdaContext(timeout_ms=10_000))
+    try:
+        # SSLRequest, ClientHello, Finished + startup, two SCRAM messages, then the statement with its limits.
+        assert _flights(counted, lambda: db.run_in_transaction(_select(1), single_statement=True)) == 6
+        assert _flights(counted, lambda: db.run_in_transaction(_select(2), single_statement=True)) == 1
+        assert _flights(counted, lambda: db.run_in_transaction(_select(3), single_statement=True, read_only=True)) == 1
+        # Multi-statement units keep BEGIN (and the limits) riding with the first statement, then COMMIT.
+        assert _flights(counted, lambda: db.run_in_transaction(_select(4))) == 2
+    finally:
+        invocation.finish()
+
+
+@pytest.mark.pipelined_driver
 def test_an_idle_connection_is_pinged_once_before_reuse(counted: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
     _configure(monkeypatch, DB_IDLE_PING_SECONDS="0.05")
     db.run_in_transaction(_select(1))
