@@ -385,9 +385,10 @@ def run_in_transaction(
                 flights_before = pipelined.flights_sent
             transaction = connection.begin()
             if pipelined is None:
-                # The stock driver sends BEGIN on its own: the limits cost it one more round trip.
+                # The stock driver sends BEGIN on its own: the limits cost it one more round trip. Sent on the DB-API
+                # cursor: it is the kit's, not one of the work's statements (no SQLAlchemy events, no echo).
                 limits = server_limits(_current().engine_settings())
-                connection.exec_driver_sql(limits.set_local_sql(read_only=read_only))
+                _execute_raw(connection, limits.set_local_sql(read_only=read_only))
             result = work(connection)
             at_risk = True
             transaction.commit()
@@ -440,6 +441,18 @@ def run_in_transaction(
                 pipelined.end_unit()
             if connection is not None:
                 connection.close()
+
+
+def _execute_raw(connection: Connection, sql: str) -> None:
+    """Run `sql` on the DB-API cursor; a network failure invalidates the connection, as SQLAlchemy would."""
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    try:
+        dbapi_connection.cursor().execute(sql)
+    except Exception as error:
+        if is_network_failure(error):
+            connection.invalidate(error)
+        raise
 
 
 def _rollback_quietly(connection: Connection) -> None:

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pg8000.dbapi
 import pytest
-from sqlalchemy import Engine, text
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from lib.dbkit import engine as db
-from lib.dbkit import invocation, pg_pipeline
-from lib.dbkit.errors import DatabaseUnavailableError, PoolExhaustedError
+from lib.dbkit import invocation, pg8000_internals, pg_pipeline
+from lib.dbkit.errors import CommitOutcomeUnknownError, DatabaseUnavailableError, PoolExhaustedError
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.settings import Settings
+from lib.sample_app import notes
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tests.support.urls import connect_address, pooler_entry, with_port
 from tools import stack
 from tools.proxy import Proxy
+
+STOCK = os.environ.get("DB_DRIVER") == "stock"
 
 
 def _serverless(url: str, database: DatabaseTarget, **extra: str) -> Settings:
@@ -269,4 +275,152 @@ def test_too_many_connections_at_connect_is_a_503_not_a_500(
     finally:
         for hog in hogs:
             hog.close()
+        db.dispose_engine()
+
+
+class ReplyLost:
+    """Arms the proxy so the reply to what the client sends next never arrives: held, then the connection is reset."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.armed = 0
+
+    def arm(self) -> None:
+        self.armed += 1
+        self.proxy.stall(10)
+        threading.Timer(0.3, self._cut).start()
+
+    def _cut(self) -> None:
+        self.proxy.drop_connections()
+        self.proxy.stall(0)
+
+
+def _insert(title: str) -> Any:
+    return text("INSERT INTO notes (title) VALUES (:title) RETURNING id").bindparams(title=title)
+
+
+def _stored(title: str) -> int:
+    count: int = db.run_in_transaction(
+        lambda c: c.execute(text("SELECT count(*) FROM notes WHERE title = :t"), {"t": title}).scalar_one()
+    )
+    return count
+
+
+@pytest.fixture
+def reply_lost(counted: Proxy, schema: None) -> ReplyLost:
+    db.run_in_transaction(_select(1))  # connected: the fault hits a statement, not the connect
+    return ReplyLost(counted)
+
+
+def test_a_commit_whose_reply_is_lost_is_an_unknown_outcome_not_a_failure(reply_lost: ReplyLost) -> None:
+    title = f"commit reply lost {uuid.uuid4()}"
+
+    def write_then_lose_the_commit_reply(connection: Connection) -> None:
+        connection.execute(_insert(title))
+        reply_lost.arm()  # COMMIT is sent next
+
+    with captured_logs() as logs, pytest.raises(CommitOutcomeUnknownError) as raised:
+        db.run_in_transaction(write_then_lose_the_commit_reply)
+    assert raised.value.retry_after >= 1
+    assert reply_lost.armed == 1, "never re-run"
+    # With the pipelined driver COMMIT went in one flight and landed: exactly what the client cannot know. (Stock
+    # pg8000 sends COMMIT over three Syncs: the fault stops it before its Execute.)
+    assert _stored(title) == (0 if STOCK else 1)
+    (line,) = [r for r in logs.records if r["message"] == "transaction failed on a dead connection"]
+    assert (line["commit_sent"], line["retrying"]) == (True, False)
+
+
+@pytest.mark.pipelined_driver
+def test_a_single_statement_write_whose_reply_is_lost_is_an_unknown_outcome(reply_lost: ReplyLost) -> None:
+    title = f"single statement reply lost {uuid.uuid4()}"
+
+    def lose_the_reply_to_the_write(connection: Connection) -> None:
+        reply_lost.arm()
+        connection.execute(_insert(title))
+
+    with pytest.raises(CommitOutcomeUnknownError):
+        db.run_in_transaction(lose_the_reply_to_the_write, single_statement=True)
+    assert reply_lost.armed == 1
+    assert _stored(title) == 1
+
+
+@pytest.mark.parametrize("single_statement", [False, True])
+def test_idempotent_work_is_re_run_once_after_an_unknown_outcome(reply_lost: ReplyLost, single_statement: bool) -> None:
+    key = f"idempotent re-run {uuid.uuid4()}"
+
+    def create_once(connection: Connection) -> Any:
+        if reply_lost.armed == 0 and single_statement:
+            reply_lost.arm()
+        created = notes.create_note(connection, title=key, body="", ttl_seconds=None, idempotency_key=key)
+        if reply_lost.armed == 0:
+            reply_lost.arm()
+        return created.note.id
+
+    with captured_logs() as logs:
+        note_id = db.run_in_transaction(create_once, single_statement=single_statement, idempotent=True)
+    assert reply_lost.armed == 1
+    assert _stored(key) == 1
+    stored_id = db.run_in_transaction(
+        lambda c: c.execute(text("SELECT id FROM notes WHERE idempotency_key = :k"), {"k": key}).scalar_one()
+    )
+    assert stored_id == note_id
+    (line,) = [r for r in logs.records if r["message"] == "transaction failed on a dead connection"]
+    # On the stock driver single_statement is a plain transaction: the reply lost was the statement's, before COMMIT.
+    assert (line["commit_sent"], line["retrying"]) == (not (STOCK and single_statement), True)
+
+
+@pytest.mark.parametrize("single_statement", [False, True])
+def test_a_read_whose_reply_is_lost_is_re_run(reply_lost: ReplyLost, single_statement: bool) -> None:
+    def read(connection: Connection) -> Any:
+        if reply_lost.armed == 0:
+            reply_lost.arm()
+        return connection.execute(text("select cast(:v as int)"), {"v": 11}).scalar_one()
+
+    assert db.run_in_transaction(read, single_statement=single_statement, read_only=True) == 11
+    assert reply_lost.armed == 1
+
+
+@pytest.mark.pipelined_driver
+def test_read_only_units_cannot_write(serverless_app: None, schema: None) -> None:
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
+        db.run_in_transaction(lambda c: c.execute(_insert("read only")), single_statement=True, read_only=True)
+    assert sqlstate(raised.value) == "25006"
+
+
+def test_server_limits_are_transaction_local_and_follow_the_deadline(serverless_app: None) -> None:
+    show = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), " + (
+        "current_setting('idle_in_transaction_session_timeout')"
+    )
+    invocation.start(FakeLambdaContext(timeout_ms=3000))
+    try:
+        inside = db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one()))
+        single = db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one()), single_statement=True)
+    finally:
+        invocation.finish()
+    for statement_ms, lock_ms, idle_ms in (inside, single):
+        assert 1500 <= int(statement_ms.removesuffix("ms")) <= 2250
+        assert lock_ms == statement_ms
+        assert int(idle_ms.removesuffix("ms")) <= 2500
+    # Outside any unit of work the server's own defaults are back: nothing leaked into the pooled session.
+    engine = db.get_engine()
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        # pg8000's own simple Query: no BEGIN, so no limits of ours ride along.
+        assert pg8000_internals.execute_simple_unpipelined(raw, show).rows == [["0", "0", "0"]]
+
+
+def test_server_mode_uses_the_configured_limits(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure(
+        monkeypatch,
+        DATABASE_URL=database.direct_url,
+        DB_MODE="server",
+        DB_STATEMENT_TIMEOUT="7",
+        DB_LOCK_TIMEOUT="2.5",
+        DB_IDLE_IN_TRANSACTION_TIMEOUT="9",
+    )
+    try:
+        show = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+        assert db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one())) == ("7s", "2500ms")
+    finally:
         db.dispose_engine()
