@@ -189,6 +189,68 @@ def test_concurrent_clients_on_a_one_server_pool_get_their_own_rows(database: Da
     assert errors == []
 
 
+def _insert_returning_title(title: str) -> Any:
+    statement = text("INSERT INTO notes (title, expires_at) VALUES (:t, now()) RETURNING title")
+    return lambda connection: connection.execute(statement, {"t": title}).scalar_one()
+
+
+def _two_statements(value: int) -> Any:
+    def work(connection: Connection) -> Any:
+        connection.execute(text("select 1")).all()
+        return connection.execute(text("select cast(:v as int)"), {"v": value}).scalar_one()
+
+    return work
+
+
+def _hammer_units(holder: db.EngineHolder, worker: int, rounds: int, wrong: list[str], errors: list[str]) -> None:
+    """Single-statement reads and writes, and two-statement units, each checking it got its own rows back."""
+    with db.execution_environment(holder):
+        invocation.start(FakeLambdaContext(timeout_ms=60_000))  # so the server-side limits ride in every flight
+        try:
+            for number in range(rounds):
+                expected = worker * 100_000 + number
+                title = f"hammer {worker} {number} {uuid.uuid4().hex[:8]}"
+                try:
+                    if number % 3 == 0:
+                        got = db.run_in_transaction(_select(expected), single_statement=True, read_only=True)
+                    elif number % 3 == 1:
+                        row = db.run_in_transaction(_insert_returning_title(title), single_statement=True)
+                        got = expected if row == title else -1
+                    else:
+                        got = db.run_in_transaction(_two_statements(expected))
+                except Exception as error:  # noqa: BLE001 - every error is a finding here
+                    errors.append(f"{type(error).__name__}: {error}")
+                    continue
+                if got != expected:
+                    wrong.append(f"worker {worker} round {number}: expected {expected} got {got}")
+        finally:
+            invocation.finish()
+            holder.dispose()
+
+
+@pytest.mark.pipelined_driver
+def test_single_statement_units_on_a_one_server_pool_get_their_own_rows(
+    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, schema: None
+) -> None:
+    if database.single_pool_url is None:
+        pytest.skip("needs TEST_SINGLE_POOL_DATABASE_URL (a pool_size=1 pooler database) outside the local stack")
+    configure_serverless(monkeypatch, pooled_url=database.single_pool_url, pooler_hosts=database.pooler_hosts)
+    wrong: list[str] = []
+    errors: list[str] = []
+    workers, rounds = 8, 150
+    threads = [
+        threading.Thread(target=_hammer_units, args=(db.EngineHolder(), number, rounds, wrong, errors))
+        for number in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+    assert errors == []
+
+
 @pytest.fixture
 def counted(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
     """The app in serverless mode, talking to the pooler through a round-trip-counting proxy."""
