@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from lib.dbkit.errors import CommitOutcomeUnknownError, DatabaseUnavailableError
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.settings import Settings
 from lib.sample_app import notes
+from tests.events import load_event, with_header, with_json_body, with_note_id
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
@@ -486,3 +488,33 @@ def test_server_mode_uses_the_configured_limits(database: DatabaseTarget, monkey
         assert db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one())) == ("7s", "2500ms")
     finally:
         db.dispose_engine()
+
+
+def _api(event: dict[str, Any], status: int) -> dict[str, Any]:
+    from handlers.api import handler
+
+    response = handler(event, FakeLambdaContext())
+    assert response["statusCode"] == status, response.get("body")
+    body: dict[str, Any] = json.loads(response["body"]) if response.get("body") else {}
+    return body
+
+
+@pytest.mark.pipelined_driver
+def test_round_trips_of_each_route_warm_and_of_a_first_request(counted: Proxy, schema: None) -> None:
+    def create(key: str | None = None) -> dict[str, Any]:
+        event = with_json_body(load_event("api-02-create-note"), {"title": f"round trips {uuid.uuid4()}"})
+        return _api(with_header(event, "Idempotency-Key", key) if key else event, 201)
+
+    # A new execution environment: connect (5) and the statement with BEGIN-free limits (1).
+    assert _flights(counted, lambda: _api(load_event("api-10-get-note-unknown-id"), 404)) == 6
+    note = create()
+    routes = {
+        "GET /notes/{id}": lambda: _api(with_note_id(load_event("api-10-get-note-unknown-id"), note["id"]), 200),
+        "GET /notes/{id} 404": lambda: _api(load_event("api-10-get-note-unknown-id"), 404),
+        "POST /notes": create,
+        "POST /notes with a key": lambda: create(str(uuid.uuid4())),
+        "GET /notes": lambda: _api(load_event("api-07-list-notes"), 200),
+        "GET /health": lambda: _api(load_event("api-01-health"), 200),
+        "DELETE /notes/{id}": lambda: _api(with_note_id(load_event("api-12-delete-note-unknown-id"), note["id"]), 204),
+    }
+    assert {route: _flights(counted, action) for route, action in routes.items()} == dict.fromkeys(routes, 1)
