@@ -253,6 +253,10 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
 
     @event.listens_for(engine.pool, "checkout")
     def check_after_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        # Free (one syscall, no round trip): a connection the server or pooler already closed (restart, idle
+        # timeout) is replaced before anything is sent on it, so even a write can be re-run safely.
+        if pg8000_internals.peer_closed(dbapi_connection):
+            raise sqlalchemy.exc.DisconnectionError("the server closed the connection while it sat in the pool")
         # A connection that sat idle (frozen environment, Neon suspend) gets one ping; a busy one gets none.
         checked_in_at = record.info.get("checked_in_at")
         if checked_in_at is not None and time.monotonic() - checked_in_at > idle_ping_seconds:

@@ -84,6 +84,22 @@ def raw_socket(connection: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def peer_closed(connection: Any) -> bool:
+    """True when the server already closed the connection (EOF or a reset is waiting on the socket); no I/O sent."""
+    sock = raw_socket(connection)
+    if sock is None:
+        return False
+    try:
+        # On the TCP socket under any TLS layer: a look at what has arrived, not a read of the stream.
+        pending = socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    # Bytes waiting (a server notice, a TLS alert) are left for the next read; only EOF is certain.
+    return pending == b""
+
+
 def stream(connection: Any) -> Any:
     """The buffered file object pg8000 writes messages to (None once the connection is closed)."""
     return connection._sock

@@ -94,7 +94,7 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         self._single_statement = False
         self._read_only = False
         self.server_limits: Callable[[], ServerLimits | None] = _no_limits
-        # Flights written to the socket: a caller tells "nothing was sent" from "a reply was lost".
+        # Flights written in full: a caller tells "nothing was committed" from "a reply was lost".
         self.flights_sent = 0
         super().__init__(*args, **kwargs)
 
@@ -229,9 +229,11 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         finally:
             internals.swap_stream(self, sock)
         self._begin_pending = False
-        self.flights_sent += 1
         internals.write(sock, buffer.getvalue())
         internals.flush(sock)
+        # Counted once the whole flight, Sync included, is with the kernel: a write that failed sent no Sync, so the
+        # server committed nothing of it.
+        self.flights_sent += 1
 
 
 def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:

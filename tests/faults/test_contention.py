@@ -175,8 +175,9 @@ def _hold_lock(database: DatabaseTarget, window: list[float]) -> None:
         cursor.execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
         window.append(time.monotonic())
         time.sleep(HOLD_S)
-        locker.rollback()
+        # The end of the window is taken before the release: a write may complete the instant the lock goes.
         window.append(time.monotonic())
+        locker.rollback()
     finally:
         locker.close()
 

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -518,3 +518,26 @@ def test_round_trips_of_each_route_warm_and_of_a_first_request(counted: Proxy, s
         "DELETE /notes/{id}": lambda: _api(with_note_id(load_event("api-12-delete-note-unknown-id"), note["id"]), 204),
     }
     assert {route: _flights(counted, action) for route, action in routes.items()} == dict.fromkeys(routes, 1)
+
+
+def _write_after(counted: Proxy, close: Callable[[], object]) -> None:
+    title = f"closed in the pool {uuid.uuid4()}"
+    db.run_in_transaction(_select(1))
+    close()
+    time.sleep(0.1)
+    with captured_logs() as logs:
+        db.run_in_transaction(lambda c: c.execute(_insert(title)), single_statement=True)
+    assert _stored(title) == 1
+    events = [line["pool_event"] for line in logs.with_key("pool_event")]
+    assert "invalidate" in events
+    # Found closed at checkout, before anything was sent: no failed unit, no unknown outcome.
+    assert not any(r["message"] == "transaction failed on a dead connection" for r in logs.records)
+
+
+def test_a_write_on_a_connection_reset_in_the_pool_is_not_an_unknown_outcome(counted: Proxy, schema: None) -> None:
+    _write_after(counted, counted.drop_connections)
+
+
+@pytest.mark.local_stack
+def test_a_write_after_a_pgbouncer_restart_is_not_an_unknown_outcome(counted: Proxy, schema: None) -> None:
+    _write_after(counted, stack.restart_pgbouncer)
