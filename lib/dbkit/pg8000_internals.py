@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import select
 import socket
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
@@ -89,10 +90,15 @@ def peer_closed(connection: Any) -> bool:
     sock = raw_socket(connection)
     if sock is None:
         return False
+    # Nothing arrived (the usual case): done. A socket timeout would otherwise make the peek below wait for data.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(0):
+        return False
     try:
         # On the TCP socket under any TLS layer: a look at what has arrived, not a read of the stream.
         pending = socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
+    except (BlockingIOError, InterruptedError, TimeoutError):
         return False
     except OSError:
         return True
