@@ -46,26 +46,18 @@ class ServerLimits:
     lock_ms: int
     idle_in_transaction_ms: int
 
-    def settings(self, *, read_only: bool = False) -> list[tuple[str, str]]:
-        """(parameter, value) pairs; `read_only` adds transaction_read_only, which the server then enforces."""
-        pairs = [
+    def settings(self) -> list[tuple[str, str]]:
+        """(parameter, value) pairs, values in milliseconds as the server reads them."""
+        return [
             ("statement_timeout", str(self.statement_ms)),
             ("lock_timeout", str(self.lock_ms)),
             ("idle_in_transaction_session_timeout", str(self.idle_in_transaction_ms)),
         ]
-        return [*pairs, ("transaction_read_only", "on")] if read_only else pairs
 
     def set_local_sql(self, *, read_only: bool = False) -> str:
-        """SET LOCAL statements for a transaction block (an explicit one, or a multi-statement simple Query)."""
-        return "".join(f"SET LOCAL {name} = {value};\n" for name, value in self.settings(read_only=read_only))
-
-    def set_config_sql(self, *, read_only: bool = False) -> str:
-        """One statement that sets the limits for the implicit transaction it runs in, and returns no rows."""
-        # SET LOCAL outside a transaction block warns (and the warning lands in the server log on every request);
-        # set_config(..., true) does not. Zero rows, so pg8000 gets no rows before the statement's own.
-        pairs = self.settings(read_only=read_only)
-        calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in pairs)
-        return f"SELECT WHERE concat({calls}) IS NULL"
+        """SET LOCAL statements for a transaction block (the stock driver sends them after its BEGIN)."""
+        pairs = [*self.settings(), ("transaction_read_only", "on")] if read_only else self.settings()
+        return "".join(f"SET LOCAL {name} = {value};\n" for name, value in pairs)
 
 
 def _no_limits() -> ServerLimits | None:
@@ -123,19 +115,23 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
     def _implicit(self) -> bool:
         return self._single_statement and not internals.in_transaction(self)
 
+    def _local_settings(self) -> list[tuple[str, str]]:
+        """What the flight starting a transaction sets for it: the limits, and read-only mode when asked."""
+        limits = self.server_limits()
+        settings = limits.settings() if limits is not None else []
+        return [*settings, ("transaction_read_only", "on")] if self._read_only else settings
+
     def execute_simple(self, statement: str) -> Any:
         if statement == _BEGIN and not internals.in_transaction(self):
             # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight;
             # in single-statement mode there is none (the statement's own Sync commits it).
             self._begin_pending = not self._single_statement
             return internals.new_context(statement)
-        limits = self.server_limits() if self._begin_pending or self._implicit() else None
+        starts = self._begin_pending or self._implicit()
         prefix = _BEGIN_PREFIX if self._begin_pending else ""
-        if limits is not None:
+        if starts:
             # A multi-statement Query runs as one transaction block, so SET LOCAL applies without a warning.
-            prefix += limits.set_local_sql(read_only=self._read_only)
-        elif self._implicit() and self._read_only:
-            prefix += "SET LOCAL transaction_read_only = on;\n"
+            prefix += "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
         if not prefix:
             context = internals.new_context(statement)
             self._send_flight(lambda: self.send_QUERY(statement))
@@ -166,20 +162,15 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         # (implicit) transaction. BEGIN goes as extended messages before it: if BEGIN failed, the server
         # skips everything up to the Sync, so the statement can never run outside the transaction.
         params = internals.make_params(self, vals)
-        begin = self._begin_pending
-        implicit = self._implicit()
-        limits = self.server_limits() if begin or implicit else None
-        read_only = self._read_only
         preamble: list[str] = []
-        if begin:
-            preamble.append(_BEGIN)
-            if limits is not None:
-                preamble += [f"SET LOCAL {name} = {value}" for name, value in limits.settings(read_only=read_only)]
-        elif implicit and limits is not None:
+        if self._begin_pending:
+            preamble = [_BEGIN, *(f"SET LOCAL {name} = {value}" for name, value in self._local_settings())]
+        elif self._implicit() and (settings := self._local_settings()):
             # Set before the statement, undone by the Sync that commits it: nothing reaches the next client.
-            preamble.append(limits.set_config_sql(read_only=read_only))
-        elif implicit and read_only:
-            preamble.append("SELECT WHERE set_config('transaction_read_only', 'on', true) IS NULL")
+            # SET LOCAL outside a transaction block warns (into the server log, on every request); set_config(...,
+            # true) does not. The statement returns no rows, so pg8000 sees only the statement's own.
+            calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings)
+            preamble = [f"SELECT WHERE concat({calls}) IS NULL"]
 
         def compose() -> None:
             for sql in preamble:
@@ -210,8 +201,7 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
 
     def _send_pending_begin(self) -> None:
         if self._begin_pending:
-            limits = self.server_limits()
-            sql = _BEGIN_PREFIX + (limits.set_local_sql(read_only=self._read_only) if limits else "")
+            sql = _BEGIN_PREFIX + "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
             self._begin_pending = False
             self._send_flight(lambda: self.send_QUERY(sql))
             self.handle_messages(internals.new_context(sql))

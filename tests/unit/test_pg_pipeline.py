@@ -447,3 +447,12 @@ def test_copy_is_refused_outside_a_transaction(server: ScriptedServer, conn: Any
     with pytest.raises(InterfaceError, match="COPY needs a transaction"):
         conn.cursor().execute("copy t from stdin", stream=object())
     assert len(server.flights) == 1
+
+
+def test_read_only_is_set_even_without_limits(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit(single_statement=True, read_only=True)
+    server.reply(SET_CONFIG_REPLY + select_reply(2, begin=False, status=b"I"))
+    conn.cursor().execute("select %s::int as v", (2,))
+    assert parsed_statements(server.flights[-1])[0] == (
+        "SELECT WHERE concat(set_config('transaction_read_only', 'on', true)) IS NULL"
+    )
