@@ -425,7 +425,7 @@ def test_idempotent_work_is_re_run_once_after_an_unknown_outcome(reply_lost: Rep
     assert reply_lost.armed == 1
     assert _stored(key) == 1
     stored_id = db.run_in_transaction(
-        lambda c: c.execute(text("SELECT id FROM notes WHERE idempotency_key = :k"), {"k": key}).scalar_one()
+        lambda c: c.execute(text("SELECT id FROM notes WHERE title = :t"), {"t": key}).scalar_one()
     )
     assert stored_id == note_id
     (line,) = [r for r in logs.records if r["message"] == "transaction failed on a dead connection"]
