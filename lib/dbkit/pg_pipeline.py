@@ -315,8 +315,10 @@ class FinishedWithStartupSSLSocket(ssl.SSLSocket):
         wait = None if deadline is None else deadline - time.monotonic()
         if wait is not None and wait <= 0:
             raise TimeoutError("TLS handshake timed out")
-        ready = select.select([self], [], [], wait) if readable else select.select([], [self], [], wait)
-        if not any(ready):
+        # poll, not select: select fails on descriptors above 1024 (hundreds of environments in one process).
+        poller = select.poll()
+        poller.register(self, select.POLLIN if readable else select.POLLOUT)
+        if not poller.poll(None if wait is None else wait * 1000):
             raise TimeoutError("TLS handshake timed out")
 
 
