@@ -130,7 +130,9 @@ def test_a_terminated_backend_is_survived_by_the_next_request(
         with captured_logs() as logs:
             assert db.run_in_transaction(_select(7)) == 7
         assert [line["pool_event"] for line in logs.with_key("pool_event")].count("invalidate") >= 1
-        assert any(line["message"] == "transaction failed on a dead connection" for line in logs.records)
+        # The backend's parting FATAL (57P01) is waiting on the socket: the checkout sees it and connects anew,
+        # before anything is sent, so there is no failed unit to re-run.
+        assert not any(line["message"] == "transaction failed on a dead connection" for line in logs.records)
     finally:
         db.dispose_engine()
 
