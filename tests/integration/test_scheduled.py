@@ -19,6 +19,7 @@ from tests.events import event_names, load_event
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
+from tests.support.urls import connect_address, pooler_entry, with_port
 from tools.proxy import Proxy
 
 JOB = lib.sample_app.purge.JOB_NAME
@@ -210,10 +211,10 @@ def test_a_wrong_event_fails_clearly_and_deletes_nothing() -> None:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, schema: None) -> Iterator[Proxy]:
     """The purge in serverless mode, talking to the pooler through a round-trip-counting proxy."""
-    port = int(database.pooler_hosts.rsplit(":", 1)[1])
-    with Proxy("127.0.0.1", port) as proxy:
-        url = database.pooled_url.replace(f"localhost:{port}/", f"localhost:{proxy.port}/")
-        configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=f"localhost:{proxy.port}")
+    host, port = connect_address(database.pooled_url)
+    with Proxy("127.0.0.1" if host == "localhost" else host, port) as proxy:
+        url = with_port(database.pooled_url, proxy.port)
+        configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=pooler_entry(database.pooled_url, proxy.port))
         _lapse_lease()
         yield proxy
         reset_database_state()
