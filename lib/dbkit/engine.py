@@ -478,11 +478,7 @@ def ping() -> None:
                 dbapi_connection = connection.connection.dbapi_connection
                 assert dbapi_connection is not None
                 try:
-                    # The route's own query, not a liveness check of the pool (which is what do_ping counts as).
-                    if isinstance(dbapi_connection, pg_pipeline.PipelinedConnection):
-                        pg_pipeline.ping(dbapi_connection)
-                    else:
-                        engine.dialect.do_ping(dbapi_connection)
+                    engine.dialect.do_ping(dbapi_connection)
                 except Exception:
                     # The ping bypasses SQLAlchemy's error handling: drop the connection ourselves.
                     connection.invalidate()

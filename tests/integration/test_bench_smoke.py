@@ -198,7 +198,8 @@ def test_environment_processes_account_for_every_request_issued(database: Databa
     assert (result.issued, result.completed, result.failed, result.not_started) == (10, 10, 0, 0)
     assert result.error_kinds == {}
     assert result.pooler is not None
-    assert 1 <= result.pooler.peak_busy_servers <= 2
+    # A single-statement request holds a server for well under a millisecond: the sampler may never catch one busy.
+    assert result.pooler.peak_busy_servers <= 2
     assert result.pooler.transactions >= 10
 
 
