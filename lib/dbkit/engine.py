@@ -19,7 +19,9 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
 from lib.dbkit import pg8000_internals, pg_pipeline, pool_events, transport
 from lib.dbkit.errors import (
+    CommitOutcomeUnknownError,
     DatabaseProviderRefusedError,
+    DatabaseTimeoutError,
     DatabaseUnavailableError,
     InvalidDatabaseUrlError,
     PoolExhaustedError,
@@ -46,6 +48,12 @@ CONNECT_MAX_ATTEMPTS = 8
 EXHAUSTION_RETRIES = 2
 UNIT_OF_WORK_ATTEMPTS = 2
 RETRY_AFTER_SECONDS = 1
+# The server's limits end this much before the client's socket timeout, so the server cancels the statement
+# (the connection stays usable, the lock wait ends) rather than the client giving up on a still-waiting backend.
+SERVER_LIMIT_SLACK_SECONDS = 0.25
+MIN_SERVER_LIMIT_MS = 100
+# Cancelled by the server at a limit we set: statement_timeout (57014) or lock_timeout (55P03).
+SERVER_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
 
 # Options that make the pg8000 dialect run session-level SET on pooled connections or switch to AUTOCOMMIT:
 # behind a transaction pooler they land on an arbitrary server or return wrong rows.
@@ -154,10 +162,29 @@ class _Connector:
     def _connect_once(self) -> Any:
         timeout = min(self._kwargs["timeout"], max(0.5, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
         connection = self._connect(**{**self._kwargs, "timeout": timeout})
+        if isinstance(connection, pg_pipeline.PipelinedConnection):
+            connection.server_limits = self._server_limits
         # pg8000's timeout is one socket timeout for the connection's whole life: it bounds connecting only;
         # statement time is bounded per checkout by the invocation's remaining time (see _bound_statement_time).
         _set_socket_timeout(connection, None)
         return connection
+
+    def _server_limits(self) -> pg_pipeline.ServerLimits:
+        return server_limits(self.settings)
+
+
+def server_limits(settings: Settings) -> pg_pipeline.ServerLimits:
+    """The limits for a transaction starting now: the invocation's remaining time in Lambda, else the settings'."""
+    if has_deadline():
+        remaining = remaining_seconds() - DEADLINE_MARGIN_SECONDS
+        limit_ms = max(MIN_SERVER_LIMIT_MS, int((remaining - SERVER_LIMIT_SLACK_SECONDS) * 1000))
+        # A frozen or killed invocation can hold nothing past its deadline: the server ends that session.
+        return pg_pipeline.ServerLimits(limit_ms, limit_ms, max(MIN_SERVER_LIMIT_MS, int(remaining * 1000)))
+    return pg_pipeline.ServerLimits(
+        statement_ms=round(settings.statement_timeout * 1000),
+        lock_ms=round(settings.lock_timeout * 1000),
+        idle_in_transaction_ms=round(settings.idle_in_transaction_timeout * 1000),
+    )
 
 
 def _set_socket_timeout(connection: Any, timeout: float | None) -> None:
@@ -226,6 +253,10 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
 
     @event.listens_for(engine.pool, "checkout")
     def check_after_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        # Free (one syscall, no round trip): a connection the server or pooler already closed (restart, idle
+        # timeout) is replaced before anything is sent on it, so even a write can be re-run safely.
+        if pg8000_internals.peer_closed(dbapi_connection):
+            raise sqlalchemy.exc.DisconnectionError("the server closed the connection while it sat in the pool")
         # A connection that sat idle (frozen environment, Neon suspend) gets one ping; a busy one gets none.
         checked_in_at = record.info.get("checked_in_at")
         if checked_in_at is not None and time.monotonic() - checked_in_at > idle_ping_seconds:
@@ -251,11 +282,19 @@ class EngineHolder:
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
+        self._settings: Settings | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = build_engine(get_settings())
+            self._settings = get_settings()
+            self._engine = build_engine(self._settings)
         return self._engine
+
+    def engine_settings(self) -> Settings:
+        """The settings the engine was built from."""
+        self.engine()
+        assert self._settings is not None
+        return self._settings
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -310,27 +349,58 @@ def _is_unavailable(error: BaseException) -> bool:
     return is_retryable_connect_failure(error)
 
 
-def run_in_transaction(work: Callable[[Connection], T]) -> T:
+def run_in_transaction(
+    work: Callable[[Connection], T],
+    *,
+    single_statement: bool = False,
+    read_only: bool = False,
+    idempotent: bool = False,
+) -> T:
     """The one unit of work for handlers: run `work` in one transaction, committed when it returns.
 
-    Waits briefly for a pooled connection when the pool is exhausted, and re-runs `work` once when a reused
-    connection turns out dead before COMMIT was sent; once COMMIT was sent, a failure is never re-run.
+    The server enforces time limits (statement, lock wait, idle in transaction) from the invocation's remaining
+    time, set transaction-locally in the flight that starts the transaction. `single_statement` sends each
+    statement as its own implicit transaction in one round trip (no BEGIN/COMMIT; pipelined driver only): use it
+    when `work` runs one statement, or statements that may commit one by one. `read_only` makes the server refuse
+    writes, and so makes every failure safe to re-run. `idempotent` says running `work` twice stores it once (an
+    Idempotency-Key): then an unknown commit outcome is re-run once instead of raised.
+
+    Re-runs `work` once when the connection fails before anything could have been committed (a dead reused
+    connection), and waits briefly when the pool is exhausted. A connection failure once a commit was sent (COMMIT,
+    or a single-statement write's flight) raises CommitOutcomeUnknownError unless `read_only` or `idempotent`;
+    a statement the server cancelled at its limit raises DatabaseTimeoutError and is not re-run.
     """
     exhaustion_retries = 0
     attempt = 0
+    outcome_unknown = False
     while True:
         attempt += 1
-        committing = False
+        at_risk = False
         connection: Connection | None = None
+        pipelined: pg_pipeline.PipelinedConnection | None = None
+        flights_before = 0
         try:
             pool_events.checkout_starting()
             connection = _current().engine().connect()
+            dbapi_connection = connection.connection.dbapi_connection
+            if isinstance(dbapi_connection, pg_pipeline.PipelinedConnection):
+                pipelined = dbapi_connection
+                pipelined.begin_unit(single_statement=single_statement, read_only=read_only)
+                flights_before = pipelined.flights_sent
             transaction = connection.begin()
+            if pipelined is None:
+                # The stock driver sends BEGIN on its own: the limits cost it one more round trip. Sent on the DB-API
+                # cursor: it is the kit's, not one of the work's statements (no SQLAlchemy events, no echo).
+                limits = server_limits(_current().engine_settings())
+                _execute_raw(connection, limits.set_local_sql(read_only=read_only))
             result = work(connection)
-            committing = True
+            at_risk = True
             transaction.commit()
             return result
         except Exception as error:
+            if pipelined is not None and single_statement and pipelined.flights_sent > flights_before:
+                # Each single-statement flight commits itself at its Sync: once one was sent, so was a commit.
+                at_risk = True
             if connection is not None:
                 _rollback_quietly(connection)
             if isinstance(error, sqlalchemy.exc.TimeoutError) and exhaustion_retries < EXHAUSTION_RETRIES:
@@ -339,22 +409,54 @@ def run_in_transaction(work: Callable[[Connection], T]) -> T:
                     time.sleep(random.uniform(0.05, 0.2))
                     attempt -= 1
                     continue
+            if sqlstate(error) in SERVER_TIMEOUT_SQLSTATES:
+                logger.warning("statement cancelled at its server-side time limit", extra={"sqlstate": sqlstate(error)})
+                raise DatabaseTimeoutError(
+                    f"database did not answer in time (sqlstate {sqlstate(error)})", retry_after=RETRY_AFTER_SECONDS
+                ) from error
             if not _is_unavailable(error):
                 raise
             if isinstance(error, sqlalchemy.exc.TimeoutError):
                 logger.warning("connection pool exhausted", extra={"retries": exhaustion_retries})
                 raise _unavailable(error) from error
-            # Once COMMIT was sent we cannot know whether it landed: re-running could write twice.
-            retry = not committing and attempt < UNIT_OF_WORK_ATTEMPTS and remaining_seconds() > 1
+            # A read has nothing to lose; a write whose commit was sent may have landed: re-running could store
+            # it twice, unless the work is idempotent.
+            unknown = at_risk and not read_only
+            outcome_unknown = outcome_unknown or unknown
+            retry = (not unknown or idempotent) and attempt < UNIT_OF_WORK_ATTEMPTS and remaining_seconds() > 1
             logger.warning(
                 "transaction failed on a dead connection",
-                extra={"error": type(error).__name__, "sqlstate": sqlstate(error), "retrying": retry},
+                extra={
+                    "error": type(error).__name__,
+                    "sqlstate": sqlstate(error),
+                    "commit_sent": at_risk,
+                    "retrying": retry,
+                },
             )
             if not retry:
+                if outcome_unknown:
+                    raise CommitOutcomeUnknownError(
+                        "the connection failed after the commit was sent; the outcome is unknown",
+                        retry_after=RETRY_AFTER_SECONDS,
+                    ) from error
                 raise _unavailable(error) from error
         finally:
+            if pipelined is not None:
+                pipelined.end_unit()
             if connection is not None:
                 connection.close()
+
+
+def _execute_raw(connection: Connection, sql: str) -> None:
+    """Run `sql` on the DB-API cursor; a network failure invalidates the connection, as SQLAlchemy would."""
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    try:
+        dbapi_connection.cursor().execute(sql)
+    except Exception as error:
+        if is_network_failure(error):
+            connection.invalidate(error)
+        raise
 
 
 def _rollback_quietly(connection: Connection) -> None:

@@ -67,6 +67,17 @@ class DatabaseProviderRefusedError(DatabaseUnavailableError):
         self.action = action
 
 
+class DatabaseTimeoutError(DatabaseUnavailableError):
+    """The server cancelled a statement at its time limit (statement_timeout or lock_timeout): nothing was committed."""
+
+
+class CommitOutcomeUnknownError(DatabaseUnavailableError):
+    """The connection failed after the commit was sent: the write may or may not be stored.
+
+    Retrying is safe only for work that is idempotent (e.g. a request carrying an Idempotency-Key).
+    """
+
+
 class InvalidEventError(Exception):
     """A Lambda event of the wrong shape for its handler; the message names what was expected."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import select
 import socket
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
@@ -22,7 +23,7 @@ import pg8000.dbapi
 TESTED_RANGE: Final = ((1, 31, 4), (1, 31, 6))
 NULL_BYTE: Final = b"\x00"
 
-_CORE_NAMES: Final = ("SYNC_MSG", "Context", "CoreConnection", "_flush", "_write")
+_CORE_NAMES: Final = ("SYNC_MSG", "FLUSH_MSG", "Context", "CoreConnection", "_flush", "_write")
 _CORE_METHODS: Final = (
     "execute_simple",
     "execute_unnamed",
@@ -84,6 +85,19 @@ def raw_socket(connection: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def peer_closed(connection: Any) -> bool:
+    """True when an idle connection is being closed by its server: anything waiting on it (EOF, reset, a message)."""
+    sock = raw_socket(connection)
+    if sock is None:
+        return False
+    # Between transactions the server has nothing to say: EOF, a reset, or a parting message (57P01 on shutdown, an
+    # idle timeout, TLS close_notify) is all that can arrive. A look at the TCP socket (under any TLS), no I/O;
+    # a false alarm costs a reconnect, a missed one a failed request.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def stream(connection: Any) -> Any:
     """The buffered file object pg8000 writes messages to (None once the connection is closed)."""
     return connection._sock
@@ -104,6 +118,12 @@ def in_transaction(connection: Any) -> bool:
 def sync_message() -> bytes:
     """The encoded Sync message."""
     message: bytes = pg8000.core.SYNC_MSG
+    return message
+
+
+def flush_message() -> bytes:
+    """The encoded Flush message (pg8000 writes one after every Parse, Describe and Execute)."""
+    message: bytes = pg8000.core.FLUSH_MSG
     return message
 
 

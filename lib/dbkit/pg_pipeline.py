@@ -13,7 +13,12 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import select
+import socket
+import ssl
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pg8000.dbapi
@@ -33,11 +38,56 @@ _BEGIN: Final = "begin transaction"
 _BEGIN_PREFIX: Final = _BEGIN + ";\n"
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """Time limits the server enforces for one transaction (milliseconds), set transaction-locally."""
+
+    statement_ms: int
+    lock_ms: int
+    idle_in_transaction_ms: int
+
+    def settings(self) -> list[tuple[str, str]]:
+        """(parameter, value) pairs, values in milliseconds as the server reads them."""
+        return [
+            ("statement_timeout", str(self.statement_ms)),
+            ("lock_timeout", str(self.lock_ms)),
+            ("idle_in_transaction_session_timeout", str(self.idle_in_transaction_ms)),
+        ]
+
+    def set_local_sql(self, *, read_only: bool = False) -> str:
+        """SET LOCAL statements for a transaction block (the stock driver sends them after its BEGIN)."""
+        pairs = [*self.settings(), ("transaction_read_only", "on")] if read_only else self.settings()
+        return "".join(f"SET LOCAL {name} = {value};\n" for name, value in pairs)
+
+
+def _no_limits() -> ServerLimits | None:
+    return None
+
+
+class _FlightBuffer(io.BytesIO):
+    """Collects one flight; drops pg8000's Flush after each message, which only makes the server send early."""
+
+    def write(self, data: Any) -> int:
+        if bytes(data) == internals.flush_message():
+            return len(data)
+        return super().write(data)
+
+
 class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
-    """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first."""
+    """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first.
+
+    ``server_limits`` (a callable, set by the engine) gives the limits that ride in the flight that starts each
+    transaction. Between ``begin_unit(single_statement=True)`` and ``end_unit()`` no BEGIN is sent: each statement
+    is one flight with one Sync, its own implicit transaction, committed by the server at the Sync.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._begin_pending = False
+        self._single_statement = False
+        self._read_only = False
+        self.server_limits: Callable[[], ServerLimits | None] = _no_limits
+        # Flights written in full: a caller tells "nothing was committed" from "a reply was lost".
+        self.flights_sent = 0
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -52,27 +102,58 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
                 with contextlib.suppress(OSError, ValueError):
                     stream.close()
 
+    def begin_unit(self, *, single_statement: bool = False, read_only: bool = False) -> None:
+        """Start a unit of work: implicit one-Sync transactions per statement, and/or read-only transactions."""
+        self._single_statement = single_statement
+        self._read_only = read_only
+
+    def end_unit(self) -> None:
+        """Back to pg8000's behaviour: BEGIN before the first statement (still sent along with it)."""
+        self._single_statement = False
+        self._read_only = False
+
+    def _implicit(self) -> bool:
+        return self._single_statement and not internals.in_transaction(self)
+
+    def _local_settings(self) -> list[tuple[str, str]]:
+        """What the flight starting a transaction sets for it: the limits, and read-only mode when asked."""
+        limits = self.server_limits()
+        settings = limits.settings() if limits is not None else []
+        return [*settings, ("transaction_read_only", "on")] if self._read_only else settings
+
     def execute_simple(self, statement: str) -> Any:
         if statement == _BEGIN and not internals.in_transaction(self):
-            # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight.
-            self._begin_pending = True
+            # Cursor.execute asks for BEGIN right before its statement: hold it back so both share one flight;
+            # in single-statement mode there is none (the statement's own Sync commits it).
+            self._begin_pending = not self._single_statement
             return internals.new_context(statement)
-        if not self._begin_pending:
-            return super().execute_simple(statement)
+        starts = self._begin_pending or self._implicit()
+        prefix = _BEGIN_PREFIX if self._begin_pending else ""
+        if starts:
+            # A multi-statement Query runs as one transaction block, so SET LOCAL applies without a warning.
+            prefix += "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
+        if not prefix:
+            context = internals.new_context(statement)
+            self._send_flight(lambda: self.send_QUERY(statement))
+            self.handle_messages(context)
+            return context
         # One Query, not two: if BEGIN ever failed, a second Query would still run, in its own implicit
         # transaction, i.e. autocommitted. In one Query a parse error runs nothing, and a run-time error
         # leaves the transaction open and aborted, as pg8000's own two round trips would.
         context = internals.new_context(statement)
-        self._send_flight(lambda: self.send_QUERY(_BEGIN_PREFIX + statement))
+        self._send_flight(lambda: self.send_QUERY(prefix + statement))
         try:
             self.handle_messages(context)
         except DatabaseError as error:
-            _unshift_error_position(error, len(_BEGIN_PREFIX))
+            _unshift_error_position(error, len(prefix))
             raise
         return context
 
     def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
         if stream is not None:
+            if self._implicit():
+                # pg8000's COPY path has several Syncs: outside a transaction the pooler could switch servers.
+                raise InterfaceError("COPY needs a transaction: run it in a unit of work without single_statement")
             # COPY goes back and forth mid-statement, so it keeps pg8000's path (inside a transaction: safe).
             self._send_pending_begin()
             return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
@@ -81,11 +162,19 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         # (implicit) transaction. BEGIN goes as extended messages before it: if BEGIN failed, the server
         # skips everything up to the Sync, so the statement can never run outside the transaction.
         params = internals.make_params(self, vals)
-        begin = self._begin_pending
+        preamble: list[str] = []
+        if self._begin_pending:
+            preamble = [_BEGIN, *(f"SET LOCAL {name} = {value}" for name, value in self._local_settings())]
+        elif self._implicit() and (settings := self._local_settings()):
+            # Set before the statement, undone by the Sync that commits it: nothing reaches the next client.
+            # SET LOCAL outside a transaction block warns (into the server log, on every request); set_config(...,
+            # true) does not. The statement returns no rows, so pg8000 sees only the statement's own.
+            calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings)
+            preamble = [f"SELECT WHERE concat({calls}) IS NULL"]
 
         def compose() -> None:
-            if begin:
-                self.send_PARSE(internals.NULL_BYTE, _BEGIN, ())
+            for sql in preamble:
+                self.send_PARSE(internals.NULL_BYTE, sql, ())
                 self.send_BIND(internals.NULL_BYTE, ())
                 self.send_EXECUTE()
             self.send_PARSE(internals.NULL_BYTE, statement, oids)
@@ -112,8 +201,10 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
 
     def _send_pending_begin(self) -> None:
         if self._begin_pending:
-            super().execute_simple(_BEGIN)
+            sql = _BEGIN_PREFIX + "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
             self._begin_pending = False
+            self._send_flight(lambda: self.send_QUERY(sql))
+            self.handle_messages(internals.new_context(sql))
 
     def _send_flight(self, compose: Callable[[], None]) -> None:
         """Write what ``compose`` sends with one flush; if composing fails, nothing reaches the socket."""
@@ -121,7 +212,7 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
             raise InterfaceError("connection is closed")
         # pg8000's send_* write straight to its stream; pointing it at a buffer keeps a half-composed flight
         # (a value that fails to encode) from being sent ahead of the next statement.
-        buffer = io.BytesIO()
+        buffer = _FlightBuffer()
         sock = internals.swap_stream(self, buffer)
         try:
             compose()
@@ -130,6 +221,9 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         self._begin_pending = False
         internals.write(sock, buffer.getvalue())
         internals.flush(sock)
+        # Counted once the whole flight, Sync included, is with the kernel: a write that failed sent no Sync, so the
+        # server committed nothing of it.
+        self.flights_sent += 1
 
 
 def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:
@@ -144,7 +238,88 @@ def connect(**kwargs: Any) -> PipelinedConnection:
 
     ``hostaddr`` and ``sslnegotiation`` are understood too (lib.dbkit.transport).
     """
+    context = kwargs.get("ssl_context")
+    if isinstance(context, ssl.SSLContext) and context.sslsocket_class is ssl.SSLSocket and _CAN_CORK:
+        # The context's documented hook for a custom socket class: the handshake's last flight waits for ours.
+        context.sslsocket_class = FinishedWithStartupSSLSocket
     return transport.connect(PipelinedConnection, **kwargs)
+
+
+_CAN_CORK: Final = hasattr(socket, "TCP_CORK")
+
+
+class FinishedWithStartupSSLSocket(ssl.SSLSocket):
+    """A TLS socket that sends the handshake's Finished in the same TCP segment as the first application data.
+
+    With TLS 1.3 the server answers the client's Finished with NewSessionTicket. When the ticket arrives before the
+    startup message leaves (loopback, sometimes in-region), the startup message becomes a flight of its own, and
+    the round-trip count of a new connection varies from run to run. Corking the socket from the end of the
+    ClientHello until the first write (the startup message) makes Finished + startup one segment, so the ticket
+    always lands after it. Nothing waits for the ticket, so no latency is added.
+    """
+
+    _corked = False
+
+    def do_handshake(self, block: bool = False) -> None:
+        timeout = self.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.settimeout(0)
+        # Corked from the start, so the server cannot answer before the first wait below: the ClientHello is
+        # sent there, and everything the client writes after it (the compatibility ChangeCipherSpec, Finished)
+        # waits for the startup message. Flushing at every wait instead would send ChangeCipherSpec alone when
+        # the server's flight arrives in pieces. A handshake that must send and wait again (HelloRetryRequest,
+        # TLS 1.2) is delayed by the kernel's cork ceiling (200 ms) at most; servers that take the client's
+        # X25519 key share (Neon's proxy, PgBouncer on OpenSSL) never need that.
+        self._cork(True)
+        hello_sent = False
+        try:
+            while True:
+                try:
+                    super().do_handshake()
+                    return
+                except ssl.SSLWantReadError:
+                    if not hello_sent:
+                        hello_sent = True
+                        self._cork(False)
+                        self._cork(True)
+                    self._wait(deadline, readable=True)
+                except ssl.SSLWantWriteError:
+                    self._wait(deadline, readable=False)
+        except BaseException:
+            self._cork(False)
+            raise
+        finally:
+            self.settimeout(timeout)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self._cork(False)
+        return sent
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        super().sendall(data, flags)
+        self._cork(False)
+
+    def _cork(self, on: bool) -> None:
+        if self._corked != on:
+            self._corked = on
+            with contextlib.suppress(OSError):
+                # TCP_NODELAY leaves a "push" flag set that lets the next write through a cork: off while corked.
+                if on:
+                    self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+                self.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+                if not on:
+                    self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _wait(self, deadline: float | None, *, readable: bool) -> None:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise TimeoutError("TLS handshake timed out")
+        # poll, not select: select fails on descriptors above 1024 (hundreds of environments in one process).
+        poller = select.poll()
+        poller.register(self, select.POLLIN if readable else select.POLLOUT)
+        if not poller.poll(None if wait is None else wait * 1000):
+            raise TimeoutError("TLS handshake timed out")
 
 
 def ping(connection: pg8000.dbapi.Connection) -> None:

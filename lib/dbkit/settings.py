@@ -56,6 +56,10 @@ URL_VARIABLES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER"
 DEFAULT_SECRET_MAX_AGE = 300
 DEFAULT_IDLE_PING_SECONDS = 60.0
 DEFAULT_POOL_RECYCLE = 1800
+# Server-side limits of a long-running server's transactions (Lambda derives them from the invocation's deadline).
+DEFAULT_STATEMENT_TIMEOUT = 30.0
+DEFAULT_LOCK_TIMEOUT = 10.0
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT = 60.0
 SERVERLESS_POOL_TIMEOUT = 5.0
 SERVER_POOL_TIMEOUT = 30.0
 # pool_size / max_overflow per APP_ENV for long-running servers.
@@ -138,6 +142,9 @@ class Settings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     # pipeline: pg8000 with fewer round trips (lib.dbkit.pg_pipeline); stock: SQLAlchemy's own pg8000 dialect.
     driver: Driver = "pipeline"
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    idle_in_transaction_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT
     source: UrlSource = UrlSource("argument")
     # Set by validation: the sslmode the URL asked for when serverless policy raised it to verify-full.
     tls_upgraded_from: SslMode | None = field(init=False, default=None)
@@ -147,6 +154,12 @@ class Settings:
     warnings: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
+        if self.lock_timeout > self.statement_timeout:
+            raise InvalidSettingError(
+                f"DB_LOCK_TIMEOUT={self.lock_timeout:g} is longer than "
+                f"DB_STATEMENT_TIMEOUT={self.statement_timeout:g}: a lock wait is part of its statement, "
+                "so lower DB_LOCK_TIMEOUT or raise DB_STATEMENT_TIMEOUT"
+            )
         database = self.database
         if database.connect_timeout is None:
             database = replace(database, connect_timeout=self.connect_timeout)
@@ -183,6 +196,9 @@ class Settings:
         idle_ping = _number(environ, "DB_IDLE_PING_SECONDS", minimum=0.0)
         connect_timeout = _number(environ, "DB_CONNECT_TIMEOUT", minimum=0.0, exclusive=True)
         driver = cast(Driver, _choice(environ, "DB_DRIVER", DRIVERS) or "pipeline")
+        statement_timeout = _limit(environ, "DB_STATEMENT_TIMEOUT")
+        lock_timeout = _limit(environ, "DB_LOCK_TIMEOUT")
+        idle_timeout = _limit(environ, "DB_IDLE_IN_TRANSACTION_TIMEOUT")
         pooler_hosts = parse_pooler_hosts(environ.get("DB_POOLER_HOSTS", ""))
         source = _source(environ)
         if source.kind == "DATABASE_URL":
@@ -201,6 +217,9 @@ class Settings:
             idle_ping_seconds=_default(idle_ping, DEFAULT_IDLE_PING_SECONDS),
             connect_timeout=_default(connect_timeout, DEFAULT_CONNECT_TIMEOUT),
             driver=driver,
+            statement_timeout=_default(statement_timeout, DEFAULT_STATEMENT_TIMEOUT),
+            lock_timeout=_default(lock_timeout, DEFAULT_LOCK_TIMEOUT),
+            idle_in_transaction_timeout=_default(idle_timeout, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
             source=source,
         )
 
@@ -260,6 +279,10 @@ class Settings:
             "connect timeout": f"{database.effective_connect_timeout:g}s",
             "pool": pool_text,
             "driver": self.driver,
+            "server limits": (
+                f"statement {self.statement_timeout:g}s, lock {self.lock_timeout:g}s, idle in transaction "
+                f"{self.idle_in_transaction_timeout:g}s (server mode; in Lambda: the invocation's remaining time)"
+            ),
         }
         if database.endpoint_id or is_neon_host(database.host):
             summary["endpoint id"] = database.endpoint_id or "from SNI (pg8000 sends the host name)"
@@ -332,6 +355,18 @@ def _number(
         bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
         kind = "a whole number of seconds" if integer else "a number of seconds"
         raise InvalidSettingError(f"{name}={value!r} is not valid: expected {kind} {bound}")
+    return number
+
+
+def _limit(environ: Mapping[str, str], name: str) -> float | None:
+    """A server-side time limit in seconds: positive, at least a millisecond, and at most a day."""
+    value = _value(environ, name)
+    number = _number(environ, name, minimum=0.0, exclusive=True)
+    if number is not None and not 0.001 <= number <= 86_400:
+        raise InvalidSettingError(
+            f"{name}={value!r} is not valid: expected a number of seconds from 0.001 to 86400 (the server cancels "
+            "a statement after it; 0 would mean no limit, which a pooled server connection must not have)"
+        )
     return number
 
 

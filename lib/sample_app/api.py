@@ -18,6 +18,7 @@ from starlette.routing import Match
 
 from lib.dbkit.engine import ping, run_in_transaction
 from lib.dbkit.errors import (
+    CommitOutcomeUnknownError,
     ConfigError,
     DatabaseProviderRefusedError,
     DatabaseUnavailableError,
@@ -216,7 +217,10 @@ def _add_routes(app: FastAPI) -> None:
                 body=payload.body,
                 ttl_seconds=payload.ttl_seconds,
                 idempotency_key=idempotency_key,
-            )
+            ),
+            single_statement=True,
+            # The key makes a re-run replay the stored note: safe after an unknown commit outcome.
+            idempotent=idempotency_key is not None,
         )
         # A replay answers exactly like the original (201, same note); the header tells a retrying client.
         response.headers["Location"] = f"/notes/{created.note.id}"
@@ -230,16 +234,23 @@ def _add_routes(app: FastAPI) -> None:
         cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     ) -> NotePageOut:
         after = notes.Cursor.decode(cursor) if cursor is not None else None
-        page = run_in_transaction(lambda connection: notes.list_notes(connection, limit=limit, after=after))
+        page = run_in_transaction(
+            lambda connection: notes.list_notes(connection, limit=limit, after=after),
+            single_statement=True,
+            read_only=True,
+        )
         return _bounded_page(page)
 
     @app.get("/notes/{note_id}")
     def get_note(note_id: UUID) -> NoteOut:
-        return NoteOut.of(run_in_transaction(lambda connection: notes.get_note(connection, note_id)))
+        note = run_in_transaction(
+            lambda connection: notes.get_note(connection, note_id), single_statement=True, read_only=True
+        )
+        return NoteOut.of(note)
 
     @app.delete("/notes/{note_id}", status_code=204)
     def delete_note(note_id: UUID) -> Response:
-        run_in_transaction(lambda connection: notes.delete_note(connection, note_id))
+        run_in_transaction(lambda connection: notes.delete_note(connection, note_id), single_statement=True)
         return Response(status_code=204)
 
 
@@ -273,6 +284,11 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
         503,
         "database_provider_refused",
         "the database provider refused the connection; the service owner must act, retry later",
+    ),
+    CommitOutcomeUnknownError: (
+        503,
+        "commit_outcome_unknown",
+        "the connection failed while committing: the write may be stored; retry with the same Idempotency-Key",
     ),
     DatabaseUnavailableError: (503, "database_unavailable", "the database is unavailable; retry after the delay"),
     # A wrong password or URL found at run time: the log line names the fix, the client only learns it is ours.

@@ -1,8 +1,10 @@
-"""Scheduled purge of expired notes and Idempotency-Keys: bounded batches, one short transaction each, under a lease."""
+"""Scheduled purge of expired notes and Idempotency-Keys: bounded batches, one statement each, under a job lease."""
 
 from __future__ import annotations
 
+import functools
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,7 +13,7 @@ from sqlalchemy import Connection, text
 
 from lib.dbkit.engine import run_in_transaction
 from lib.dbkit.invocation import remaining_seconds
-from lib.dbkit.leases import job_lease
+from lib.dbkit.leases import leased_statement, release_lease_now
 from lib.dbkit.observability import logger, metrics
 
 JOB_NAME = "purge-expired-notes"
@@ -30,33 +32,37 @@ _DELETE_BATCH = text(
 )
 
 
-# Both tables in one statement, so a run costs no extra round trip for the keys.
-_DELETE_EXPIRED = text(
+# One round trip per batch: take or extend the lease, delete a batch of each table under it, and give the lease
+# back when both came up short (the last batch). Rows locked by a concurrent delete are skipped, not waited for.
+_LEASED_BATCH = leased_statement(
     """
-    WITH expired_notes AS (
+    purge_notes AS (
         DELETE FROM notes WHERE id IN (
-            SELECT id FROM notes WHERE expires_at <= now() ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
+            SELECT id FROM notes WHERE expires_at <= now() AND EXISTS (SELECT FROM lease_held)
+            ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
         )
         RETURNING 1
     ),
-    expired_keys AS (
+    purge_keys AS (
         DELETE FROM idempotency_keys WHERE key IN (
-            SELECT key FROM idempotency_keys WHERE expires_at <= now() ORDER BY expires_at LIMIT :batch
-            FOR UPDATE SKIP LOCKED
+            SELECT key FROM idempotency_keys WHERE expires_at <= now() AND EXISTS (SELECT FROM lease_held)
+            ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
         )
         RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM expired_notes) AS notes, (SELECT count(*) FROM expired_keys) AS keys
-    """
+    )""",
+    done="((SELECT count(*) FROM purge_notes) < :batch AND (SELECT count(*) FROM purge_keys) < :batch)",
+    result="(SELECT count(*) FROM purge_notes) AS notes, (SELECT count(*) FROM purge_keys) AS keys",
 )
 
 
 @dataclass(frozen=True)
-class PurgedBatch:
-    """Rows one batch deleted from each table."""
+class LeasedBatch:
+    """One batch under the lease: whether this run held it, what went, whether the lease still needs releasing."""
 
+    leased: bool
     notes: int
     keys: int
+    release_pending: bool
 
 
 @dataclass(frozen=True)
@@ -76,32 +82,50 @@ def delete_expired_batch(connection: Connection, *, batch_size: int) -> int:
     return connection.execute(_DELETE_BATCH, {"batch": batch_size}).rowcount
 
 
-def delete_expired(connection: Connection, *, batch_size: int) -> PurgedBatch:
-    """Delete up to `batch_size` expired notes and as many expired Idempotency-Keys, skipping locked rows."""
-    row = connection.execute(_DELETE_EXPIRED, {"batch": batch_size}).one()
-    return PurgedBatch(notes=row.notes, keys=row.keys)
+def purge_batch(connection: Connection, *, holder: str, batch_size: int, lease_seconds: float) -> LeasedBatch:
+    """Under `holder`'s lease (taken or extended here), delete up to `batch_size` expired notes and keys at once."""
+    params = {"lease_name": JOB_NAME, "lease_holder": holder, "lease_seconds": lease_seconds, "batch": batch_size}
+    row = connection.execute(_LEASED_BATCH, params).one()
+    return LeasedBatch(leased=row.leased, notes=row.notes, keys=row.keys, release_pending=row.release_pending)
 
 
 def purge_expired(*, batch_size: int | None = None, holder: str | None = None) -> PurgeSummary:
     """Purge expired notes and keys in batches (BATCH_SIZE each) under the job lease; skips while another run has it."""
     started = time.perf_counter()
     batch_size = batch_size or BATCH_SIZE
-    lease_seconds = max(remaining_seconds(), 0) + LEASE_MARGIN_SECONDS
+    holder = holder or str(uuid.uuid4())
     purged = keys_purged = batches = 0
     stopped_early = False
-    with job_lease(JOB_NAME, seconds=lease_seconds, holder=holder) as held:
-        if held is None:
-            return PurgeSummary(0, 0, 0, skipped=True, stopped_early=False, duration_ms=_since(started))
-        while True:
-            if remaining_seconds() < STOP_MARGIN_SECONDS:
-                stopped_early = True
-                break
-            deleted = run_in_transaction(lambda c: delete_expired(c, batch_size=batch_size))
-            batches += 1
-            purged += deleted.notes
-            keys_purged += deleted.keys
-            if deleted.notes < batch_size and deleted.keys < batch_size:
-                break
+    while True:
+        if remaining_seconds() < STOP_MARGIN_SECONDS:
+            stopped_early = True
+            if batches:
+                release_lease_now(JOB_NAME, holder=holder)
+            break
+        # Idempotent: a re-run under the same holder deletes whatever is still expired, and keeps the lease.
+        batch = run_in_transaction(
+            functools.partial(
+                purge_batch,
+                holder=holder,
+                batch_size=batch_size,
+                lease_seconds=max(remaining_seconds(), 0) + LEASE_MARGIN_SECONDS,
+            ),
+            single_statement=True,
+            idempotent=True,
+        )
+        if not batch.leased:
+            if batches == 0:
+                return PurgeSummary(0, 0, 0, skipped=True, stopped_early=False, duration_ms=_since(started))
+            # Only after our lease lapsed (a batch slower than LEASE_MARGIN_SECONDS): the other run carries on.
+            logger.warning("purge lease lost to another run; stopping", extra={"batches": batches})
+            break
+        batches += 1
+        purged += batch.notes
+        keys_purged += batch.keys
+        if batch.release_pending:
+            release_lease_now(JOB_NAME, holder=holder)
+        if batch.notes < batch_size and batch.keys < batch_size:
+            break
     return PurgeSummary(
         purged, keys_purged, batches, skipped=False, stopped_early=stopped_early, duration_ms=_since(started)
     )

@@ -72,7 +72,7 @@ class Client:
             error = outcome.body.get("error") if isinstance(outcome.body, dict) else None
             if set(outcome.body or {}) != {"error"} or not isinstance(error, dict) or set(error) != ERROR_KEYS:
                 self.problems.append(f"{outcome.route} 503 not in the error shape: {outcome.raw[:200]}")
-            elif error["code"] not in {"database_unavailable", "database_busy"}:
+            elif error["code"] not in {"database_unavailable", "database_busy", "commit_outcome_unknown"}:
                 self.problems.append(f"{outcome.route} 503 with code {error['code']}")
         elif outcome.status >= 300:
             self.problems.append(f"{outcome.route} answered {outcome.status}: {outcome.raw[:300]}")

@@ -86,13 +86,14 @@ def test_template_health_is_one_round_trip_on_the_warm_connection(bench: Bench) 
     assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 1)
 
 
-def test_template_warm_get_is_begin_with_statement_then_commit(bench: Bench) -> None:
+def test_template_warm_get_is_one_round_trip(bench: Bench) -> None:
+    # A single-statement unit: limits, statement and Sync in one flight, no BEGIN/COMMIT.
     profile = _template(bench)
     try:
         sample = _warm(bench, profile, get_note_event(seed_note(profile)))
     finally:
         profile.close()
-    assert (sample.round_trips, sample.connections, sample.pings) == (2, 0, 0)
+    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
 
 
 def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -> None:
@@ -190,7 +191,8 @@ def test_environment_processes_account_for_every_request_issued(database: Databa
     assert (result.issued, result.completed, result.failed, result.not_started) == (10, 10, 0, 0)
     assert result.error_kinds == {}
     assert result.pooler is not None
-    assert 1 <= result.pooler.peak_busy_servers <= 2
+    # A single-statement request holds a server for well under a millisecond: the sampler may never catch one busy.
+    assert result.pooler.peak_busy_servers <= 2
     assert result.pooler.transactions >= 10
 
 

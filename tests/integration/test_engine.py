@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pg8000.dbapi
 import pytest
-from sqlalchemy import Engine, text
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from lib.dbkit import engine as db
-from lib.dbkit import invocation, pg_pipeline
-from lib.dbkit.errors import DatabaseUnavailableError, PoolExhaustedError
+from lib.dbkit import invocation, pg8000_internals, pg_pipeline
+from lib.dbkit.errors import CommitOutcomeUnknownError, DatabaseUnavailableError, PoolExhaustedError
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.settings import Settings
+from lib.sample_app import notes
+from tests.events import load_event, with_header, with_json_body, with_note_id
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tests.support.urls import connect_address, pooler_entry, with_port
 from tools import stack
 from tools.proxy import Proxy
+
+STOCK = os.environ.get("DB_DRIVER") == "stock"
 
 
 def _serverless(url: str, database: DatabaseTarget, **extra: str) -> Settings:
@@ -122,7 +130,9 @@ def test_a_terminated_backend_is_survived_by_the_next_request(
         with captured_logs() as logs:
             assert db.run_in_transaction(_select(7)) == 7
         assert [line["pool_event"] for line in logs.with_key("pool_event")].count("invalidate") >= 1
-        assert any(line["message"] == "transaction failed on a dead connection" for line in logs.records)
+        # The backend's parting FATAL (57P01) is waiting on the socket: the checkout sees it and connects anew,
+        # before anything is sent, so there is no failed unit to re-run.
+        assert not any(line["message"] == "transaction failed on a dead connection" for line in logs.records)
     finally:
         db.dispose_engine()
 
@@ -183,6 +193,68 @@ def test_concurrent_clients_on_a_one_server_pool_get_their_own_rows(database: Da
     assert errors == []
 
 
+def _insert_returning_title(title: str) -> Any:
+    statement = text("INSERT INTO notes (title, expires_at) VALUES (:t, now()) RETURNING title")
+    return lambda connection: connection.execute(statement, {"t": title}).scalar_one()
+
+
+def _two_statements(value: int) -> Any:
+    def work(connection: Connection) -> Any:
+        connection.execute(text("select 1")).all()
+        return connection.execute(text("select cast(:v as int)"), {"v": value}).scalar_one()
+
+    return work
+
+
+def _hammer_units(holder: db.EngineHolder, worker: int, rounds: int, wrong: list[str], errors: list[str]) -> None:
+    """Single-statement reads and writes, and two-statement units, each checking it got its own rows back."""
+    with db.execution_environment(holder):
+        invocation.start(FakeLambdaContext(timeout_ms=60_000))  # so the server-side limits ride in every flight
+        try:
+            for number in range(rounds):
+                expected = worker * 100_000 + number
+                title = f"hammer {worker} {number} {uuid.uuid4().hex[:8]}"
+                try:
+                    if number % 3 == 0:
+                        got = db.run_in_transaction(_select(expected), single_statement=True, read_only=True)
+                    elif number % 3 == 1:
+                        row = db.run_in_transaction(_insert_returning_title(title), single_statement=True)
+                        got = expected if row == title else -1
+                    else:
+                        got = db.run_in_transaction(_two_statements(expected))
+                except Exception as error:  # noqa: BLE001 - every error is a finding here
+                    errors.append(f"{type(error).__name__}: {error}")
+                    continue
+                if got != expected:
+                    wrong.append(f"worker {worker} round {number}: expected {expected} got {got}")
+        finally:
+            invocation.finish()
+            holder.dispose()
+
+
+@pytest.mark.pipelined_driver
+def test_single_statement_units_on_a_one_server_pool_get_their_own_rows(
+    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, schema: None
+) -> None:
+    if database.single_pool_url is None:
+        pytest.skip("needs TEST_SINGLE_POOL_DATABASE_URL (a pool_size=1 pooler database) outside the local stack")
+    configure_serverless(monkeypatch, pooled_url=database.single_pool_url, pooler_hosts=database.pooler_hosts)
+    wrong: list[str] = []
+    errors: list[str] = []
+    workers, rounds = 8, 150
+    threads = [
+        threading.Thread(target=_hammer_units, args=(db.EngineHolder(), number, rounds, wrong, errors))
+        for number in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+    assert errors == []
+
+
 @pytest.fixture
 def counted(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
     """The app in serverless mode, talking to the pooler through a round-trip-counting proxy."""
@@ -209,6 +281,24 @@ def test_round_trips_of_the_serverless_profile(counted: Proxy, monkeypatch: pyte
     assert _flights(counted, lambda: db.run_in_transaction(_select(2))) == 2
     assert _flights(counted, db.ping) == 1
     assert counted.stats.connections == 0
+
+
+@pytest.mark.pipelined_driver
+@pytest.mark.parametrize("delay_ms", [0.0, 2.0])
+def test_single_statement_units_are_one_round_trip_and_a_first_request_six(
+    counted: Proxy, delay_ms: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted.delay_ms = delay_ms
+    invocation.start(FakeLambdaContext(timeout_ms=10_000))
+    try:
+        # SSLRequest, ClientHello, Finished + startup, two SCRAM messages, then the statement with its limits.
+        assert _flights(counted, lambda: db.run_in_transaction(_select(1), single_statement=True)) == 6
+        assert _flights(counted, lambda: db.run_in_transaction(_select(2), single_statement=True)) == 1
+        assert _flights(counted, lambda: db.run_in_transaction(_select(3), single_statement=True, read_only=True)) == 1
+        # Multi-statement units keep BEGIN (and the limits) riding with the first statement, then COMMIT.
+        assert _flights(counted, lambda: db.run_in_transaction(_select(4))) == 2
+    finally:
+        invocation.finish()
 
 
 @pytest.mark.pipelined_driver
@@ -252,3 +342,204 @@ def test_too_many_connections_at_connect_is_a_503_not_a_500(
         for hog in hogs:
             hog.close()
         db.dispose_engine()
+
+
+class ReplyLost:
+    """Arms the proxy so the reply to what the client sends next never arrives: held, then the connection is reset."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.armed = 0
+
+    def arm(self) -> None:
+        self.armed += 1
+        self.proxy.stall(10)
+        threading.Timer(0.3, self._cut).start()
+
+    def _cut(self) -> None:
+        self.proxy.drop_connections()
+        self.proxy.stall(0)
+
+
+def _insert(title: str) -> Any:
+    return text("INSERT INTO notes (title) VALUES (:title) RETURNING id").bindparams(title=title)
+
+
+def _stored(title: str) -> int:
+    count: int = db.run_in_transaction(
+        lambda c: c.execute(text("SELECT count(*) FROM notes WHERE title = :t"), {"t": title}).scalar_one()
+    )
+    return count
+
+
+@pytest.fixture
+def reply_lost(counted: Proxy, schema: None) -> ReplyLost:
+    db.run_in_transaction(_select(1))  # connected: the fault hits a statement, not the connect
+    return ReplyLost(counted)
+
+
+def test_a_commit_whose_reply_is_lost_is_an_unknown_outcome_not_a_failure(reply_lost: ReplyLost) -> None:
+    title = f"commit reply lost {uuid.uuid4()}"
+
+    def write_then_lose_the_commit_reply(connection: Connection) -> None:
+        connection.execute(_insert(title))
+        reply_lost.arm()  # COMMIT is sent next
+
+    with captured_logs() as logs, pytest.raises(CommitOutcomeUnknownError) as raised:
+        db.run_in_transaction(write_then_lose_the_commit_reply)
+    assert raised.value.retry_after >= 1
+    assert reply_lost.armed == 1, "never re-run"
+    # With the pipelined driver COMMIT went in one flight and landed: exactly what the client cannot know. (Stock
+    # pg8000 sends COMMIT over three Syncs: the fault stops it before its Execute.)
+    assert _stored(title) == (0 if STOCK else 1)
+    (line,) = [r for r in logs.records if r["message"] == "transaction failed on a dead connection"]
+    assert (line["commit_sent"], line["retrying"]) == (True, False)
+
+
+@pytest.mark.pipelined_driver
+def test_a_single_statement_write_whose_reply_is_lost_is_an_unknown_outcome(reply_lost: ReplyLost) -> None:
+    title = f"single statement reply lost {uuid.uuid4()}"
+
+    def lose_the_reply_to_the_write(connection: Connection) -> None:
+        reply_lost.arm()
+        connection.execute(_insert(title))
+
+    with pytest.raises(CommitOutcomeUnknownError):
+        db.run_in_transaction(lose_the_reply_to_the_write, single_statement=True)
+    assert reply_lost.armed == 1
+    assert _stored(title) == 1
+
+
+@pytest.mark.parametrize("single_statement", [False, True])
+def test_idempotent_work_is_re_run_once_after_an_unknown_outcome(reply_lost: ReplyLost, single_statement: bool) -> None:
+    key = f"idempotent re-run {uuid.uuid4()}"
+
+    def create_once(connection: Connection) -> Any:
+        if reply_lost.armed == 0 and single_statement:
+            reply_lost.arm()
+        created = notes.create_note(connection, title=key, body="", ttl_seconds=None, idempotency_key=key)
+        if reply_lost.armed == 0:
+            reply_lost.arm()
+        return created.note.id
+
+    with captured_logs() as logs:
+        note_id = db.run_in_transaction(create_once, single_statement=single_statement, idempotent=True)
+    assert reply_lost.armed == 1
+    assert _stored(key) == 1
+    stored_id = db.run_in_transaction(
+        lambda c: c.execute(text("SELECT id FROM notes WHERE title = :t"), {"t": key}).scalar_one()
+    )
+    assert stored_id == note_id
+    (line,) = [r for r in logs.records if r["message"] == "transaction failed on a dead connection"]
+    # On the stock driver single_statement is a plain transaction: the reply lost was the statement's, before COMMIT.
+    assert (line["commit_sent"], line["retrying"]) == (not (STOCK and single_statement), True)
+
+
+@pytest.mark.parametrize("single_statement", [False, True])
+def test_a_read_whose_reply_is_lost_is_re_run(reply_lost: ReplyLost, single_statement: bool) -> None:
+    def read(connection: Connection) -> Any:
+        if reply_lost.armed == 0:
+            reply_lost.arm()
+        return connection.execute(text("select cast(:v as int)"), {"v": 11}).scalar_one()
+
+    assert db.run_in_transaction(read, single_statement=single_statement, read_only=True) == 11
+    assert reply_lost.armed == 1
+
+
+@pytest.mark.pipelined_driver
+def test_read_only_units_cannot_write(serverless_app: None, schema: None) -> None:
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
+        db.run_in_transaction(lambda c: c.execute(_insert("read only")), single_statement=True, read_only=True)
+    assert sqlstate(raised.value) == "25006"
+
+
+def test_server_limits_are_transaction_local_and_follow_the_deadline(serverless_app: None) -> None:
+    show = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), " + (
+        "current_setting('idle_in_transaction_session_timeout')"
+    )
+    invocation.start(FakeLambdaContext(timeout_ms=3000))
+    try:
+        inside = db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one()))
+        single = db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one()), single_statement=True)
+    finally:
+        invocation.finish()
+    for statement_ms, lock_ms, idle_ms in (inside, single):
+        assert 1500 <= int(statement_ms.removesuffix("ms")) <= 2250
+        assert lock_ms == statement_ms
+        assert int(idle_ms.removesuffix("ms")) <= 2500
+    # Outside any unit of work the server's own defaults are back: nothing leaked into the pooled session.
+    engine = db.get_engine()
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        # pg8000's own simple Query: no BEGIN, so no limits of ours ride along.
+        assert pg8000_internals.execute_simple_unpipelined(raw, show).rows == [["0", "0", "0"]]
+
+
+def test_server_mode_uses_the_configured_limits(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure(
+        monkeypatch,
+        DATABASE_URL=database.direct_url,
+        DB_MODE="server",
+        DB_STATEMENT_TIMEOUT="7",
+        DB_LOCK_TIMEOUT="2.5",
+        DB_IDLE_IN_TRANSACTION_TIMEOUT="9",
+    )
+    try:
+        show = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+        assert db.run_in_transaction(lambda c: tuple(c.execute(text(show)).one())) == ("7s", "2500ms")
+    finally:
+        db.dispose_engine()
+
+
+def _api(event: dict[str, Any], status: int) -> dict[str, Any]:
+    from handlers.api import handler
+
+    response = handler(event, FakeLambdaContext())
+    assert response["statusCode"] == status, response.get("body")
+    body: dict[str, Any] = json.loads(response["body"]) if response.get("body") else {}
+    return body
+
+
+@pytest.mark.pipelined_driver
+def test_round_trips_of_each_route_warm_and_of_a_first_request(counted: Proxy, schema: None) -> None:
+    def create(key: str | None = None) -> dict[str, Any]:
+        event = with_json_body(load_event("api-02-create-note"), {"title": f"round trips {uuid.uuid4()}"})
+        return _api(with_header(event, "Idempotency-Key", key) if key else event, 201)
+
+    # A new execution environment: connect (5) and the statement with BEGIN-free limits (1).
+    assert _flights(counted, lambda: _api(load_event("api-10-get-note-unknown-id"), 404)) == 6
+    note = create()
+    routes = {
+        "GET /notes/{id}": lambda: _api(with_note_id(load_event("api-10-get-note-unknown-id"), note["id"]), 200),
+        "GET /notes/{id} 404": lambda: _api(load_event("api-10-get-note-unknown-id"), 404),
+        "POST /notes": create,
+        "POST /notes with a key": lambda: create(str(uuid.uuid4())),
+        "GET /notes": lambda: _api(load_event("api-07-list-notes"), 200),
+        "GET /health": lambda: _api(load_event("api-01-health"), 200),
+        "DELETE /notes/{id}": lambda: _api(with_note_id(load_event("api-12-delete-note-unknown-id"), note["id"]), 204),
+    }
+    assert {route: _flights(counted, action) for route, action in routes.items()} == dict.fromkeys(routes, 1)
+
+
+def _write_after(counted: Proxy, close: Callable[[], object]) -> None:
+    title = f"closed in the pool {uuid.uuid4()}"
+    db.run_in_transaction(_select(1))
+    close()
+    time.sleep(0.1)
+    with captured_logs() as logs:
+        db.run_in_transaction(lambda c: c.execute(_insert(title)), single_statement=True)
+    assert _stored(title) == 1
+    events = [line["pool_event"] for line in logs.with_key("pool_event")]
+    assert "invalidate" in events
+    # Found closed at checkout, before anything was sent: no failed unit, no unknown outcome.
+    assert not any(r["message"] == "transaction failed on a dead connection" for r in logs.records)
+
+
+def test_a_write_on_a_connection_reset_in_the_pool_is_not_an_unknown_outcome(counted: Proxy, schema: None) -> None:
+    _write_after(counted, counted.drop_connections)
+
+
+@pytest.mark.local_stack
+def test_a_write_after_a_pgbouncer_restart_is_not_an_unknown_outcome(counted: Proxy, schema: None) -> None:
+    _write_after(counted, stack.restart_pgbouncer)

@@ -15,12 +15,14 @@ import lib.sample_app.purge
 from handlers.scheduled import handler
 from lib.dbkit.engine import EngineHolder, execution_environment, run_in_transaction
 from lib.dbkit.errors import InvalidEventError
-from lib.sample_app.purge import PurgedBatch
 from tests.events import event_names, load_event
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
+from tests.support.urls import connect_address, pooler_entry, with_port
+from tools.proxy import Proxy
 
+JOB = lib.sample_app.purge.JOB_NAME
 EXPECTED_OUTCOME = {"scheduled-01-purge": "ran", "scheduled-02-wrong-event-type": InvalidEventError}
 
 
@@ -134,18 +136,22 @@ def test_purge_stops_before_starting_a_batch_when_little_time_is_left() -> None:
 
 @pytest.mark.usefixtures("serverless")
 def test_two_overlapping_runs_one_purges_and_the_other_reports_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
-    expired = insert_notes(3, expired=True)
+    monkeypatch.setattr(lib.sample_app.purge, "BATCH_SIZE", 2)
+    expired = insert_notes(5, expired=True)
     first_run_holds_lease = threading.Event()
     second_run_done = threading.Event()
-    original_batch = lib.sample_app.purge.delete_expired
+    original_batch = lib.sample_app.purge.purge_batch
+    calls: list[str] = []
 
-    def batch_after_the_second_run(connection: Connection, *, batch_size: int) -> PurgedBatch:
-        # Runs before the batch statement, so the first run holds the lease but no pooled connection.
-        first_run_holds_lease.set()
-        assert second_run_done.wait(timeout=30)
-        return original_batch(connection, batch_size=batch_size)
+    def second_batch_after_the_second_run(connection: Connection, **kwargs: Any) -> Any:
+        # The first run's first (full) batch took the lease; its second waits, holding the lease, for the other run.
+        calls.append(kwargs["holder"])
+        if len(calls) == 2:
+            first_run_holds_lease.set()
+            assert second_run_done.wait(timeout=30)
+        return original_batch(connection, **kwargs)
 
-    monkeypatch.setattr(lib.sample_app.purge, "delete_expired", batch_after_the_second_run)
+    monkeypatch.setattr(lib.sample_app.purge, "purge_batch", second_batch_after_the_second_run)
     outcome: dict[str, Any] = {}
     first = threading.Thread(
         target=lambda: outcome.update(first=handler(load_event("scheduled-01-purge"), purge_context()))
@@ -153,20 +159,23 @@ def test_two_overlapping_runs_one_purges_and_the_other_reports_skipped(monkeypat
     first.start()
     try:
         assert first_run_holds_lease.wait(timeout=30)
-        monkeypatch.setattr(lib.sample_app.purge, "delete_expired", original_batch)
+        monkeypatch.setattr(lib.sample_app.purge, "purge_batch", original_batch)
         # Another execution environment, as a second scheduled run in Lambda would be: its own engine and pool.
         with execution_environment(EngineHolder()) as other:
             try:
+                left = existing(expired)
                 second = handler(load_event("scheduled-01-purge"), purge_context())
-                assert existing(expired) == set(expired), "the skipped run must not delete anything"
+                assert existing(expired) == left, "the skipped run must not delete anything"
             finally:
                 other.dispose()
     finally:
         second_run_done.set()
         first.join(timeout=60)
+    assert left
     assert second["skipped"] is True
     assert (second["purged"], second["batches"]) == (0, 0)
     assert outcome["first"]["skipped"] is False
+    assert outcome["first"]["batches"] >= 3
     assert existing(expired) == set()
 
 
@@ -197,3 +206,45 @@ def test_a_wrong_event_fails_clearly_and_deletes_nothing() -> None:
         "SELECT locked_until <= now() AS free FROM job_leases WHERE name = :name", name=lib.sample_app.purge.JOB_NAME
     )
     assert all(lease.free for lease in leases), "a refused event must not take the lease"
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, schema: None) -> Iterator[Proxy]:
+    """The purge in serverless mode, talking to the pooler through a round-trip-counting proxy."""
+    host, port = connect_address(database.pooled_url)
+    with Proxy("127.0.0.1" if host == "localhost" else host, port) as proxy:
+        url = with_port(database.pooled_url, proxy.port)
+        configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=pooler_entry(database.pooled_url, proxy.port))
+        _lapse_lease()
+        yield proxy
+        reset_database_state()
+
+
+def _purge_flights(proxy: Proxy) -> tuple[int, dict[str, Any]]:
+    proxy.reset_stats()
+    summary = handler(load_event("scheduled-01-purge"), purge_context())
+    return proxy.stats.client_flights, summary
+
+
+@pytest.mark.pipelined_driver
+def test_a_purge_batch_is_one_round_trip_lease_and_release_included(
+    counted: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_notes(2, expired=True)
+    assert _purge_flights(counted)[0] == 1  # one short batch: lease, delete, release in one statement
+    monkeypatch.setattr(lib.sample_app.purge, "BATCH_SIZE", 2)
+    insert_notes(5, expired=True)
+    flights, summary = _purge_flights(counted)
+    assert summary["batches"] >= 3
+    assert flights == summary["batches"]
+    assert sql("SELECT locked_until <= now() AS free FROM job_leases WHERE name = :name", name=JOB)[0].free
+
+
+@pytest.mark.pipelined_driver
+def test_the_first_run_ever_creates_the_lease_and_releases_it_in_a_second_round_trip(counted: Proxy) -> None:
+    execute("DELETE FROM job_leases WHERE name = :name", name=JOB)
+    expired = insert_notes(2, expired=True)
+    flights, summary = _purge_flights(counted)
+    assert (flights, summary["batches"], summary["skipped"]) == (2, 1, False)
+    assert existing(expired) == set()
+    assert sql("SELECT locked_until <= now() AS free FROM job_leases WHERE name = :name", name=JOB)[0].free

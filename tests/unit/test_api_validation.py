@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 import lib.sample_app.api
 from handlers.api import handler as api_handler
 from handlers.scheduled import handler as scheduled_handler
-from lib.dbkit.errors import DatabaseUnavailableError, InvalidEventError, PoolExhaustedError
+from lib.dbkit.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseTimeoutError,
+    DatabaseUnavailableError,
+    InvalidEventError,
+    PoolExhaustedError,
+)
 from lib.sample_app.errors import InvalidCursorError
 from lib.sample_app.notes import Cursor
 from tests.events import event_names, load_event, with_header, with_json_body, with_query
@@ -235,6 +241,11 @@ def _raising(error: Exception) -> Callable[..., Any]:
     [
         (DatabaseUnavailableError("ep-x-pooler.neon.tech: sqlstate 57P01", retry_after=3), "database_unavailable"),
         (PoolExhaustedError("QueuePool limit of size 1 overflow 0 reached", retry_after=3), "database_busy"),
+        (
+            DatabaseTimeoutError("database did not answer in time (sqlstate 55P03)", retry_after=3),
+            "database_unavailable",
+        ),
+        (CommitOutcomeUnknownError("connection failed after COMMIT", retry_after=3), "commit_outcome_unknown"),
     ],
 )
 def test_unreachable_database_is_503_with_retry_after_and_no_internals(
@@ -246,6 +257,8 @@ def test_unreachable_database_is_503_with_retry_after_and_no_internals(
     assert headers["retry-after"] == "3"
     assert_error_shape(body, code)
     assert str(error) not in json.dumps(body)
+    if code == "commit_outcome_unknown":
+        assert "Idempotency-Key" in body["error"]["message"]
 
 
 def test_health_is_503_with_retry_after_when_the_ping_fails(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,6 +102,26 @@ BAD_SETTINGS: dict[str, tuple[dict[str, str], type[ConfigError], list[str]]] = {
         InvalidSettingError,
         ["DB_POOL_TIMEOUT", "seconds"],
     ),
+    "no statement time limit": (
+        serverless(url(), DB_STATEMENT_TIMEOUT="0"),
+        InvalidSettingError,
+        ["DB_STATEMENT_TIMEOUT", "seconds"],
+    ),
+    "lock time limit beyond a day": (
+        serverless(url(), DB_LOCK_TIMEOUT="100000"),
+        InvalidSettingError,
+        ["DB_LOCK_TIMEOUT", "86400"],
+    ),
+    "non-numeric idle-in-transaction limit": (
+        serverless(url(), DB_IDLE_IN_TRANSACTION_TIMEOUT="1m"),
+        InvalidSettingError,
+        ["DB_IDLE_IN_TRANSACTION_TIMEOUT", "seconds"],
+    ),
+    "lock limit longer than the statement limit": (
+        serverless(url(), DB_STATEMENT_TIMEOUT="5", DB_LOCK_TIMEOUT="10"),
+        InvalidSettingError,
+        ["lower DB_LOCK_TIMEOUT", "raise DB_STATEMENT_TIMEOUT"],
+    ),
     "pooler URL for migrations": (
         {"DATABASE_URL": url(), "DB_MODE": "migration"},
         DirectConnectionRequiredError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg8000.dbapi import DatabaseError
+from pg8000.dbapi import DatabaseError, InterfaceError
 from sqlalchemy.pool import NullPool
 
 from lib.dbkit import pg_pipeline
@@ -19,8 +19,9 @@ STARTUP_STATUSES = {
     "standard_conforming_strings": "on",
     "client_encoding": "UTF8",
 }
-BEGIN_THEN_STATEMENT = ["P", "H", "B", "H", "E", "H", "P", "H", "D", "H", "B", "H", "E", "H", "S"]
-STATEMENT = BEGIN_THEN_STATEMENT[6:]
+# No Flush ("H") between messages: pg8000 sends one after each, which only makes the server answer in pieces.
+BEGIN_THEN_STATEMENT = ["P", "B", "E", "P", "D", "B", "E", "S"]
+STATEMENT = BEGIN_THEN_STATEMENT[3:]
 
 
 def message(code: bytes, payload: bytes = b"") -> bytes:
@@ -349,3 +350,109 @@ def test_engine_ping_is_one_query() -> None:
         assert dbapi_connection is not None
         assert engine.dialect.do_ping(dbapi_connection)
     assert server.flights[-1] == message(b"Q", b"SELECT 1\x00")
+
+
+LIMITS = pg_pipeline.ServerLimits(statement_ms=1500, lock_ms=1200, idle_in_transaction_ms=1800)
+SET_CONFIG_REPLY = message(b"1") + message(b"2") + command_complete("SELECT 0")
+SET_LOCAL_REPLY = message(b"1") + message(b"2") + command_complete("SET")
+
+
+def parsed_statements(flight: bytes) -> list[str]:
+    """The SQL of every Parse message of a flight, in order."""
+    statements, at = [], 0
+    while at < len(flight):
+        length = struct.unpack_from("!i", flight, at + 1)[0]
+        if flight[at : at + 1] == b"P":
+            body = flight[at + 5 : at + 1 + length]
+            statements.append(body[1 : body.index(b"\x00", 1)].decode())
+        at += 1 + length
+    return statements
+
+
+def test_single_statement_is_one_flight_with_its_limits_and_no_begin_or_commit(
+    server: ScriptedServer, conn: Any
+) -> None:
+    conn.server_limits = lambda: LIMITS
+    conn.begin_unit(single_statement=True)
+    server.reply(SET_CONFIG_REPLY + select_reply(7, begin=False, status=b"I"))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (7,))
+    conn.commit()
+
+    assert cursor.fetchall() == ([7],)
+    assert cursor.rowcount == 1
+    assert len(server.flights) == 2
+    assert server.last_flight_types() == ["P", "B", "E", *STATEMENT]
+    limits_sql, statement = parsed_statements(server.flights[-1])
+    assert "set_config('statement_timeout', '1500', true)" in limits_sql
+    assert "set_config('lock_timeout', '1200', true)" in limits_sql
+    assert "set_config('idle_in_transaction_session_timeout', '1800', true)" in limits_sql
+    assert "begin" not in limits_sql.lower()
+    assert statement == "select $1::int as v"
+    assert not conn._in_transaction
+    assert conn.flights_sent == 1
+
+
+def test_transaction_limits_ride_with_begin_as_set_local(server: ScriptedServer, conn: Any) -> None:
+    conn.server_limits = lambda: LIMITS
+    conn.begin_unit(read_only=True)
+    server.reply(BEGIN_REPLY + SET_LOCAL_REPLY * 4 + select_reply(3, begin=False))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (3,))
+
+    assert cursor.fetchall() == ([3],)
+    assert len(server.flights) == 2
+    assert parsed_statements(server.flights[-1]) == [
+        "begin transaction",
+        "SET LOCAL statement_timeout = 1500",
+        "SET LOCAL lock_timeout = 1200",
+        "SET LOCAL idle_in_transaction_session_timeout = 1800",
+        "SET LOCAL transaction_read_only = on",
+        "select $1::int as v",
+    ]
+    assert server.last_flight_types()[-1] == "S"
+
+
+def test_single_statement_without_parameters_sets_limits_in_the_same_query(server: ScriptedServer, conn: Any) -> None:
+    conn.server_limits = lambda: LIMITS
+    conn.begin_unit(single_statement=True)
+    server.reply(
+        command_complete("SET") * 3
+        + row_description("n", INT4)
+        + data_row(b"1")
+        + command_complete("SELECT 1")
+        + ready(b"I")
+    )
+    cursor = conn.cursor()
+    cursor.execute("select 1 as n")
+
+    assert cursor.fetchall() == ([1],)
+    assert server.last_flight_types() == ["Q"]
+    assert server.flights[-1][5:] == (
+        b"SET LOCAL statement_timeout = 1500;\nSET LOCAL lock_timeout = 1200;\n"
+        b"SET LOCAL idle_in_transaction_session_timeout = 1800;\nselect 1 as n\x00"
+    )
+
+
+def test_end_of_unit_brings_back_begin(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit(single_statement=True)
+    conn.end_unit()
+    server.reply(select_reply(1, begin=True))
+    conn.cursor().execute("select %s::int as v", (1,))
+    assert server.last_flight_types() == BEGIN_THEN_STATEMENT
+
+
+def test_copy_is_refused_outside_a_transaction(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit(single_statement=True)
+    with pytest.raises(InterfaceError, match="COPY needs a transaction"):
+        conn.cursor().execute("copy t from stdin", stream=object())
+    assert len(server.flights) == 1
+
+
+def test_read_only_is_set_even_without_limits(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit(single_statement=True, read_only=True)
+    server.reply(SET_CONFIG_REPLY + select_reply(2, begin=False, status=b"I"))
+    conn.cursor().execute("select %s::int as v", (2,))
+    assert parsed_statements(server.flights[-1])[0] == (
+        "SELECT WHERE concat(set_config('transaction_read_only', 'on', true)) IS NULL"
+    )
