@@ -52,6 +52,24 @@ APP_ENVS: tuple[str, ...] = get_args(AppEnv)
 POOL_PROFILES: tuple[str, ...] = get_args(PoolProfile)
 DRIVERS: tuple[str, ...] = get_args(Driver)
 URL_VARIABLES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
+# Every variable the settings read: the one list tools and tests clear or copy (a unit test keeps it complete).
+DATABASE_VARIABLES = (
+    *URL_VARIABLES,
+    "APP_ENV",
+    "DB_CONNECT_TIMEOUT",
+    "DB_DRIVER",
+    "DB_IDLE_IN_TRANSACTION_TIMEOUT",
+    "DB_IDLE_PING_SECONDS",
+    "DB_LOCK_TIMEOUT",
+    "DB_MODE",
+    "DB_POOL",
+    "DB_POOLER_HOSTS",
+    "DB_POOL_PRE_PING",
+    "DB_POOL_RECYCLE",
+    "DB_POOL_TIMEOUT",
+    "DB_SECRET_MAX_AGE",
+    "DB_STATEMENT_TIMEOUT",
+)
 
 DEFAULT_SECRET_MAX_AGE = 300
 DEFAULT_IDLE_PING_SECONDS = 60.0

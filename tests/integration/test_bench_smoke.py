@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lib.dbkit.dsn import parse_database_url
+from lib.dbkit.settings import DATABASE_VARIABLES
 from tests.integration.conftest import DatabaseTarget
 from tests.support.urls import connect_address, with_port
 from tools.bench.coldstart import NAIVE_BASELINE, dependencies_of
@@ -19,7 +20,6 @@ from tools.bench.environments import run_processes
 from tools.bench.negotiation import measure_new_connections
 from tools.bench.pooler_stats import PoolerConsole
 from tools.bench.profiles import (
-    DATABASE_VARIABLES,
     PingCounter,
     Profile,
     SeedProfile,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from lib.dbkit.errors import (
 )
 from lib.dbkit.pooler import HostKind
 from lib.dbkit.settings import (
+    DATABASE_VARIABLES,
     DEFAULT_SECRET_MAX_AGE,
     PoolKind,
     Settings,
@@ -462,3 +464,9 @@ def test_secret_max_age_zero_means_every_settings_build_fetches_the_secret(aws: 
 
 def test_secret_max_age_unset_is_the_default() -> None:
     assert Settings.from_env({"DATABASE_URL": POOLED_URL}).source.max_age == DEFAULT_SECRET_MAX_AGE
+
+
+def test_database_variables_lists_every_variable_the_settings_read() -> None:
+    source = (ROOT / "lib" / "dbkit" / "settings.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'"((?:DB|DATABASE)_[A-Z_]+|APP_ENV)"', source))
+    assert read == set(DATABASE_VARIABLES)

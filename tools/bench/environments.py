@@ -17,8 +17,8 @@ import sys
 import time
 from collections import Counter
 
+from lib.dbkit.settings import DATABASE_VARIABLES
 from tools.bench import environment_worker
-from tools.bench.profiles import DATABASE_VARIABLES
 from tools.bench.scale import LoadResult, PoolerSampler, percentile
 from tools.paths import ROOT
 

@@ -21,21 +21,9 @@ from lib.dbkit import engine as lib_engine
 from lib.dbkit import settings as lib_settings
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from lib.dbkit.observability import logger
+from lib.dbkit.settings import DATABASE_VARIABLES
 from tools.bench.seed import Handler, create_psycopg_engine, create_seed_engine, create_seed_handler, seed_purge
 from tools.lambda_context import FakeLambdaContext
-
-# Variables that select a database configuration; cleared before a profile applies its own.
-DATABASE_VARIABLES = (
-    "DATABASE_URL",
-    "DATABASE_SECRET_ARN",
-    "DATABASE_URL_PARAMETER",
-    "DB_MODE",
-    "DB_POOL",
-    "DB_POOLER_HOSTS",
-    "DB_POOL_PRE_PING",
-    "DB_IDLE_PING_SECONDS",
-    "DB_DRIVER",
-)
 
 
 class Profile(Protocol):
