@@ -57,9 +57,12 @@ OTHER_PG8000="1.31.4 1.30.5"
 find_python_version() {
   local version=$1 candidate
   local candidates=("python$version")
-  if command -v pyenv >/dev/null 2>&1; then
-    for candidate in "$(pyenv root)"/versions/"$version".*/bin/python"$version"; do candidates+=("$candidate"); done
-  fi
+  local root="${PYENV_ROOT:-$HOME/.pyenv}"
+  if command -v pyenv >/dev/null 2>&1; then root=$(pyenv root); fi
+  # Without pyenv on PATH (a bare CI environment) its interpreters are still where pyenv put them.
+  for candidate in "$root"/versions/"$version".*/bin/python"$version"; do
+    [ -x "$candidate" ] && candidates+=("$candidate")
+  done
   for candidate in "${candidates[@]}"; do
     if "$candidate" -c 'import venv' >/dev/null 2>&1; then command -v "$candidate"; return 0; fi
   done
