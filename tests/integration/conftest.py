@@ -116,6 +116,17 @@ def api_server(database: DatabaseTarget, schema: None) -> Iterator[ApiServer]:
     assert_no_secret(database.password, *server.stdout, *server.stderr)
 
 
+@pytest.fixture(scope="module")
+def serverless_for_module(database: DatabaseTarget, schema: None) -> Iterator[None]:
+    """The app configured for serverless mode on the pooled URL for a whole test module (hypothesis-driven tests)."""
+    from tests.lambda_runtime import configure_serverless, reset_database_state
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
+        yield
+        reset_database_state()
+
+
 @pytest.fixture(autouse=True)
 def _needs_local_stack(request: pytest.FixtureRequest) -> None:
     if not os.environ.get("TEST_DATABASE_URL"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,8 +12,7 @@ from hypothesis import strategies as st
 
 from handlers.api import handler
 from tests.events import load_event, with_query
-from tests.integration.conftest import DatabaseTarget
-from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
+from tests.lambda_runtime import FakeLambdaContext
 
 NIL = "00000000-0000-0000-0000-000000000000"
 
@@ -23,26 +21,18 @@ def _token(created_at: str, note_id: str = NIL) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, note_id]).encode()).decode().rstrip("=")
 
 
-@pytest.fixture(scope="module")
-def app(database: DatabaseTarget, schema: None) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
-        yield
-        reset_database_state()
-
-
 def list_with(cursor: str) -> tuple[int, dict[str, object]]:
     response = handler(with_query(load_event("api-07-list-notes"), limit="2", cursor=cursor), FakeLambdaContext())
     return response["statusCode"], json.loads(response["body"])
 
 
 @pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
-def test_the_out_of_range_cursors_of_the_report_are_400_not_500(created_at: str, app: None) -> None:
+def test_the_out_of_range_cursors_of_the_report_are_400_not_500(created_at: str, serverless_for_module: None) -> None:
     status, body = list_with(_token(created_at))
     assert (status, body["error"]["code"]) == (400, "invalid_cursor")  # type: ignore[index]
 
 
-def test_an_issued_cursor_is_served(app: None) -> None:
+def test_an_issued_cursor_is_served(serverless_for_module: None) -> None:
     response = handler(with_query(load_event("api-07-list-notes"), limit="1"), FakeLambdaContext())
     issued = json.loads(response["body"])["next_cursor"]
     assert issued is not None, "the database has fewer than two notes; other tests create plenty"
@@ -70,7 +60,7 @@ tokens = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @example(cursor=_token("0001-01-01T00:00:00+14:00"))
-def test_any_token_is_a_page_or_400_invalid_cursor(cursor: str, app: None) -> None:
+def test_any_token_is_a_page_or_400_invalid_cursor(cursor: str, serverless_for_module: None) -> None:
     status, body = list_with(cursor)
     assert status in (200, 400), body
     if status == 400:

@@ -20,7 +20,7 @@ from handlers.api import handler
 from tests.events import load_event, with_query
 from tests.integration.conftest import DatabaseTarget
 from tests.integration.test_fuzz_api import assert_error_shape
-from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
+from tests.lambda_runtime import FakeLambdaContext
 from tests.support import figures
 from tests.support.hostile import METHODS, SHAPES, SIZE_BUDGET, hostile_event
 from tools.paths import ROOT
@@ -42,11 +42,8 @@ def answer_bytes(response: dict[str, Any]) -> int:
 
 
 @pytest.fixture(scope="module")
-def app(database: DatabaseTarget, schema: None) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
-        yield
-        reset_database_state()
+def app(serverless_for_module: None) -> Iterator[None]:
+    yield
     if largest["bytes"]:
         figures.record("hostile input", f"largest answer in the property test: {largest}")
 
