@@ -57,7 +57,8 @@ lint: lint-workflows lint-templates  ## ruff (lint + format check), import-linte
 types:  ## mypy --strict over handlers, lib, tests, tools
 	@$(BIN)/mypy
 
-STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py
+STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py \
+	tests/integration/test_sqlalchemy_semantics.py
 
 pytest:  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect
 	@$(BIN)/pytest

@@ -415,19 +415,20 @@ def _start_postgres(state: StackState) -> None:
     _wait_for_port(state.pg_port, 30, "PostgreSQL", log)
 
 
-def _psql_admin(state: StackState, sql: str) -> str:
+def psql_admin(state: StackState, sql: str, *, database: str = "postgres") -> str:
+    """Run `sql` as the cluster's superuser over the admin socket; returns what psql printed."""
     argv = [str(Path(state.pg_bin) / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-            "-h", str(state.runtime / "sock"), "-p", str(state.pg_port), "-U", "postgres", "-d", "postgres",
+            "-h", str(state.runtime / "sock"), "-p", str(state.pg_port), "-U", "postgres", "-d", database,
             "-c", sql]  # fmt: skip
     return _run(state.service_user or None, argv).stdout
 
 
 def _bootstrap_database(state: StackState) -> None:
-    exists = _psql_admin(state, f"SELECT 1 FROM pg_roles WHERE rolname = '{USER}'").strip()
+    exists = psql_admin(state, f"SELECT 1 FROM pg_roles WHERE rolname = '{USER}'").strip()
     if not exists:
-        _psql_admin(state, f"CREATE ROLE {USER} LOGIN PASSWORD '{state.password}'")
-    if not _psql_admin(state, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'").strip():
-        _psql_admin(state, f"CREATE DATABASE {DATABASE} OWNER {USER}")
+        psql_admin(state, f"CREATE ROLE {USER} LOGIN PASSWORD '{state.password}'")
+    if not psql_admin(state, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'").strip():
+        psql_admin(state, f"CREATE DATABASE {DATABASE} OWNER {USER}")
 
 
 def _stop_postgres(state: StackState) -> None:
@@ -604,7 +605,7 @@ def clean() -> None:
 
 def restart_pgbouncer() -> StackState:
     """Stop and start PgBouncer on the same port: every client and server connection is cut."""
-    state = _require_state()
+    state = require_state()
     _stop_pgbouncer(state)
     _start_pgbouncer(state)
     return state
@@ -612,7 +613,7 @@ def restart_pgbouncer() -> StackState:
 
 def restart_postgres() -> StackState:
     """Fast-stop and start PostgreSQL on the same port: every backend is terminated."""
-    state = _require_state()
+    state = require_state()
     _stop_postgres(state)
     _start_postgres(state)
     return state
@@ -636,7 +637,8 @@ def status() -> dict[str, object]:
     }
 
 
-def _require_state() -> StackState:
+def require_state() -> StackState:
+    """The running stack's state; StackError naming `make stack-up` when there is none."""
     state = _load_state()
     if state is None:
         raise StackError("the local stack is not set up: run `make stack-up`")
@@ -691,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             print(json.dumps(status()))
         elif args.command == "env":
-            print("\n".join(_require_state().env_lines()))
+            print("\n".join(require_state().env_lines()))
         elif args.command == "restart-pgbouncer":
             restart_pgbouncer()
         elif args.command == "restart-postgres":

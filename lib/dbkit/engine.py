@@ -10,14 +10,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-import pg8000.dbapi
 import sqlalchemy.exc
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
-from lib.dbkit import pg8000_internals, pg_pipeline, pool_events, transport
+from lib.dbkit import pg8000_internals, pg_dbapi, pg_pipeline, pool_events
 from lib.dbkit.errors import (
     CommitOutcomeUnknownError,
     DatabaseProviderRefusedError,
@@ -70,17 +69,14 @@ def refuse_unsafe_options(options: Mapping[str, Any]) -> None:
         )
 
 
-STOCK_DRIVERNAME = "postgresql+pg8000"
-
-
-def _stock_connect(**kwargs: Any) -> Any:
-    return transport.connect(pg8000.dbapi.Connection, **kwargs)
+# SQLAlchemy's own pg8000 dialect and queries, over pg8000.dbapi with exceptions classed as that dialect gives them.
+STOCK_DRIVERNAME = pg_dbapi.DRIVERNAME
 
 
 def choose_driver(settings: Settings) -> tuple[str, Callable[..., Any]]:
     """The dialect name and connect function for DB_DRIVER; the stock dialect when the pipeline cannot run."""
     if settings.driver == "stock":
-        return STOCK_DRIVERNAME, _stock_connect
+        return STOCK_DRIVERNAME, pg_dbapi.connect
     problems = pg8000_internals.problems()
     if not problems:
         return pg_pipeline.DRIVERNAME, pg_pipeline.connect
@@ -95,7 +91,7 @@ def choose_driver(settings: Settings) -> tuple[str, Callable[..., Any]]:
     )
     with single_metric(name="DbDriverFallback", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
         metric.add_dimension(name="service", value=SERVICE)
-    return STOCK_DRIVERNAME, _stock_connect
+    return STOCK_DRIVERNAME, pg_dbapi.connect
 
 
 class _Connector:
@@ -193,6 +189,17 @@ def _set_socket_timeout(connection: Any, timeout: float | None) -> None:
         sock.settimeout(timeout)
 
 
+def asks_server_defaults(settings: Settings) -> bool:
+    """Whether the pipelined dialect learns the default schema and isolation level at its first connect.
+
+    Serverless engines skip that round trip (every cold start would pay it): their requests never read either (no
+    reflection; isolation_level is refused), and their URL cannot set them (the pooler refuses startup options).
+    Migration and server engines ask: Alembic compares against the default schema, so a role's or database's own
+    search_path must be seen.
+    """
+    return settings.mode != "serverless"
+
+
 def build_engine(settings: Settings, **options: Any) -> Engine:
     """A pg8000 engine for the settings' profile; refuses options that are unsafe behind a transaction pooler."""
     refuse_unsafe_options(options)
@@ -217,6 +224,8 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
             "let TLS SNI name the endpoint"
         )
     drivername, connect = choose_driver(settings)
+    if drivername == pg_pipeline.DRIVERNAME:
+        options = {"ask_server_defaults": asks_server_defaults(settings), **options}
     engine = create_engine(
         settings.database.sqlalchemy_url().set(drivername=drivername),
         creator=_Connector(settings, connect),

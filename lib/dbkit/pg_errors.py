@@ -163,7 +163,9 @@ RULES: tuple[Rule, ...] = (
 def _field(error: BaseException | None, key: str) -> str | None:
     if isinstance(error, sqlalchemy.exc.DBAPIError):
         error = error.orig
-    if isinstance(error, pg8000.dbapi.DatabaseError) and error.args and isinstance(error.args[0], dict):
+    # Any pg8000 error carrying the server's fields: lib.dbkit.pg_dbapi gives them DB-API classes, 28000 included
+    # (an InterfaceError, as pg8000's legacy connection has it).
+    if isinstance(error, pg8000.dbapi.Error) and error.args and isinstance(error.args[0], dict):
         value = error.args[0].get(key)
         return value if isinstance(value, str) else None
     return None
@@ -197,7 +199,10 @@ def is_network_failure(error: BaseException | None) -> bool:
     """The connection is unusable: socket error, timeout, pg8000 network error, or a disconnect SQLSTATE."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return False  # an OSError too, but a configuration problem: retrying cannot fix it
-    return isinstance(error, (OSError, pg8000.dbapi.InterfaceError)) or sqlstate(error) in DISCONNECT_SQLSTATES
+    code = sqlstate(error)
+    if code is not None:
+        return code in DISCONNECT_SQLSTATES  # the server answered: the connection works, whatever the class
+    return isinstance(error, (OSError, pg8000.dbapi.InterfaceError))
 
 
 def is_retryable_connect_failure(error: BaseException | None) -> bool:

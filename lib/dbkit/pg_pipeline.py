@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pg8000.dbapi
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine.interfaces import IsolationLevel
 
 from lib.dbkit import pg8000_internals as internals
-from lib.dbkit import transport
+from lib.dbkit import pg_dbapi, transport
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
@@ -73,7 +73,7 @@ class _FlightBuffer(io.BytesIO):
         return super().write(data)
 
 
-class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
+class PipelinedConnection(pg_dbapi.Connection):
     """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first.
 
     ``server_limits`` (a callable, set by the engine) gives the limits that ride in the flight that starts each
@@ -127,8 +127,9 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
             # in single-statement mode there is none (the statement's own Sync commits it).
             self._begin_pending = not self._single_statement
             return internals.new_context(statement)
-        starts = self._begin_pending or self._implicit()
-        prefix = _BEGIN_PREFIX if self._begin_pending else ""
+        begins = self._begin_pending
+        starts = begins or self._implicit()
+        prefix = _BEGIN_PREFIX if begins else ""
         if starts:
             # A multi-statement Query runs as one transaction block, so SET LOCAL applies without a warning.
             prefix += "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
@@ -145,9 +146,31 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
         try:
             self.handle_messages(context)
         except DatabaseError as error:
+            if begins and not internals.in_transaction(self):
+                self._begin_then_fail(prefix, statement)
             _unshift_error_position(error, len(prefix))
             raise
         return context
+
+    def _begin_then_fail(self, prefix: str, statement: str) -> None:
+        """After a Query that failed to parse as a whole: BEGIN alone, then the statement again, in one flight.
+
+        The server parses a Query's whole text before running any of it, so a syntax error in the statement ran
+        BEGIN neither. pg8000's own BEGIN would have run, leaving the transaction open and failed (25P02 for
+        what follows): rebuild that state, and raise the statement's own error (a second round trip, on this
+        error path only).
+        """
+
+        def compose() -> None:
+            self.send_QUERY(prefix)
+            self.send_QUERY(statement)
+
+        self._send_flight(compose)
+        # Both replies are read, whatever the first says, so none is left on the wire for the next statement.
+        try:
+            self.handle_messages(internals.new_context(prefix))
+        finally:
+            self.handle_messages(internals.new_context(statement))
 
     def execute_unnamed(self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
         if stream is not None:
@@ -190,9 +213,13 @@ class PipelinedConnection(pg8000.dbapi.Connection):  # type: ignore[misc]
 
     def commit(self) -> None:
         # pg8000 commits through execute_unnamed (three round trips), even with no transaction open.
+        if internals.stream(self) is None:
+            # PEP 249: a closed connection raises, as pg8000's own commit does.
+            raise InterfaceError("connection is closed")
         self._begin_pending = False
         if internals.in_transaction(self):
-            self.execute_simple("commit")
+            with pg_dbapi.server_errors_mapped():
+                self.execute_simple("commit")
 
     def rollback(self) -> None:
         self._begin_pending = False
@@ -343,23 +370,49 @@ def _parameter_status(connection: SAConnection, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# One simple Query, outside any transaction: what the stock first connect learns with BEGIN, two queries and ROLLBACK.
+SERVER_DEFAULTS_SQL: Final = "SELECT current_schema(), current_setting('transaction_isolation')"
+
+
 class PipelineDialect(PGDialect_pg8000):
-    """SQLAlchemy's pg8000 dialect on PipelinedConnection, initialised from what the server reported at startup."""
+    """SQLAlchemy's pg8000 dialect on PipelinedConnection, initialised from what the server reported at startup.
+
+    ``ask_server_defaults`` (default True): learn the default schema and isolation level at the first connect in
+    one round trip, as the stock dialect does in more. False assumes Postgres' defaults (``public``, READ
+    COMMITTED) and saves that round trip; the kit passes False only where neither can differ from them as far as
+    it can see (see lib.dbkit.engine).
+    """
 
     supports_statement_cache = True
 
-    def __init__(self, *, default_schema: str = "public", **kwargs: Any) -> None:
+    # Positional-or-keyword: create_engine() only passes on the keyword arguments it finds this way.
+    def __init__(self, ask_server_defaults: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
-        self._assumed_default_schema = default_schema
+        self.ask_server_defaults = ask_server_defaults
+        self._server_defaults: tuple[str, str] | None = None
 
     def connect(self, *cargs: Any, **cparams: Any) -> PipelinedConnection:
         if cargs:
             raise TypeError("pg8000 connections take keyword arguments only")
         return connect(**cparams)
 
+    @classmethod
+    def load_provisioning(cls) -> None:
+        """SQLAlchemy's test harness looks for ``<dialect package>.provision``: PostgreSQL's is the one that fits."""
+        __import__("sqlalchemy.dialects.postgresql.provision")
+
     # The stock first connect runs BEGIN, four queries and a three-round-trip ROLLBACK: 8 per new engine.
     # Postgres already sent server_version and standard_conforming_strings as ParameterStatus at startup
-    # (PgBouncer passes them on); the other two have no such source and get Postgres' defaults.
+    # (PgBouncer passes them on); the default schema and isolation level come from one query, or are assumed.
+
+    def initialize(self, connection: SAConnection) -> None:
+        self._server_defaults = None
+        if self.ask_server_defaults:
+            dbapi_connection = connection.connection.dbapi_connection
+            context = internals.execute_simple_unpipelined(dbapi_connection, SERVER_DEFAULTS_SQL)
+            schema, isolation = context.rows[0]
+            self._server_defaults = (str(schema), str(isolation).upper())
+        super().initialize(connection)  # type: ignore[no-untyped-call]
 
     def _get_server_version_info(self, connection: SAConnection) -> tuple[int, ...]:
         reported = _parameter_status(connection, "server_version")
@@ -374,14 +427,11 @@ class PipelineDialect(PGDialect_pg8000):
             self._backslash_escapes = reported == "off"
 
     def _get_default_schema_name(self, connection: SAConnection) -> str:
-        # What current_schema() returns unless search_path or a schema named after the role says otherwise;
-        # then pass create_engine(..., default_schema=...).
-        return self._assumed_default_schema
+        return self._server_defaults[0] if self._server_defaults else "public"
 
     def get_default_isolation_level(self, dbapi_conn: Any) -> IsolationLevel:
-        # Only used to restore a connection after execution_options(isolation_level=...), a session setting
-        # that must not be used behind the pooler anyway (set it per transaction instead).
-        return "READ COMMITTED"
+        # What SQLAlchemy restores at check-in after execution_options(isolation_level=...).
+        return cast("IsolationLevel", self._server_defaults[1] if self._server_defaults else "READ COMMITTED")
 
     def do_ping(self, dbapi_connection: Any) -> bool:
         ping(dbapi_connection)

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, event, text
-from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 
 from handlers.api import handler
 from lib.dbkit.engine import build_engine, get_engine, run_in_transaction
+from lib.dbkit.pg_dbapi import DbapiDialect
 from lib.dbkit.pg_pipeline import PipelineDialect
 from lib.dbkit.settings import Settings
 from lib.sample_app import notes
@@ -61,7 +61,7 @@ def serverless(monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, schema
 def test_the_handler_runs_on_the_driver_db_driver_names() -> None:
     # `make pytest` runs this file twice: with the pipelined driver and with DB_DRIVER=stock.
     assert invoke(load_event("api-01-health"))[0] == 200
-    expected = PGDialect_pg8000 if os.environ.get("DB_DRIVER") == "stock" else PipelineDialect
+    expected = DbapiDialect if os.environ.get("DB_DRIVER") == "stock" else PipelineDialect
     assert type(get_engine().dialect) is expected
 
 

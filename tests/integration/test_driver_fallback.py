@@ -57,7 +57,7 @@ def test_an_untested_pg8000_runs_every_handler_on_the_stock_dialect_with_one_war
     lines = _run_handlers("1.30.5", database)
     summary = _summary(lines)
     assert summary["pg8000"] == "1.30.5"
-    assert summary["dialect"] == "PGDialect_pg8000"
+    assert summary["dialect"] == "DbapiDialect"
     assert summary["statuses"] == EXPECTED_STATUSES
     assert summary["purge_skipped"] is False
     # One engine per process (execution environment): one warning and one metric, none per request.

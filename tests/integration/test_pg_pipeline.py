@@ -160,12 +160,13 @@ def test_unreachable_server_raises_pg8000s_interface_error(pooled: DatabaseUrl) 
 # Round trips through SQLAlchemy: (stock dialect, pipeline dialect)
 
 
-def make_engine(url: DatabaseUrl, drivername: str) -> sa.Engine:
+def make_engine(url: DatabaseUrl, drivername: str, **options: Any) -> sa.Engine:
     return sa.create_engine(
         url.sqlalchemy_url().set(drivername=drivername),
         connect_args={"ssl_context": url.ssl_context(), "timeout": url.effective_connect_timeout},
         pool_size=1,
         max_overflow=0,
+        **options,
     )
 
 
@@ -175,13 +176,19 @@ def one_request(engine: sa.Engine, value: int = 7) -> None:
 
 
 @pytest.mark.parametrize(
-    ("drivername", "after_connecting"), [(STOCK_DIALECT, 8 + 4 + 3), (pg_pipeline.DRIVERNAME, 0 + 1 + 1)]
+    ("drivername", "options", "after_connecting"),
+    [
+        (STOCK_DIALECT, {}, 8 + 4 + 3),
+        # One query learns the default schema and isolation level (the kit's serverless engines skip it).
+        (pg_pipeline.DRIVERNAME, {}, 1 + 1 + 1),
+        (pg_pipeline.DRIVERNAME, {"ask_server_defaults": False}, 0 + 1 + 1),
+    ],
 )
 def test_first_request_of_a_new_engine(
-    via_proxy: DatabaseUrl, proxy: Proxy, drivername: str, after_connecting: int
+    via_proxy: DatabaseUrl, proxy: Proxy, drivername: str, options: dict[str, Any], after_connecting: int
 ) -> None:
     """Connecting, the dialect's first-connect queries, BEGIN + one parameterised SELECT, COMMIT."""
-    engine = make_engine(via_proxy, drivername)
+    engine = make_engine(via_proxy, drivername, **options)
     connected: list[int] = []
     # Runs right after the DB-API connect, before SQLAlchemy's own first-connect initialisation.
     sa.event.listen(engine, "connect", lambda *_: connected.append(proxy.stats.client_flights), insert=True)

@@ -6,10 +6,9 @@ import json
 
 import pg8000.core
 import pytest
-from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 
 from lib.dbkit import engine as db
-from lib.dbkit import pg8000_internals, pg_pipeline
+from lib.dbkit import pg8000_internals, pg_dbapi, pg_pipeline
 from lib.dbkit.errors import InvalidDatabaseUrlError
 from lib.dbkit.settings import Settings
 from tests.support.logs import captured_logs
@@ -65,7 +64,7 @@ def test_a_mismatch_builds_the_stock_dialect_with_one_warning_and_a_metric(
     with captured_logs() as logs:
         engine = db.build_engine(_settings())
     try:
-        assert type(engine.dialect) is PGDialect_pg8000
+        assert type(engine.dialect) is pg_dbapi.DbapiDialect
         assert engine.dialect.driver == "pg8000"
         assert engine.pool.size() == 1  # type: ignore[attr-defined]
     finally:
@@ -80,7 +79,7 @@ def test_a_mismatch_builds_the_stock_dialect_with_one_warning_and_a_metric(
     metric = next(line for line in lines if "DbDriverFallback" in line)
     assert metric["DbDriverFallback"] == [1.0]
     assert metric["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "NeonTemplate"
-    assert [r["driver"] for r in logs.records if r["message"] == "database engine created"] == ["postgresql+pg8000"]
+    assert [r["driver"] for r in logs.records if r["message"] == "database engine created"] == [pg_dbapi.DRIVERNAME]
     assert "secret-pw" not in json.dumps(lines) + "".join(logs.lines)
 
 
@@ -88,11 +87,11 @@ def test_db_driver_stock_builds_the_stock_dialect_without_a_warning(capsys: pyte
     with captured_logs() as logs:
         engine = db.build_engine(_settings(DB_DRIVER="stock"))
     try:
-        assert type(engine.dialect) is PGDialect_pg8000
+        assert type(engine.dialect) is pg_dbapi.DbapiDialect
     finally:
         engine.dispose()
     assert [r["level"] for r in logs.records] == ["INFO"]
-    assert logs.records[0]["driver"] == "postgresql+pg8000"
+    assert logs.records[0]["driver"] == pg_dbapi.DRIVERNAME
     assert logs.records[0]["database"]["driver"] == "stock"
     assert "DbDriverFallback" not in capsys.readouterr().out
 

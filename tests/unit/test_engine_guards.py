@@ -88,3 +88,25 @@ def test_the_deadline_comes_from_the_lambda_context() -> None:
         invocation.finish()
     assert not invocation.has_deadline()
     assert invocation.remaining_seconds() == invocation.DEFAULT_BUDGET_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("variables", "asks"),
+    [
+        ({"DB_MODE": "serverless"}, False),
+        ({"DB_MODE": "server"}, True),
+        ({"DB_MODE": "server", "DATABASE_URL": URL + "&options=-csearch_path%3Dtenant"}, True),
+        ({"DB_MODE": "migration", "DATABASE_URL": URL.replace("-pooler", "")}, True),
+    ],
+)
+def test_only_serverless_engines_skip_asking_the_server_for_the_default_schema(
+    variables: dict[str, str], asks: bool
+) -> None:
+    settings = Settings.from_env({"DATABASE_URL": URL, **variables})
+    assert db.asks_server_defaults(settings) is asks
+    engine = db.build_engine(settings)
+    try:
+        assert isinstance(engine.dialect, pg_pipeline.PipelineDialect)
+        assert engine.dialect.ask_server_defaults is asks
+    finally:
+        engine.dispose()

@@ -200,3 +200,11 @@ def test_only_the_table_reads_error_text() -> None:
         if re.search(r"server_message\(|\.get\([\"']M[\"']|\[[\"']M[\"']\]", path.read_text())
     ]
     assert readers == ["dbkit/pg_errors.py"]
+
+
+def test_a_server_error_classed_as_interface_error_keeps_its_sqlstate_and_is_no_network_failure() -> None:
+    # pg_dbapi classes 28000 as InterfaceError (as pg8000's legacy connection does): still a server answer.
+    error = pg8000.dbapi.InterfaceError({"S": "FATAL", "C": "28000", "M": "no pg_hba.conf entry"})
+    assert sqlstate(error) == "28000"
+    assert not is_network_failure(error)
+    assert is_network_failure(pg8000.dbapi.InterfaceError("network error"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg8000.dbapi import DatabaseError, InterfaceError
+from pg8000.dbapi import DatabaseError, DataError, IntegrityError, InterfaceError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from lib.dbkit import pg_pipeline
@@ -43,13 +43,25 @@ def error_response(sqlstate: str, text: str = "scripted error", position: int | 
     return message(b"E", b"".join(k.encode() + v.encode() + b"\x00" for k, v in fields.items()) + b"\x00")
 
 
-def row_description(name: str, type_oid: int) -> bytes:
-    column = name.encode() + b"\x00" + struct.pack("!ihihih", 0, 0, type_oid, -1, -1, 0)
-    return message(b"T", struct.pack("!H", 1) + column)
+def row_description(*columns: tuple[str, int]) -> bytes:
+    described = b"".join(
+        name.encode() + b"\x00" + struct.pack("!ihihih", 0, 0, type_oid, -1, -1, 0) for name, type_oid in columns
+    )
+    return message(b"T", struct.pack("!H", len(columns)) + described)
 
 
-def data_row(value: bytes) -> bytes:
-    return message(b"D", struct.pack("!H", 1) + struct.pack("!i", len(value)) + value)
+def data_row(*values: bytes) -> bytes:
+    return message(b"D", struct.pack("!H", len(values)) + b"".join(struct.pack("!i", len(v)) + v for v in values))
+
+
+def server_defaults_reply(schema: bytes = b"public", isolation: bytes = b"read committed") -> bytes:
+    """The reply to the one query the pipelined dialect's first connect sends (default schema, isolation level)."""
+    return (
+        row_description(("current_schema", TEXT), ("current_setting", TEXT))
+        + data_row(schema, isolation)
+        + command_complete("SELECT 1")
+        + ready(b"I")
+    )
 
 
 def startup_reply(statuses: dict[str, str]) -> bytes:
@@ -70,7 +82,7 @@ def select_reply(value: int, *, begin: bool, status: bytes = b"T") -> bytes:
         (BEGIN_REPLY if begin else b"")
         + message(b"1")
         + message(b"t", struct.pack("!Hi", 1, INT4))
-        + row_description("v", INT4)
+        + row_description(("v", INT4))
         + message(b"2")
         + data_row(str(value).encode())
         + command_complete("SELECT 1")
@@ -182,7 +194,7 @@ def test_later_statement_is_one_flight_without_begin(server: ScriptedServer, con
 def test_statement_without_parameters_carries_begin_in_the_same_query(server: ScriptedServer, conn: Any) -> None:
     server.reply(
         command_complete("BEGIN")
-        + row_description("n", INT4)
+        + row_description(("n", INT4))
         + data_row(b"1")
         + command_complete("SELECT 1")
         + ready(b"T")
@@ -213,7 +225,7 @@ def test_commit_and_rollback_outside_a_transaction_send_nothing(server: Scripted
 
 
 def test_ping_is_one_query_that_opens_no_transaction(server: ScriptedServer, conn: Any) -> None:
-    server.reply(row_description("?column?", INT4) + data_row(b"1") + command_complete("SELECT 1") + ready(b"I"))
+    server.reply(row_description(("?column?", INT4)) + data_row(b"1") + command_complete("SELECT 1") + ready(b"I"))
     pg_pipeline.ping(conn)
 
     assert server.flights[-1] == message(b"Q", b"SELECT 1\x00")
@@ -291,16 +303,17 @@ def test_error_position_counts_from_the_callers_statement(server: ScriptedServer
     assert raised.value.args[0]["P"] == "10"
 
 
-def _engine(server: ScriptedServer) -> sa.Engine:
+def _engine(server: ScriptedServer, **options: Any) -> sa.Engine:
     return sa.create_engine(
         f"{pg_pipeline.DRIVERNAME}://app@/neondb",
         connect_args={"sock": server, "ssl_context": False},
         poolclass=NullPool,
+        **options,
     )
 
 
 def test_new_engine_initialises_from_startup_parameters_without_queries(server: ScriptedServer) -> None:
-    engine = _engine(server)
+    engine = _engine(server, ask_server_defaults=False)
     server.reply(select_reply(4, begin=True), command_complete("COMMIT") + ready(b"I"))
     with engine.begin() as connection:
         assert connection.scalar(sa.text("select cast(:x as int) as v"), {"x": 4}) == 4
@@ -315,17 +328,34 @@ def test_new_engine_initialises_from_startup_parameters_without_queries(server: 
     assert dialect._backslash_escapes is False
 
 
+def test_new_engine_learns_default_schema_and_isolation_in_one_simple_query(server: ScriptedServer) -> None:
+    engine = _engine(server)
+    server.reply(
+        server_defaults_reply(b"tenant_a", b"repeatable read"),
+        select_reply(4, begin=True),
+        command_complete("COMMIT") + ready(b"I"),
+    )
+    with engine.begin() as connection:
+        assert connection.scalar(sa.text("select cast(:x as int) as v"), {"x": 4}) == 4
+
+    assert server.flights[1] == message(b"Q", pg_pipeline.SERVER_DEFAULTS_SQL.encode() + b"\x00")
+    assert [message_types(f) for f in server.flights[2:]] == [BEGIN_THEN_STATEMENT, ["Q"]]
+    assert engine.dialect.default_schema_name == "tenant_a"
+    assert engine.dialect.default_isolation_level == "REPEATABLE READ"
+
+
 def test_dialect_asks_the_server_when_startup_parameters_are_missing() -> None:
     server = ScriptedServer(statuses={"client_encoding": "UTF8"})
     engine = _engine(server)
     version = b"PostgreSQL 14.2 on x86_64-pc-linux-gnu"
     server.reply(
+        server_defaults_reply(),
         command_complete("BEGIN")
-        + row_description("version", TEXT)
+        + row_description(("version", TEXT))
         + data_row(version)
         + command_complete("SELECT 1")
         + ready(b"T"),
-        row_description("standard_conforming_strings", TEXT)
+        row_description(("standard_conforming_strings", TEXT))
         + data_row(b"off")
         + command_complete("SHOW")
         + ready(b"T"),
@@ -343,9 +373,9 @@ def test_dialect_asks_the_server_when_startup_parameters_are_missing() -> None:
 
 def test_engine_ping_is_one_query() -> None:
     server = ScriptedServer()
-    engine = _engine(server)
+    engine = _engine(server, ask_server_defaults=False)
     with engine.connect() as connection:
-        server.reply(row_description("?column?", INT4) + data_row(b"1") + command_complete("SELECT 1") + ready(b"I"))
+        server.reply(row_description(("?column?", INT4)) + data_row(b"1") + command_complete("SELECT 1") + ready(b"I"))
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None
         assert engine.dialect.do_ping(dbapi_connection)
@@ -418,7 +448,7 @@ def test_single_statement_without_parameters_sets_limits_in_the_same_query(serve
     conn.begin_unit(single_statement=True)
     server.reply(
         command_complete("SET") * 3
-        + row_description("n", INT4)
+        + row_description(("n", INT4))
         + data_row(b"1")
         + command_complete("SELECT 1")
         + ready(b"I")
@@ -456,3 +486,57 @@ def test_read_only_is_set_even_without_limits(server: ScriptedServer, conn: Any)
     assert parsed_statements(server.flights[-1])[0] == (
         "SELECT WHERE concat(set_config('transaction_read_only', 'on', true)) IS NULL"
     )
+
+
+def test_a_statement_that_fails_to_parse_leaves_the_transaction_failed_as_pg8000_does(
+    server: ScriptedServer, conn: Any
+) -> None:
+    # The server parses a Query's whole text first: BEGIN did not run, the connection is idle.
+    server.reply(error_response("42601") + ready(b"I"))
+    # BEGIN alone, then the statement alone again: the transaction is open and failed, as after pg8000's own BEGIN.
+    server.reply(command_complete("BEGIN") + ready(b"T") + error_response("42601", position=1) + ready(b"E"))
+    with pytest.raises(ProgrammingError) as raised:
+        conn.cursor().execute("SELEC 1")
+
+    assert raised.value.args[0]["C"] == "42601"
+    assert raised.value.args[0]["P"] == "1"
+    assert server.flights[-1] == message(b"Q", b"begin transaction;\n\x00") + message(b"Q", b"SELEC 1\x00")
+    assert conn._in_transaction
+
+
+def test_commit_on_a_closed_connection_raises_as_pep_249_asks(server: ScriptedServer, conn: Any) -> None:
+    conn.close()
+    with pytest.raises(InterfaceError, match="connection is closed"):
+        conn.commit()
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("23505", IntegrityError),
+        ("23503", IntegrityError),
+        ("23502", IntegrityError),
+        ("23514", IntegrityError),
+        ("22012", DataError),
+        ("22P02", DataError),
+        ("42P01", ProgrammingError),
+        ("57014", ProgrammingError),
+        ("40001", ProgrammingError),
+    ],
+)
+def test_server_errors_carry_the_db_api_class_of_their_sqlstate(
+    server: ScriptedServer, conn: Any, code: str, expected: type[Exception]
+) -> None:
+    server.reply(BEGIN_REPLY + message(b"1") + error_response(code) + ready(b"E"))
+    with pytest.raises(expected) as raised:
+        conn.cursor().execute("select %s::int", (1,))
+    assert type(raised.value) is expected
+    # The kit classifies by SQLSTATE: the fields survive the change of class.
+    assert raised.value.args[0]["C"] == code
+
+
+def test_a_deferred_constraint_failing_at_commit_is_an_integrity_error(server: ScriptedServer, conn: Any) -> None:
+    server.reply(select_reply(1, begin=True), error_response("23503") + ready(b"I"))
+    conn.cursor().execute("select %s::int as v", (1,))
+    with pytest.raises(IntegrityError):
+        conn.commit()
