@@ -103,7 +103,11 @@ class DbapiDialect(PGDialect_pg8000):
     def connect(self, *cargs: Any, **cparams: Any) -> Connection:
         if cargs:
             raise TypeError("pg8000 connections take keyword arguments only")
-        return connect(**cparams)
+        return self.open(**cparams)
+
+    def open(self, **kwargs: Any) -> Connection:
+        """A new DB-API connection for these keyword arguments (``connect`` above checks them first)."""
+        return connect(**kwargs)
 
     @classmethod
     def load_provisioning(cls) -> None:

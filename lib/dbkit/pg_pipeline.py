@@ -24,7 +24,6 @@ from typing import Any, Final, cast
 import pg8000.dbapi
 from pg8000.exceptions import DatabaseError, InterfaceError
 from sqlalchemy.dialects import registry
-from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine.interfaces import IsolationLevel
 
@@ -374,7 +373,7 @@ def _parameter_status(connection: SAConnection, name: str) -> str | None:
 SERVER_DEFAULTS_SQL: Final = "SELECT current_schema(), current_setting('transaction_isolation')"
 
 
-class PipelineDialect(PGDialect_pg8000):
+class PipelineDialect(pg_dbapi.DbapiDialect):
     """SQLAlchemy's pg8000 dialect on PipelinedConnection, initialised from what the server reported at startup.
 
     ``ask_server_defaults`` (default True): learn the default schema and isolation level at the first connect in
@@ -391,15 +390,8 @@ class PipelineDialect(PGDialect_pg8000):
         self.ask_server_defaults = ask_server_defaults
         self._server_defaults: tuple[str, str] | None = None
 
-    def connect(self, *cargs: Any, **cparams: Any) -> PipelinedConnection:
-        if cargs:
-            raise TypeError("pg8000 connections take keyword arguments only")
-        return connect(**cparams)
-
-    @classmethod
-    def load_provisioning(cls) -> None:
-        """SQLAlchemy's test harness looks for ``<dialect package>.provision``: PostgreSQL's is the one that fits."""
-        __import__("sqlalchemy.dialects.postgresql.provision")
+    def open(self, **kwargs: Any) -> PipelinedConnection:
+        return connect(**kwargs)
 
     # The stock first connect runs BEGIN, four queries and a three-round-trip ROLLBACK: 8 per new engine.
     # Postgres already sent server_version and standard_conforming_strings as ParameterStatus at startup
