@@ -398,13 +398,17 @@ class PipelineDialect(pg_dbapi.DbapiDialect):
     # (PgBouncer passes them on); the default schema and isolation level come from one query, or are assumed.
 
     def initialize(self, connection: SAConnection) -> None:
-        self._server_defaults = None
+        defaults = ("public", "READ COMMITTED")
         if self.ask_server_defaults:
             dbapi_connection = connection.connection.dbapi_connection
             context = internals.execute_simple_unpipelined(dbapi_connection, SERVER_DEFAULTS_SQL)
             schema, isolation = context.rows[0]
-            self._server_defaults = (str(schema), str(isolation).upper())
-        super().initialize(connection)  # type: ignore[no-untyped-call]
+            defaults = (str(schema), str(isolation).upper())
+        self._server_defaults = defaults
+        try:
+            super().initialize(connection)  # type: ignore[no-untyped-call]
+        finally:
+            self._server_defaults = None
 
     def _get_server_version_info(self, connection: SAConnection) -> tuple[int, ...]:
         reported = _parameter_status(connection, "server_version")
@@ -418,12 +422,19 @@ class PipelineDialect(pg_dbapi.DbapiDialect):
         else:
             self._backslash_escapes = reported == "off"
 
+    # During initialize: what the first connect learned (or assumed). Called directly at any other time (a connect
+    # event may have changed search_path since), they ask the server, as the stock dialect always does.
+
     def _get_default_schema_name(self, connection: SAConnection) -> str:
-        return self._server_defaults[0] if self._server_defaults else "public"
+        if self._server_defaults is not None:
+            return self._server_defaults[0]
+        return str(super()._get_default_schema_name(connection))  # type: ignore[no-untyped-call]
 
     def get_default_isolation_level(self, dbapi_conn: Any) -> IsolationLevel:
         # What SQLAlchemy restores at check-in after execution_options(isolation_level=...).
-        return cast("IsolationLevel", self._server_defaults[1] if self._server_defaults else "READ COMMITTED")
+        if self._server_defaults is not None:
+            return cast("IsolationLevel", self._server_defaults[1])
+        return cast("IsolationLevel", super().get_default_isolation_level(dbapi_conn))  # type: ignore[no-untyped-call]
 
     def do_ping(self, dbapi_connection: Any) -> bool:
         ping(dbapi_connection)
