@@ -11,11 +11,13 @@ the dialect connect or pass a creator that calls ``connect``::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import re
 import select
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -272,6 +274,10 @@ def connect(**kwargs: Any) -> PipelinedConnection:
 
 
 _CAN_CORK: Final = hasattr(socket, "TCP_CORK")
+# Linux: the unsent part of a TCP socket's send queue (linux/sockios.h).
+_SIOCOUTQNSD: Final = 0x894B
+# The one record a TLS 1.3 client writes before the server's flight is complete (the compatibility-mode CCS).
+_LONE_CHANGE_CIPHER_SPEC: Final = 6
 
 
 class FinishedWithStartupSSLSocket(ssl.SSLSocket):
@@ -304,7 +310,10 @@ class FinishedWithStartupSSLSocket(ssl.SSLSocket):
                     super().do_handshake()
                     return
                 except ssl.SSLWantReadError:
-                    if not hello_sent:
+                    if not hello_sent or self._unsent() > _LONE_CHANGE_CIPHER_SPEC:
+                        # The ClientHello; later, a flight the server must see before it can answer: a second
+                        # ClientHello after HelloRetryRequest (PostgreSQL up to 17 has no X25519, Python's first key
+                        # share), TLS 1.2's Finished. Held back, it would wait for the cork ceiling (200 ms).
                         hello_sent = True
                         self._cork(False)
                         self._cork(True)
@@ -325,6 +334,14 @@ class FinishedWithStartupSSLSocket(ssl.SSLSocket):
     def sendall(self, data: Any, flags: int = 0) -> None:
         super().sendall(data, flags)
         self._cork(False)
+
+    def _unsent(self) -> int:
+        """Bytes written to the socket that the kernel has not sent yet (held by the cork); 0 if it cannot tell."""
+        try:
+            queued = fcntl.ioctl(self.fileno(), _SIOCOUTQNSD, b"\0" * 4)
+        except OSError:
+            return 0
+        return int(struct.unpack("i", queued)[0])
 
     def _cork(self, on: bool) -> None:
         if self._corked != on:

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import pg8000.dbapi
 import pytest
@@ -468,3 +468,34 @@ def test_closing_a_connection_whose_socket_died_closes_its_buffered_stream(poole
     with contextlib.suppress(pg8000.dbapi.InterfaceError):
         conn.close()
     assert stream.closed
+
+
+class _RecordingSocket(pg_pipeline.FinishedWithStartupSSLSocket):
+    """Records, at each wait for the server during the handshake, how many bytes the cork still held back."""
+
+    held_at_waits: ClassVar[list[int]] = []
+
+    def _wait(self, deadline: float | None, *, readable: bool) -> None:
+        type(self).held_at_waits.append(self._unsent())
+        super()._wait(deadline, readable=readable)
+
+
+def test_the_handshake_never_waits_for_the_server_while_holding_back_what_it_needs(
+    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL 15 has no X25519, the key share Python sends first: it answers with HelloRetryRequest, and the
+    # second ClientHello must leave at once (held back by the cork, it would wait for the kernel's 200 ms ceiling).
+    monkeypatch.setattr(pg_pipeline, "FinishedWithStartupSSLSocket", _RecordingSocket)
+    monkeypatch.setattr(_RecordingSocket, "held_at_waits", [])
+    direct = parse_database_url(database.direct_url)
+    conn = pg_pipeline.connect(**direct.connect_args())
+    try:
+        select_value(conn.cursor(), 3)
+    finally:
+        conn.close()
+    held = _RecordingSocket.held_at_waits
+    if database.local_stack:
+        assert len(held) >= 2, "expected a HelloRetryRequest from PostgreSQL 15"
+    # At most the compatibility ChangeCipherSpec (6 bytes) may wait with the client.
+    assert held
+    assert max(held) <= 6
