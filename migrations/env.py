@@ -113,6 +113,13 @@ def adopt_legacy_database(connection: Connection, migration: MigrationContext, h
         )
 
 
+def skip_empty_autogenerate(migration: MigrationContext, revision: Any, directives: list[Any]) -> None:
+    """`alembic revision --autogenerate` with nothing to do writes no file (a hand-written `revision -m` still does)."""
+    if getattr(context.config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
+        directives[:] = []
+        context.config.print_stdout("No changes: the models and the migrations agree; no revision written.")
+
+
 def run_migrations_offline(history: History, others: list[History]) -> None:
     """`--sql`: write the SQL instead of running it (no connection, so nothing to adopt or lock)."""
     context.configure(
@@ -138,6 +145,7 @@ def run_migrations_online(history: History, others: list[History]) -> None:
                 target_metadata=history.metadata,
                 include_name=include_name(history, others),
                 compare_server_default=True,
+                process_revision_directives=skip_empty_autogenerate,
             )
             with context.begin_transaction():
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

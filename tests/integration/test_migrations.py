@@ -58,8 +58,9 @@ class Throwaway:
 
     @property
     def environ(self) -> dict[str, str]:
-        """The variables `make migrate` reads, naming this database."""
-        return {"DIRECT_DATABASE_URL": self.url, "DB_POOLER_HOSTS": self.pooler_hosts}
+        """The variables `make migrate` reads, naming this database (and DB_DRIVER, for a run on the stock driver)."""
+        driver = {"DB_DRIVER": os.environ["DB_DRIVER"]} if "DB_DRIVER" in os.environ else {}
+        return {"DIRECT_DATABASE_URL": self.url, "DB_POOLER_HOSTS": self.pooler_hosts, **driver}
 
     def engine(self) -> Engine:
         return build_engine(Settings.for_migration(self.environ))

@@ -82,9 +82,3 @@ def test_alembic_is_a_pinned_dev_dependency_never_in_the_deploy_artifact() -> No
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(name.split(".")[0] == "alembic" for name in names), f"{path}: runtime code imports Alembic"
-
-
-def test_make_migrate_runs_the_alembic_histories() -> None:
-    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    (recipe,) = re.findall(r"^migrate:.*\n\t(.*)$", makefile, re.MULTILINE)
-    assert recipe.endswith("$(PYTHON) -m tools.migrate")
