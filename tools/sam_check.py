@@ -48,6 +48,10 @@ FORBIDDEN_ENTRIES = (
     "snapshot_restore_py.py",
     "httpx",
     "README.md",
+    # Migrations are tooling (make migrate, the deploy workflow), never run by a function.
+    "migrations",
+    "alembic.ini",
+    "alembic",
     "infra",
     ".stack",
     ".venv",

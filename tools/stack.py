@@ -424,9 +424,12 @@ def psql_admin(state: StackState, sql: str, *, database: str = "postgres") -> st
 
 
 def _bootstrap_database(state: StackState) -> None:
-    exists = psql_admin(state, f"SELECT 1 FROM pg_roles WHERE rolname = '{USER}'").strip()
-    if not exists:
-        psql_admin(state, f"CREATE ROLE {USER} LOGIN PASSWORD '{state.password}'")
+    # CREATEDB as Neon's console roles have it: the migration tests make throwaway databases over the direct URL.
+    can_create_databases = psql_admin(state, f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{USER}'").strip()
+    if not can_create_databases:
+        psql_admin(state, f"CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{state.password}'")
+    elif can_create_databases != "t":
+        psql_admin(state, f"ALTER ROLE {USER} CREATEDB")
     if not psql_admin(state, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'").strip():
         psql_admin(state, f"CREATE DATABASE {DATABASE} OWNER {USER}")
 

@@ -55,6 +55,8 @@ URL_VARIABLES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER"
 # Every variable the settings read: the one list tools and tests clear or copy (a unit test keeps it complete).
 DATABASE_VARIABLES = (
     *URL_VARIABLES,
+    # Read by migrations only (Settings.for_migration): the direct URL, preferred to DATABASE_URL when both are set.
+    "DIRECT_DATABASE_URL",
     "APP_ENV",
     "DB_CONNECT_TIMEOUT",
     "DB_DRIVER",
@@ -240,6 +242,15 @@ class Settings:
             idle_in_transaction_timeout=_default(idle_timeout, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
             source=source,
         )
+
+    @classmethod
+    def for_migration(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings for schema migrations: DIRECT_DATABASE_URL when set (else the URL variables), migration mode."""
+        direct = _value(environ, "DIRECT_DATABASE_URL")
+        if direct is not None:
+            environ = {name: value for name, value in environ.items() if name not in URL_VARIABLES}
+            environ["DATABASE_URL"] = direct
+        return cls.from_env({**environ, "DB_MODE": "migration"})
 
     @property
     def url_from_secret_store(self) -> bool:

@@ -70,10 +70,10 @@ def database() -> DatabaseTarget:
 
 @pytest.fixture(scope="session")
 def schema(database: DatabaseTarget) -> None:
-    """The app's schema, applied once over the direct URL (harmless if it is there already)."""
-    from lib.dbkit import migrate
+    """The schema, migrated once to both Alembic heads over the direct URL (harmless if it is there already)."""
+    from tools import migrate
 
-    migrate.migrate({"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+    migrate.upgrade({"DIRECT_DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
 
 
 @pytest.fixture

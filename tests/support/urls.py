@@ -43,3 +43,8 @@ def with_params(url: str, **params: str | None) -> str:
         else:
             query[name] = value
     return parts._replace(query=urlencode(query, safe="/", quote_via=quote)).geturl()
+
+
+def with_database(url: str, name: str) -> str:
+    """The URL naming another database on the same server (query parameters kept)."""
+    return urlsplit(url)._replace(path=f"/{quote(name)}").geturl()

@@ -468,5 +468,5 @@ def test_secret_max_age_unset_is_the_default() -> None:
 
 def test_database_variables_lists_every_variable_the_settings_read() -> None:
     source = (ROOT / "lib" / "dbkit" / "settings.py").read_text(encoding="utf-8")
-    read = set(re.findall(r'"((?:DB|DATABASE)_[A-Z_]+|APP_ENV)"', source))
+    read = set(re.findall(r'"((?:DB|DATABASE|DIRECT_DATABASE)_[A-Z_]+|APP_ENV)"', source))
     assert read == set(DATABASE_VARIABLES)

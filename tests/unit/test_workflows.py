@@ -202,6 +202,8 @@ def test_migrate_uses_the_given_direct_string_without_the_local_stack() -> None:
     (rule,) = re.findall(r"^migrate:.*\n\t.*$", makefile, re.MULTILINE)
     assert "$(if $(DIRECT_DATABASE_URL),,stack-up)" in rule
     assert "$(if $(DIRECT_DATABASE_URL),,$(WITH_STACK_ENV))" in rule
+    # Alembic: the kit's history, then the app's (tools/migrate.py); the old numbered-SQL runner is gone.
+    assert rule.endswith("$(PYTHON) -m tools.migrate")
 
 
 def test_the_deploy_roles_trust_only_this_repositorys_pull_requests_and_production_environment() -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.dbkit import engine as lib_engine
+from tools import migrate
 from tools.bench.pooler_stats import PoolerConsole, PoolerTotals
 from tools.bench.profiles import CapturedLogs, lambda_context, set_database_environment, template_environment
 from tools.bench.roundtrips import create_note_event, get_note_event
@@ -151,10 +152,7 @@ class PrivateStack:
                 if line.startswith("export "):
                     name, _, value = line.removeprefix("export ").partition("=")
                     stack.env[name] = value.strip("'")
-            _run(
-                [sys.executable, "-m", "lib.dbkit.migrate"],
-                {**environ, "DATABASE_URL": stack.env["DIRECT_DATABASE_URL"]},
-            )
+            migrate.upgrade({"DIRECT_DATABASE_URL": stack.env["DIRECT_DATABASE_URL"]})
         except BaseException:
             stack.close()
             raise
