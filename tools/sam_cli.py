@@ -23,7 +23,7 @@ PROBE = ROOT / "tools" / "sam_cli_probe.py"
 ANY_METHOD_EXTENSION = "X-AMAZON-APIGATEWAY-ANY-METHOD"
 
 
-class SamCliUnavailableError(RuntimeError):
+class SamCliError(RuntimeError):
     """.venv-sam is missing or SAM CLI failed; the message says which and how to fix it."""
 
 
@@ -58,10 +58,10 @@ class TranslateCase:
 
 
 def sam_python(sam_venv: Path = SAM_VENV) -> Path:
-    """.venv-sam's interpreter; SamCliUnavailableError naming the fix when it is missing."""
+    """.venv-sam's interpreter; SamCliError naming the fix when it is missing."""
     python = sam_venv / "bin" / "python"
     if not python.exists():
-        raise SamCliUnavailableError(f"{python} not found: run `make sam-venv` (SAM CLI in its own virtualenv)")
+        raise SamCliError(f"{python} not found: run `make sam-venv` (SAM CLI in its own virtualenv)")
     return python
 
 
@@ -85,7 +85,7 @@ def ask(
         check=False,
     )
     if completed.returncode != 0:
-        raise SamCliUnavailableError(f"SAM CLI failed on {template_path}:\n{completed.stderr.strip()}")
+        raise SamCliError(f"SAM CLI failed on {template_path}:\n{completed.stderr.strip()}")
     answers: list[Any] = json.loads(completed.stdout)
     return answers
 
