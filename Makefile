@@ -64,7 +64,8 @@ types:  ## mypy --strict over handlers, lib, tests, tools
 STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py \
 	tests/integration/test_sqlalchemy_semantics.py
 
-pytest:  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect
+# sam-venv: tests/unit/test_sam_cli.py asks SAM CLI (in .venv-sam) for the routes and the translated template.
+pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect
 	@$(BIN)/pytest
 	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
 
@@ -86,7 +87,7 @@ check: lint types pytest pytest-runtime  ## lint + types + the whole pytest suit
 test: venv  ## everything CI runs: install, start the stack, lint, types, all tests, SAM checks
 	@$(PYTHON) -m tools.stack run -- $(MAKE) --no-print-directory check sam-check
 
-test-unit: venv  ## the unit tier only (no network)
+test-unit: venv sam-venv  ## the unit tier only (no network)
 	@$(BIN)/pytest tests/unit
 
 test-integration: stack-up  ## the integration tier against the local stack

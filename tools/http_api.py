@@ -143,7 +143,7 @@ class LocalHttpApi(ThreadingHTTPServer):
             template_path=runtime.template_path, parameters=runtime.parameters
         )
         if not self.routes:
-            raise TemplateError(f"{runtime.template_path} has no HTTP API route (HttpApi event or ApiGatewayV2 route)")
+            raise TemplateError(f"{runtime.template_path} has no HTTP API route (no function has an HttpApi event)")
         self.access_log = access_log or sys.stdout
         self._log_lock = threading.Lock()
         super().__init__((host, port), _Handler)

@@ -1,13 +1,13 @@
 """The template's HTTP API routes and the function each one invokes, as `make api` serves them.
 
-Two ways a template declares them: SAM `HttpApi` events on a function, and plain CloudFormation
-(`AWS::ApiGatewayV2::Route` → `integrations/<Integration>` → the integration's function), which ours uses so that
-the Auth parameter can choose each route's authorization.
+Routes are the functions' SAM `HttpApi` events, the one declaration API Gateway (through SAM's transform) and SAM
+CLI (`sam local start-api`, `sam list endpoints`) read as well. An event without Path is the $default route; one
+without Method answers any method. A route's authorization is the event's Auth.Authorizer, else its API's
+DefaultAuthorizer, with every intrinsic (the Auth parameter's Fn::If included) evaluated for the parameters given.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +20,12 @@ from tools.sam_template import (
     function_ids,
     function_properties,
     load_template,
+    merge_globals,
 )
 
-ROUTE_TYPE = "AWS::ApiGatewayV2::Route"
-INTEGRATION_TYPE = "AWS::ApiGatewayV2::Integration"
-_INTEGRATION_TARGET = re.compile(r"^integrations/\$\{(?P<integration>[^}.]+)\}$")
-_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z0-9]+)[.}]")
+HTTP_API_TYPE = "AWS::Serverless::HttpApi"
+# API Gateway's names for a route's authorization (a route's AuthorizationType).
+BUILT_IN_AUTHORIZERS = {"NONE": "NONE", "AWS_IAM": "AWS_IAM"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class HttpRoute:
 
     @classmethod
     def from_route_key(cls, route_key: str, authorization: str = "NONE") -> HttpRoute:
-        """A route from an ApiGatewayV2 RouteKey: "GET /notes/{id}", "ANY /{proxy+}" or "$default"."""
+        """A route from an API Gateway route key: "GET /notes/{id}", "ANY /{proxy+}" or "$default"."""
         if route_key == "$default":
             return cls(None, None, authorization)
         method, _, path = route_key.partition(" ")
@@ -57,67 +57,58 @@ class HttpRoute:
 def template_routes(
     *, template_path: Path = TEMPLATE_PATH, parameters: Mapping[str, str] | None = None
 ) -> list[tuple[str, HttpRoute]]:
-    """(function id, route) for every HTTP API route of the template, in template order."""
+    """(function id, route) for every HttpApi event of the template's functions, in template order."""
     template = load_template(template_path)
-    resolver = Resolver(template, overrides=dict(parameters or {}))
-    symbolic = Resolver(template, overrides=dict(parameters or {}), symbolic=True)
-    functions = function_ids(template)
+    resolver = Resolver(template, overrides=dict(parameters or {}), symbolic=True)
     routes: list[tuple[str, HttpRoute]] = []
-    for function_id in functions:
-        for event in function_properties(template, function_id).get("Events", {}).values():
+    for function_id in function_ids(template):
+        for event_id, event in function_properties(template, function_id).get("Events", {}).items():
             if event.get("Type") != "HttpApi":
                 continue
-            properties = event.get("Properties", {})
-            method, path = (properties.get(name) for name in ("Method", "Path"))
+            where = f"{function_id} event {event_id}"
+            properties = resolver.resolve(event.get("Properties") or {})
+            if str(properties.get("PayloadFormatVersion", "2.0")) != "2.0":
+                raise TemplateError(f"{where}: only payload format 2.0 routes are served locally")
+            method, path = properties.get("Method"), properties.get("Path")
+            if not isinstance(method, str | None) or not isinstance(path, str | None):
+                raise TemplateError(f"{where}: Method and Path must resolve to strings, not {method!r} {path!r}")
             route = HttpRoute(
-                method=str(resolver.resolve(method)).upper() if method is not None else None,
-                path=str(resolver.resolve(path)) if path is not None else None,
+                method=method.upper() if method is not None and path is not None else None,
+                path=path,
+                authorization=_authorization(template, resolver, where, properties),
             )
             routes.append((function_id, route))
-    for logical_id, resource in template["Resources"].items():
-        if resource.get("Type") != ROUTE_TYPE or not _condition_holds(resolver, resource):
-            continue
-        properties = resource.get("Properties", {})
-        function_id = _target_function(template, symbolic, functions, logical_id, properties.get("Target"))
-        authorization = str(resolver.resolve(properties.get("AuthorizationType", "NONE")))
-        routes.append(
-            (function_id, HttpRoute.from_route_key(str(resolver.resolve(properties["RouteKey"])), authorization))
-        )
     return routes
 
 
-def _condition_holds(resolver: Resolver, resource: Mapping[str, Any]) -> bool:
-    condition = resource.get("Condition")
-    return condition is None or resolver.condition(str(condition))
+def _api_auth(template: Mapping[str, Any], resolver: Resolver, where: str, api_id: Any) -> dict[str, Any]:
+    """The Auth of the event's HttpApi (Globals.HttpApi merged in), or of the implicit API when ApiId is absent."""
+    global_properties = template.get("Globals", {}).get("HttpApi", {})
+    if api_id is None:
+        properties = global_properties
+    else:
+        logical_id = api_id.get("Ref") if isinstance(api_id, dict) else None
+        resource = template["Resources"].get(logical_id) if isinstance(logical_id, str) else None
+        if resource is None or resource.get("Type") != HTTP_API_TYPE:
+            raise TemplateError(f"{where}: ApiId {api_id!r} is not a !Ref to an {HTTP_API_TYPE} of the template")
+        properties = merge_globals(global_properties, resource.get("Properties") or {})
+    auth = resolver.resolve({"Auth": properties.get("Auth", {})}).get("Auth", {})
+    if not isinstance(auth, dict):
+        raise TemplateError(f"{where}: its API's Auth does not resolve to a map: {auth!r}")
+    return auth
 
 
-def _target_function(
-    template: Mapping[str, Any], symbolic: Resolver, functions: list[str], route_id: str, target: Any
-) -> str:
-    match = _INTEGRATION_TARGET.match(str(symbolic.resolve(target)))
-    integration = template["Resources"].get(match["integration"]) if match else None
-    if integration is None or integration.get("Type") != INTEGRATION_TYPE:
-        raise TemplateError(f"route {route_id}: Target {target!r} is not integrations/${{<an Integration>}}")
-    properties = integration.get("Properties", {})
-    if str(properties.get("PayloadFormatVersion", "")) != "2.0":
-        raise TemplateError(f"route {route_id}: only payload format 2.0 integrations are served locally")
-    referenced = _references(symbolic.resolve(properties.get("IntegrationUri")))
-    found = [name for name in referenced if name in functions]
-    if not found:
-        raise TemplateError(f"route {route_id}: its integration does not name a function of the template")
-    return found[0]
-
-
-def _references(value: Any) -> list[str]:
-    """Logical ids a symbolically resolved value refers to: Ref X / X.Alias, GetAtt [X, ...], ${X.Arn} in Sub."""
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return [str(value["Ref"]).split(".", 1)[0]]
-        if "Fn::GetAtt" in value:
-            return [str(value["Fn::GetAtt"][0])]
-        return [name for item in value.values() for name in _references(item)]
-    if isinstance(value, list):
-        return [name for item in value for name in _references(item)]
-    if isinstance(value, str):
-        return [match["name"] for match in _REFERENCE.finditer(value)]
-    return []
+def _authorization(template: Mapping[str, Any], resolver: Resolver, where: str, properties: Mapping[str, Any]) -> str:
+    auth = _api_auth(template, resolver, where, properties.get("ApiId"))
+    event_auth = properties.get("Auth") or {}
+    authorizer = event_auth.get("Authorizer") or auth.get("DefaultAuthorizer")
+    if authorizer is None:
+        return "NONE"
+    if authorizer == "AWS_IAM" and auth.get("EnableIamAuthorizer") is not True:
+        raise TemplateError(f"{where}: AWS_IAM needs EnableIamAuthorizer: true on its API")
+    if authorizer in BUILT_IN_AUTHORIZERS:
+        return BUILT_IN_AUTHORIZERS[authorizer]
+    definition = (auth.get("Authorizers") or {}).get(authorizer)
+    if not isinstance(definition, dict):
+        raise TemplateError(f"{where}: authorizer {authorizer!r} is not one of its API's Authorizers")
+    return "JWT" if "JwtConfiguration" in definition else "CUSTOM"

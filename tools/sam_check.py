@@ -1,4 +1,4 @@
-"""The SAM checks CI runs: cfn-lint, `sam validate --lint`, `sam build`, and an inspection of every built artifact.
+"""The SAM checks CI runs: cfn-lint, `sam validate` (lint, translation), `sam build`, and every artifact inspected.
 
     python -m tools.sam_check [--sam-bin .venv-sam/bin]      (make sam-check)
 
@@ -219,6 +219,9 @@ def run(sam_bin: Path, *, include_default_target: bool = True) -> None:
     templates = [template, str(INFRA_TEMPLATE_PATH.relative_to(ROOT))]
     _step("cfn-lint", [str(sam_bin / "cfn-lint"), "--include-checks", "I", "--", *templates], env)
     _step("sam validate --lint", [str(sam_bin / "sam"), "validate", "--lint"], env)
+    # cfn-lint checks SAM's schema only; this is SAM's own transform, after the language extensions as in
+    # CloudFormation (samconfig.toml's "translate" environment: lint off, --language-extensions on).
+    _step("sam validate (translation)", [str(sam_bin / "sam"), "validate", "--config-env", "translate"], env)
     functions = function_ids(load_template())
     host, default = host_target(), default_target()
     targets = [host]

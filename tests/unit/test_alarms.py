@@ -43,7 +43,8 @@ AWS_METRICS = {
 AWS_DIMENSION = {"AWS/Lambda": "FunctionName", "AWS/ApiGateway": "ApiId", "AWS/SQS": "QueueName"}
 AWS_DIMENSION_TARGET = {
     "AWS/Lambda": "AWS::Serverless::Function",
-    "AWS/ApiGateway": "AWS::ApiGatewayV2::Api",
+    # SAM turns the AWS::Serverless::HttpApi into an AWS::ApiGatewayV2::Api of the same logical id (test_sam_cli.py).
+    "AWS/ApiGateway": "AWS::Serverless::HttpApi",
     "AWS/SQS": "AWS::SQS::Queue",
 }
 METRIC_EMITTERS = frozenset({"add_metric", "single_metric"})

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 
 from lib.dbkit.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
 from lib.dbkit.settings import Settings
-from lib.sample_app.api import create_app
 from tools.function_config import function_config
 from tools.paths import ROOT
 from tools.sam_template import NO_VALUE, Resolver, function_ids, function_properties, load_template
@@ -278,83 +276,37 @@ def test_timeouts_cover_connect_retries_and_stay_under_the_http_api_limit() -> N
     assert purge.timeout_seconds >= api.timeout_seconds
 
 
-def _normalise(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", "{}", path)
-
-
-def api_routes() -> dict[str, dict[str, Any]]:
-    """Route key -> properties of every AWS::ApiGatewayV2::Route."""
-    resources = TEMPLATE["Resources"].values()
-    return {r["Properties"]["RouteKey"]: r["Properties"] for r in resources if r["Type"] == "AWS::ApiGatewayV2::Route"}
-
-
-def test_http_api_routes_are_exactly_the_apps_routes() -> None:
-    routes = api_routes()
-    assert all(r["ApiId"] == {"Ref": "HttpApi"} for r in routes.values())
-    assert all(r["Target"] == {"Fn::Sub": "integrations/${ApiIntegration}"} for r in routes.values())
-    template_routes = {(key.split(" ", 1)[0], _normalise(key.split(" ", 1)[1])) for key in routes if key != "$default"}
-    app_routes = {
-        (method, _normalise(route.path))
-        for route in create_app().routes
-        if isinstance(route, APIRoute)
-        for method in route.methods or ()
-        if method != "HEAD"
+def api_events() -> dict[str, dict[str, Any]]:
+    """Event id -> properties of every HttpApi event of the template's functions."""
+    return {
+        event_id: event["Properties"]
+        for function_id in function_ids(TEMPLATE)
+        for event_id, event in function_properties(TEMPLATE, function_id).get("Events", {}).items()
+        if event["Type"] == "HttpApi"
     }
-    assert template_routes == app_routes
+
+
+def test_every_route_is_an_event_of_the_api_function_on_the_one_http_api() -> None:
+    # SAM CLI (`sam local start-api`) reads routes only from the functions' HttpApi events, so no route is a raw
+    # AWS::ApiGatewayV2 resource; tests/unit/test_sam_cli.py checks the routes against the app's.
+    resources = TEMPLATE["Resources"]
+    assert not [rid for rid, r in resources.items() if r["Type"].startswith("AWS::ApiGatewayV2::")]
+    assert [rid for rid, r in resources.items() if r["Type"] == "AWS::Serverless::HttpApi"] == ["HttpApi"]
+    assert set(TEMPLATE["Resources"]["ApiFunction"]["Properties"]["Events"]) == set(api_events())
+    assert all(properties["ApiId"] == {"Ref": "HttpApi"} for properties in api_events().values())
 
 
 def test_unmatched_requests_reach_the_app_for_its_error_shape() -> None:
-    assert "$default" in api_routes(), "the $default route sends unknown routes to the app"
+    defaults = [eid for eid, properties in api_events().items() if "Path" not in properties]
+    assert defaults == ["Default"], "one event without Path: the $default route sends unknown routes to the app"
+    assert "Method" not in api_events()["Default"]
 
 
-def test_the_integration_invokes_the_live_alias_with_payload_2() -> None:
-    integration = TEMPLATE["Resources"]["ApiIntegration"]["Properties"]
-    assert integration["IntegrationUri"] == {"Ref": "ApiFunction.Alias"}
-    assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
-    permission = TEMPLATE["Resources"]["ApiInvokePermission"]["Properties"]
-    assert permission["FunctionName"] == {"Ref": "ApiFunction.Alias"}
-    assert permission["Principal"] == "apigateway.amazonaws.com"
-    assert permission["SourceArn"]["Fn::Sub"].endswith(":${HttpApi}/*")
-
-
-def route_authorization(overrides: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
-    """Route key -> (authorization type, authorizer) once the Auth parameters are applied."""
-    resolver = Resolver(TEMPLATE, overrides=dict(overrides), symbolic=True)
-    return {
-        key: (resolver.resolve(props["AuthorizationType"]), resolver.resolve(props).get("AuthorizerId"))
-        for key, props in api_routes().items()
-    }
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        ({}, ("AWS_IAM", None)),
-        (
-            {"Auth": "jwt", "JwtIssuer": "https://issuer.example", "JwtAudience": "notes"},
-            ("JWT", {"Ref": "JwtAuthorizer"}),
-        ),
-        ({"Auth": "none"}, ("NONE", None)),
-    ],
-    ids=["iam-by-default", "jwt", "none"],
-)
-def test_auth_parameter_protects_every_route_but_health(overrides: dict[str, str], expected: tuple[str, Any]) -> None:
-    authorization = route_authorization(overrides)
-    assert authorization.pop("GET /health") == ("NONE", None)
-    assert authorization, "no protected routes"
-    assert all(value == expected for value in authorization.values()), authorization
-
-
-def test_jwt_authorizer_exists_only_for_jwt_and_reads_issuer_and_audience() -> None:
-    authorizer = TEMPLATE["Resources"]["JwtAuthorizer"]
-    assert authorizer["Condition"] == "AuthJwt"
-    overrides = {"Auth": "jwt", "JwtIssuer": "https://issuer.example", "JwtAudience": "notes,admin"}
-    resolver = Resolver(TEMPLATE, overrides=overrides, symbolic=True)
-    assert resolver.condition("AuthJwt")
-    assert not Resolver(TEMPLATE).condition("AuthJwt")
-    properties = resolver.resolve(authorizer["Properties"])
-    assert properties["JwtConfiguration"] == {"Issuer": "https://issuer.example", "Audience": ["notes", "admin"]}
-    assert properties["IdentitySource"] == ["$request.header.Authorization"]
+def test_the_api_is_sams_http_api_with_the_stacks_name() -> None:
+    api = Resolver(TEMPLATE, symbolic=True).resolve(TEMPLATE["Resources"]["HttpApi"]["Properties"])
+    assert (api["Name"], api["StageName"]) == ("local-notes", "$default")
+    # The Auth block's Fn::If must be resolved before SAM reads it: CloudFormation's language extensions do that.
+    assert TEMPLATE["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
 
 
 @pytest.mark.parametrize(
@@ -386,15 +338,14 @@ def test_cors_is_off_by_default_and_lists_exactly_the_given_origins() -> None:
 
 
 def test_throttling_comes_from_the_parameters() -> None:
-    stage = TEMPLATE["Resources"]["HttpApiStage"]["Properties"]
+    api = TEMPLATE["Resources"]["HttpApi"]["Properties"]
     overrides = {"ThrottleRateLimit": "10", "ThrottleBurstLimit": "20"}
-    settings = Resolver(TEMPLATE, overrides=overrides, symbolic=True).resolve(stage)["DefaultRouteSettings"]
+    settings = Resolver(TEMPLATE, overrides=overrides, symbolic=True).resolve(api)["DefaultRouteSettings"]
     assert settings == {"ThrottlingRateLimit": "10", "ThrottlingBurstLimit": "20"}
 
 
 def test_access_log_is_one_json_object_with_request_id_status_latency_and_integration_error() -> None:
-    stage = TEMPLATE["Resources"]["HttpApiStage"]["Properties"]
-    settings = stage["AccessLogSettings"]
+    settings = TEMPLATE["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
     assert settings["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
     # API Gateway writes "-" for a variable without a value; every value is quoted, so the line stays JSON.
     line = json.loads(re.sub(r"\$context\.[A-Za-z.]+", "-", settings["Format"]))

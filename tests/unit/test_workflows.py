@@ -206,6 +206,26 @@ def test_migrate_uses_the_given_direct_string_without_the_local_stack() -> None:
     assert rule.endswith("$(PYTHON) -m tools.migrate")
 
 
+def test_the_deploy_roles_may_use_every_transform_the_template_declares() -> None:
+    from tools.sam_template import load_template
+
+    declared = load_template()["Transform"]
+    transforms = {name.removeprefix("AWS::") for name in (declared if isinstance(declared, list) else [declared])}
+    resources = load_template(ROOT / "infra" / "github-oidc.yaml")["Resources"]
+    for role in ("PreviewRole", "DeployRole"):
+        statements = [
+            statement
+            for policy in resources[role]["Properties"]["Policies"]
+            for statement in policy["PolicyDocument"]["Statement"]
+        ]
+        (allowed,) = [s for s in statements if s.get("Sid") == "SamTransform"]
+        assert allowed["Action"] == "cloudformation:CreateChangeSet"
+        arns = [resource["Fn::Sub"] for resource in allowed["Resource"]]
+        prefix = "arn:${AWS::Partition}:cloudformation:${AWS::Region}:aws:transform/"
+        assert all(arn.startswith(prefix) for arn in arns), arns
+        assert {arn.removeprefix(prefix) for arn in arns} == transforms, role
+
+
 def test_the_deploy_roles_trust_only_this_repositorys_pull_requests_and_production_environment() -> None:
     from tools.sam_template import load_template
 
