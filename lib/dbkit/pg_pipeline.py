@@ -31,6 +31,7 @@ from sqlalchemy.engine.interfaces import IsolationLevel
 
 from lib.dbkit import pg8000_internals as internals
 from lib.dbkit import pg_dbapi, transport
+from lib.dbkit.errors import SingleStatementError
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
@@ -78,14 +79,16 @@ class PipelinedConnection(pg_dbapi.Connection):
     """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first.
 
     ``server_limits`` (a callable, set by the engine) gives the limits that ride in the flight that starts each
-    transaction. Between ``begin_unit(single_statement=True)`` and ``end_unit()`` no BEGIN is sent: each statement
-    is one flight with one Sync, its own implicit transaction, committed by the server at the Sync.
+    transaction. Between ``begin_unit(single_statement=True)`` and ``end_unit()`` no BEGIN is sent: the unit's
+    statement is one flight with one Sync, its own implicit transaction, committed by the server at the Sync; a
+    second statement would be a second transaction, so it is refused (SingleStatementError) before it is written.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._begin_pending = False
         self._single_statement = False
         self._read_only = False
+        self._unit_started_at_flight = 0
         self.server_limits: Callable[[], ServerLimits | None] = _no_limits
         # Flights written in full: a caller tells "nothing was committed" from "a reply was lost".
         self.flights_sent = 0
@@ -107,6 +110,7 @@ class PipelinedConnection(pg_dbapi.Connection):
         """Start a unit of work: implicit one-Sync transactions per statement, and/or read-only transactions."""
         self._single_statement = single_statement
         self._read_only = read_only
+        self._unit_started_at_flight = self.flights_sent
 
     def end_unit(self) -> None:
         """Back to pg8000's behaviour: BEGIN before the first statement (still sent along with it)."""
@@ -115,6 +119,14 @@ class PipelinedConnection(pg_dbapi.Connection):
 
     def _implicit(self) -> bool:
         return self._single_statement and not internals.in_transaction(self)
+
+    def _refuse_second_statement(self, statement: str) -> None:
+        # The unit's first flight committed at its Sync: a second would commit separately, i.e. part of the unit.
+        if self.flights_sent > self._unit_started_at_flight:
+            raise SingleStatementError(
+                "a single_statement unit sends one statement: refused a second statement before sending it "
+                f"({_clip(statement)}); run these statements in a unit without single_statement"
+            )
 
     def _local_settings(self) -> list[tuple[str, str]]:
         """What the flight starting a transaction sets for it: the limits, and read-only mode when asked."""
@@ -128,6 +140,8 @@ class PipelinedConnection(pg_dbapi.Connection):
             # in single-statement mode there is none (the statement's own Sync commits it).
             self._begin_pending = not self._single_statement
             return internals.new_context(statement)
+        if self._implicit():
+            self._refuse_second_statement(statement)
         begins = self._begin_pending
         starts = begins or self._implicit()
         prefix = _BEGIN_PREFIX if begins else ""
@@ -181,6 +195,8 @@ class PipelinedConnection(pg_dbapi.Connection):
             # COPY goes back and forth mid-statement, so it keeps pg8000's path (inside a transaction: safe).
             self._send_pending_begin()
             return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
+        if self._implicit():
+            self._refuse_second_statement(statement)
         # pg8000 splits this over three Syncs, each one a round trip and, outside a transaction, a point where
         # the pooler may hand the server to another client between Parse and Execute. One Sync is one
         # (implicit) transaction. BEGIN goes as extended messages before it: if BEGIN failed, the server
@@ -252,6 +268,11 @@ class PipelinedConnection(pg_dbapi.Connection):
         # Counted once the whole flight, Sync included, is with the kernel: a write that failed sent no Sync, so the
         # server committed nothing of it.
         self.flights_sent += 1
+
+
+def _clip(statement: str, limit: int = 80) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:

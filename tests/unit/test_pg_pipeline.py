@@ -11,6 +11,7 @@ from pg8000.dbapi import DatabaseError, DataError, IntegrityError, InterfaceErro
 from sqlalchemy.pool import NullPool
 
 from lib.dbkit import pg_pipeline
+from lib.dbkit.errors import SingleStatementError
 
 INT4 = 23
 TEXT = 25
@@ -462,6 +463,38 @@ def test_single_statement_without_parameters_sets_limits_in_the_same_query(serve
         b"SET LOCAL statement_timeout = 1500;\nSET LOCAL lock_timeout = 1200;\n"
         b"SET LOCAL idle_in_transaction_session_timeout = 1800;\nselect 1 as n\x00"
     )
+
+
+def test_a_second_statement_of_a_single_statement_unit_is_refused_before_it_is_written(
+    server: ScriptedServer, conn: Any
+) -> None:
+    conn.begin_unit(single_statement=True)
+    server.reply(select_reply(1, begin=False, status=b"I"))
+    conn.cursor().execute("select %s::int as v", (1,))
+    # The first statement committed at its Sync: a second would be a transaction of its own. Neither path sends it.
+    with pytest.raises(SingleStatementError, match="refused a second statement"):
+        conn.cursor().execute("select %s::int as v", (2,))
+    with pytest.raises(SingleStatementError, match="refused a second statement"):
+        conn.cursor().execute("select 2")
+    assert len(server.flights) == 2
+    # The next unit may send its own statement.
+    conn.end_unit()
+    conn.begin_unit(single_statement=True)
+    server.reply(select_reply(3, begin=False, status=b"I"))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (3,))
+    assert cursor.fetchall() == ([3],)
+    assert len(server.flights) == 3
+
+
+def test_statements_of_an_ordinary_unit_are_not_counted(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit()
+    server.reply(select_reply(1, begin=True))
+    conn.cursor().execute("select %s::int as v", (1,))
+    server.reply(select_reply(2, begin=False))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (2,))
+    assert cursor.fetchall() == ([2],)
 
 
 def test_end_of_unit_brings_back_begin(server: ScriptedServer, conn: Any) -> None:
