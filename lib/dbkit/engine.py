@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -84,11 +85,14 @@ DRIVER_ERRORS: Final = (sqlalchemy.exc.SQLAlchemyError, pg8000.dbapi.Error, Conn
 
 @dataclass
 class UnitOfWork:
-    """What the running unit declared, and how many statements it sent (kept on its connection while it runs)."""
+    """What the running unit declared, and what it sent so far (kept on its connection while it runs)."""
 
     single_statement: bool
     read_only: bool
     statements: int = 0
+    # Whether a statement sent so far may have written (anything but a plain SELECT): a guess from the SQL text,
+    # used only to decide whether COMMIT may ride with the last statement (the server checks it again).
+    may_have_written: bool = False
 
 
 def unit_of(connection: Connection) -> UnitOfWork | None:
@@ -278,7 +282,11 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
         # a second one (or the first of several an executemany sends) would commit part of the unit. Checked on
         # both drivers, so a unit behaves the same whichever the engine picked.
         unit = unit_of(conn)
-        if unit is None or not unit.single_statement:
+        if unit is None:
+            return
+        if not _PLAIN_SELECT.match(statement) or _LOCKING_CLAUSE.search(statement):
+            unit.may_have_written = True
+        if not unit.single_statement:
             return
         several = executemany and _several_statements(context, parameters)
         if unit.statements or several:
@@ -334,6 +342,10 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
                 reason = f"idle connection failed its ping: {type(error).__name__}"
                 raise sqlalchemy.exc.DisconnectionError(reason) from error
         _bound_statement_time(dbapi_connection)
+
+
+_PLAIN_SELECT: Final = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+_LOCKING_CLAUSE: Final = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
 
 
 def _several_statements(context: Any, parameters: Any) -> bool:
@@ -478,7 +490,6 @@ def run_in_transaction(
         connection: Connection | None = None
         unit_info: dict[Any, Any] | None = None
         pipelined: pg_pipeline.PipelinedConnection | None = None
-        flights_before = 0
         try:
             connection = _current().engine().connect()
             unit_info = connection.info
@@ -487,7 +498,6 @@ def run_in_transaction(
             if isinstance(dbapi_connection, pg_pipeline.PipelinedConnection):
                 pipelined = dbapi_connection
                 pipelined.begin_unit(single_statement=single_statement, read_only=read_only)
-                flights_before = pipelined.flights_sent
             # Other drivers get the limits (and read-only mode) from the engine's begin event.
             transaction = connection.begin()
             result = work(connection)
@@ -495,8 +505,9 @@ def run_in_transaction(
             transaction.commit()
             return result
         except Exception as error:
-            if pipelined is not None and single_statement and pipelined.flights_sent > flights_before:
-                # Each single-statement flight commits itself at its Sync: once one was sent, so was a commit.
+            if pipelined is not None and pipelined.unit_committed:
+                # A flight that commits was sent (a single-statement unit's statement, whose Sync commits it, or a
+                # statement carrying COMMIT): the outcome is the server's, whatever became of the reply.
                 at_risk = True
             if connection is not None:
                 _rollback_quietly(connection)

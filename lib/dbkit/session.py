@@ -8,15 +8,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import sqlalchemy.exc
 from sqlalchemy import Connection, inspect
 from sqlalchemy.orm import RelationshipDirection, Session
 
+from lib.dbkit import pg_pipeline
 from lib.dbkit.engine import run_in_transaction, unit_of
 from lib.dbkit.errors import SingleStatementError, UnitOfWorkError
+from lib.dbkit.observability import logger
+from lib.dbkit.pg_errors import sqlstate
 
 T = TypeVar("T")
 
 _TO_MANY = (RelationshipDirection.ONETOMANY, RelationshipDirection.MANYTOMANY)
+_MAPPER_FLUSH_HOOKS = (
+    "before_insert",
+    "after_insert",
+    "before_update",
+    "after_update",
+    "before_delete",
+    "after_delete",
+)
 
 
 def run_in_session(
@@ -44,21 +56,42 @@ def run_in_session(
     one object's INSERT, UPDATE or DELETE, or one statement `work` ran itself, is the unit. A flush that would
     need more than one statement (several objects, related rows, a read before the write) raises
     SingleStatementError before anything of it is sent, so no part of the unit is committed alone.
+
+    Without `single_statement`, when the final flush is one object's INSERT, UPDATE or DELETE and the unit only
+    read before it, the pipelined driver sends COMMIT in the same flight as that statement (get-modify-flush in two
+    round trips); a guard in that flight makes the server refuse if anything before it wrote, and then the unit
+    is run again with COMMIT on its own.
     """
 
-    def in_session(connection: Connection) -> T:
-        with UnitSession(connection, single_statement=single_statement) as session:
-            result = work(session)
-            session.finish()
-            return result
+    def unit(commit_with_flush: bool) -> Callable[[Connection], T]:
+        def in_session(connection: Connection) -> T:
+            with UnitSession(
+                connection, single_statement=single_statement, commit_with_flush=commit_with_flush
+            ) as session:
+                result = work(session)
+                session.finish()
+                return result
 
-    return run_in_transaction(in_session, single_statement=single_statement, read_only=read_only, idempotent=idempotent)
+        return in_session
+
+    flags = {"single_statement": single_statement, "read_only": read_only, "idempotent": idempotent}
+    try:
+        return run_in_transaction(unit(commit_with_flush=True), **flags)
+    except sqlalchemy.exc.DBAPIError as error:
+        if sqlstate(error) != pg_pipeline.COMMIT_GUARD_SQLSTATE:
+            raise
+    # A statement before the last one wrote although it looked like a plain SELECT (a function with side effects):
+    # the server refused to let COMMIT ride, so nothing was committed. Run the unit with COMMIT on its own.
+    logger.info("unit of work run again without COMMIT riding with its last statement")
+    return run_in_transaction(unit(commit_with_flush=False), **flags)
 
 
 class UnitSession(Session):
     """The Session of one unit of work: bound to the unit's connection; the unit, not the work, commits."""
 
-    def __init__(self, connection: Connection, *, single_statement: bool = False) -> None:
+    def __init__(
+        self, connection: Connection, *, single_statement: bool = False, commit_with_flush: bool = False
+    ) -> None:
         # rollback_only: the session joins the unit's transaction and never commits it; a failed flush rolls it back.
         # expire_on_commit=False: objects stay loaded after the unit. No autoflush in a single-statement unit: a
         # query must not flush pending objects as a statement of their own.
@@ -70,6 +103,7 @@ class UnitSession(Session):
         )
         self._unit_connection = connection
         self._single_statement = single_statement
+        self._commit_with_flush = commit_with_flush and not single_statement
         self._finishing = False
 
     def commit(self) -> None:
@@ -88,7 +122,7 @@ class UnitSession(Session):
                     "flush() inside a single_statement unit would send a statement of its own: the unit flushes "
                     "once, after work returns; drop single_statement to flush earlier"
                 )
-            problem = self._not_one_statement()
+            problem = self._already_sent() or self._not_one_statement()
             if problem is not None:
                 raise SingleStatementError(
                     f"a single_statement unit sends one statement, but its flush {problem}; nothing was sent for "
@@ -99,16 +133,47 @@ class UnitSession(Session):
     def finish(self) -> None:
         """Flush what `work` left pending (the unit commits right after)."""
         self._finishing = True
-        self.flush()
+        driver = self._unit_connection.connection.dbapi_connection
+        prefix = self._last_statement_prefix() if self._commit_with_flush else None
+        if prefix is None or not isinstance(driver, pg_pipeline.PipelinedConnection):
+            self.flush()
+            return
+        driver.commit_with_next_statement(prefix)
+        try:
+            self.flush()
+        finally:
+            driver.commit_with_next_statement(None)
+
+    def _changed(self) -> list[Any]:
+        """Objects the flush writes a row of (a parent that only gained new children writes none itself)."""
+        dirty = [o for o in self.dirty if self.is_modified(o) and not self._only_gained_new_children(o)]
+        return [*self.new, *self.deleted, *dirty]
+
+    def _only_gained_new_children(self, parent: Any) -> bool:
+        # Appending a new child to a one-to-many collection is the child's INSERT (it carries the key); a removal
+        # or a moved child is an UPDATE of that child, which may not show as dirty itself.
+        state = inspect(parent)
+        changed = [attribute for attribute in state.attrs if attribute.history.has_changes()]
+        for attribute in changed:
+            relationship = state.mapper.relationships.get(attribute.key)
+            if relationship is None or relationship.direction is not RelationshipDirection.ONETOMANY:
+                return False
+            history = attribute.history
+            if relationship.post_update or history.deleted or any(child not in self.new for child in history.added):
+                return False
+        return bool(changed)
+
+    def _already_sent(self) -> str | None:
+        unit = unit_of(self._unit_connection)
+        if unit is not None and unit.statements and self._changed():
+            return "would be a second statement after the one work already sent"
+        return None
 
     def _not_one_statement(self) -> str | None:
         """Why flushing now would not be exactly one statement (or none), or None when it would be."""
-        changed = [*self.new, *self.deleted, *(o for o in self.dirty if self.is_modified(o))]
+        changed = self._changed()
         if not changed:
             return None
-        unit = unit_of(self._unit_connection)
-        if unit is not None and unit.statements:
-            return "would be a second statement after the one work already sent"
         if len(changed) > 1:
             return f"would write {len(changed)} objects"
         target = changed[0]
@@ -125,3 +190,23 @@ class UnitSession(Session):
             if deleting and relationship.direction in _TO_MANY and relationship.passive_deletes != "all":
                 return f"would also load or change the rows of {name}.{relationship.key} when deleting"
         return None
+
+    def _last_statement_prefix(self) -> str | None:
+        """How the flush's one statement starts, when COMMIT may ride with it; None when it may not."""
+        unit = unit_of(self._unit_connection)
+        changed = self._changed()
+        if unit is None or unit.may_have_written or len(changed) != 1 or self._not_one_statement() is not None:
+            return None
+        target = changed[0]
+        state = inspect(target)
+        mapper = state.mapper
+        # Listeners may add work to the flush or run SQL of their own; a key change may touch dependent rows.
+        session_hooks = self.dispatch.before_flush or self.dispatch.after_flush or self.dispatch.after_flush_postexec
+        mapper_hooks = any(getattr(mapper.dispatch, hook) for hook in _MAPPER_FLUSH_HOOKS)
+        key_changed = any(state.attrs[column.key].history.has_changes() for column in mapper.primary_key)
+        if session_hooks or mapper_hooks or (state.key is not None and key_changed):
+            return None
+        table = self._unit_connection.dialect.identifier_preparer.format_table(mapper.local_table)
+        if target in self.new:
+            return f"INSERT INTO {table} "
+        return f"DELETE FROM {table} " if target in self.deleted else f"UPDATE {table} "

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from mangum import Mangum
 from sqlalchemy import Connection, ForeignKey, String, delete, func, insert, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
-from sqlalchemy.orm.exc import DetachedInstanceError
+from sqlalchemy.orm.exc import DetachedInstanceError, StaleDataError
 
 from lib.dbkit import engine as db
 from lib.dbkit import invocation
@@ -63,26 +63,50 @@ class Book(Base):
     author: Mapped[Author] = relationship(back_populates="books")
 
 
+class LogLine(Base):
+    __tablename__ = "uow_test_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note: Mapped[str]
+
+
+# A function that writes, called from a SELECT: the client cannot tell, the server can.
+_CREATE_LOG_FUNCTION = text(
+    "CREATE FUNCTION uow_test_log(line text) RETURNS int LANGUAGE sql "
+    "AS $$ INSERT INTO uow_test_log (note) VALUES (line) RETURNING 1 $$"
+)
+_DROP_LOG_FUNCTION = text("DROP FUNCTION IF EXISTS uow_test_log(text)")
+
+
 @pytest.fixture(scope="module")
 def tables(database: DatabaseTarget) -> Iterator[Callable[[str], list[Any]]]:
-    """The module's tables, created over the direct URL and dropped at the end; yields a direct-URL query helper."""
+    """The module's tables, created over the direct URL and dropped at the end; yields another client's `query`."""
     engine = db.build_engine(
         Settings.from_env(
             {"DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts, "DB_MODE": "migration"}
         )
     )
-    Base.metadata.drop_all(engine)
+
+    def drop() -> None:
+        with engine.begin() as connection:
+            connection.execute(_DROP_LOG_FUNCTION)
+        Base.metadata.drop_all(engine)
+
+    drop()
     Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(_CREATE_LOG_FUNCTION)
 
     def query(sql: str, **params: Any) -> list[Any]:
-        """Rows as another client sees them: what was committed, nothing else."""
-        with engine.connect() as connection:
-            return list(connection.execute(text(sql), params).all())
+        """Another client's statement, committed: it sees what was committed, nothing else."""
+        with engine.begin() as connection:
+            result = connection.execute(text(sql), params)
+            return list(result.all()) if result.returns_rows else []
 
     try:
         yield query
     finally:
-        Base.metadata.drop_all(engine)
+        drop()
         engine.dispose()
 
 
@@ -221,6 +245,18 @@ def test_a_flush_of_several_statements_is_refused_before_anything_is_sent(
     )
 
 
+def test_a_new_child_of_a_known_parent_is_one_statement(app_db: None, tables: Callable[..., list[Any]]) -> None:
+    author = _new_author(_name("known parent"))
+
+    def add_book(session: Session) -> None:
+        parent = session.merge(author, load=False)  # the caller's detached object, back in a session (no query)
+        session.add(Book(title="one insert", author=parent))
+
+    run_in_session(add_book, single_statement=True)
+    rows = tables("SELECT title FROM uow_test_books WHERE author_id = :id", id=author.id)
+    assert [row.title for row in rows] == ["one insert"]
+
+
 def test_a_flush_inside_a_single_statement_unit_is_refused(app_db: None, tables: Callable[..., list[Any]]) -> None:
     name = _name("flush then child")
 
@@ -308,6 +344,78 @@ def test_read_only_units_refuse_orm_writes(app_db: None, tables: Callable[..., l
             )
         assert sqlstate(raised.value) == "25006"
     assert _authors_named(tables, name) == 0
+
+
+# COMMIT riding with the last statement of the flush (pipelined driver): never with anything written before it.
+
+
+def test_commit_rides_only_when_nothing_before_the_last_statement_wrote(
+    app_db: None, tables: Callable[..., list[Any]]
+) -> None:
+    author_id = _new_author(_name("guarded")).id
+    line = _name("written by a select")
+    runs: list[int] = []
+
+    def log_then_modify(session: Session) -> None:
+        runs.append(1)
+        session.execute(select(func.uow_test_log(line)))  # looks like a read, writes a row
+        session.get_one(Author, author_id).bio = "after the log line"
+
+    with captured_logs() as logs:
+        run_in_session(log_then_modify)
+    # The server refused to let COMMIT ride (its guard saw the write): nothing committed, the unit ran once more
+    # with COMMIT on its own. The stock driver never lets it ride.
+    assert len(runs) == (1 if STOCK else 2)
+    assert any(r["message"].startswith("unit of work run again without COMMIT") for r in logs.records) is not STOCK
+    assert len(tables("SELECT id FROM uow_test_log WHERE note = :line", line=line)) == 1
+    assert [r.bio for r in tables("SELECT bio FROM uow_test_authors WHERE id = :id", id=author_id)] == [
+        "after the log line"
+    ]
+
+
+def test_an_update_that_matches_no_row_stores_nothing(app_db: None, tables: Callable[..., list[Any]]) -> None:
+    name = _name("deleted meanwhile")
+    author_id = _new_author(name).id
+
+    def modify_a_row_deleted_meanwhile(session: Session) -> None:
+        author = session.get_one(Author, author_id)
+        tables("DELETE FROM uow_test_authors WHERE id = :id", id=author_id)  # another client, committed
+        author.bio = "lost"
+
+    with pytest.raises(StaleDataError):
+        run_in_session(modify_a_row_deleted_meanwhile)
+    assert _authors_named(tables, name) == 0
+
+
+def test_a_failing_last_statement_takes_its_commit_with_it(app_db: None, tables: Callable[..., list[Any]]) -> None:
+    taken, mine = _name("taken"), _name("mine")
+    _new_author(taken)
+    author_id = _new_author(mine).id
+
+    def rename_to_a_taken_name(session: Session) -> None:
+        session.get_one(Author, author_id).name = taken
+
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
+        run_in_session(rename_to_a_taken_name)
+    assert sqlstate(raised.value) == "23505"
+    assert _authors_named(tables, mine) == 1
+    assert _authors_named(tables, taken) == 1
+
+
+@pytest.mark.pipelined_driver
+def test_a_lost_reply_to_the_flight_carrying_commit_is_an_unknown_outcome(
+    reply_lost: ReplyLost, tables: Callable[..., list[Any]]
+) -> None:
+    author_id = _new_author(_name("commit rode")).id
+
+    def modify(session: Session) -> None:
+        session.get_one(Author, author_id).bio = "landed"
+        reply_lost.arm()  # the next flight is the UPDATE with COMMIT
+
+    with pytest.raises(CommitOutcomeUnknownError):
+        run_in_session(modify)
+    assert reply_lost.armed == 1, "not re-run"
+    assert [r.bio for r in tables("SELECT bio FROM uow_test_authors WHERE id = :id", id=author_id)] == ["landed"]
 
 
 # Pitfall: a Session on get_engine() had no server-side limits on the stock driver.
@@ -489,6 +597,14 @@ def test_round_trips_of_orm_units(counted: Proxy) -> None:
         assert author is not None
         author.bio = "modified"
 
+    def add_a_book(session: Session) -> None:
+        author = session.get_one(Author, author_id)
+        session.add(Book(title="added", author=author))  # the backref queues it in author.books without a load
+
+    def locked_modify(session: Session) -> None:
+        # The row lock must last until COMMIT: COMMIT does not ride (the guard would refuse it anyway).
+        session.get_one(Author, author_id, with_for_update=True).bio = "modified under a lock"
+
     book_id = run_in_session(lambda s: _add_book(s, author_id))
 
     def get_and_delete(session: Session) -> None:
@@ -511,7 +627,12 @@ def test_round_trips_of_orm_units(counted: Proxy) -> None:
             ),
         ),
         "one-row insert": flights(counted, lambda: _new_author(_name("counted insert"))),
+        "one-row insert, ordinary unit": flights(
+            counted, lambda: run_in_session(lambda s: s.add(Author(name=_name("ordinary insert"))))
+        ),
         "get-modify-flush update": flights(counted, lambda: run_in_session(get_modify_flush)),
+        "get, add a child": flights(counted, lambda: run_in_session(add_a_book)),
+        "get FOR UPDATE-modify-flush": flights(counted, lambda: run_in_session(locked_modify)),
         "get and delete": flights(counted, lambda: run_in_session(get_and_delete)),
         "delete by statement": flights(
             counted,
@@ -525,8 +646,11 @@ def test_round_trips_of_orm_units(counted: Proxy) -> None:
         "get by key": 1,
         "select page": 1,
         "one-row insert": 1,
-        "get-modify-flush update": 3,
-        "get and delete": 3,
+        "one-row insert, ordinary unit": 1,
+        "get-modify-flush update": 2,
+        "get, add a child": 2,
+        "get FOR UPDATE-modify-flush": 3,
+        "get and delete": 2,
         "delete by statement": 1,
         "direct Session get": 2,
     }
