@@ -203,7 +203,8 @@ class UnitSession(Session):
         # Listeners may add work to the flush or run SQL of their own; a key change may touch dependent rows.
         session_hooks = self.dispatch.before_flush or self.dispatch.after_flush or self.dispatch.after_flush_postexec
         mapper_hooks = any(getattr(mapper.dispatch, hook) for hook in _MAPPER_FLUSH_HOOKS)
-        key_changed = any(state.attrs[column.key].history.has_changes() for column in mapper.primary_key)
+        keys = (mapper.get_property_by_column(column).key for column in mapper.primary_key)
+        key_changed = any(state.attrs[key].history.has_changes() for key in keys)
         if session_hooks or mapper_hooks or (state.key is not None and key_changed):
             return None
         table = self._unit_connection.dialect.identifier_preparer.format_table(mapper.local_table)
