@@ -275,12 +275,12 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
     idle_ping_seconds = settings.pool.idle_ping_seconds
 
     @event.listens_for(engine, "before_cursor_execute")
-    def one_statement_per_single_statement_unit(
+    def follow_unit_statements(
         conn: Connection, _cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        # Before anything is written: on the pipelined driver each statement of such a unit commits on its own, so
-        # a second one (or the first of several an executemany sends) would commit part of the unit. Checked on
-        # both drivers, so a unit behaves the same whichever the engine picked.
+        # Before anything is written. A single-statement unit's statement commits on its own (pipelined driver), so
+        # a second one (or the first of several an executemany sends) would commit part of the unit: refused,
+        # on both drivers, so a unit behaves the same whichever the engine picked.
         unit = unit_of(conn)
         if unit is None:
             return
@@ -295,7 +295,7 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
             )
             raise SingleStatementError(
                 f"a single_statement unit sends one statement: refused {what} before sending it "
-                f"({_clip(statement)}); run it in a unit without single_statement"
+                f"({pg_pipeline.excerpt(statement)}); run it in a unit without single_statement"
             )
         unit.statements += 1
 
@@ -568,11 +568,6 @@ def _execute_raw(connection: Connection, sql: str) -> None:
         if is_network_failure(error):
             connection.invalidate(error)
         raise
-
-
-def _clip(statement: str, limit: int = 80) -> str:
-    flat = " ".join(statement.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _rollback_quietly(connection: Connection) -> None:

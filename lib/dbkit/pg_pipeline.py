@@ -153,11 +153,11 @@ class PipelinedConnection(pg_dbapi.Connection):
         if self._single_statement:
             raise SingleStatementError(
                 "a single_statement unit sends one statement: refused a second statement before sending it "
-                f"({_clip(statement)}); run these statements in a unit without single_statement"
+                f"({excerpt(statement)}); run these statements in a unit without single_statement"
             )
         raise UnitOfWorkError(
             f"the unit committed with its last statement: refused a statement after it before sending it "
-            f"({_clip(statement)})"
+            f"({excerpt(statement)})"
         )
 
     def _local_settings(self) -> list[tuple[str, str]]:
@@ -327,7 +327,8 @@ class PipelinedConnection(pg_dbapi.Connection):
         self.flights_sent += 1
 
 
-def _clip(statement: str, limit: int = 80) -> str:
+def excerpt(statement: str, limit: int = 80) -> str:
+    """The statement on one line, clipped: enough to recognise it in an error message."""
     flat = " ".join(statement.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
