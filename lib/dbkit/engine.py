@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
+import pg8000.dbapi
 import sqlalchemy.exc
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
+from sqlalchemy.engine.interfaces import ExecuteStyle
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from lib.dbkit import pg8000_internals, pg_dbapi, pg_pipeline, pool_events
 from lib.dbkit.errors import (
@@ -24,6 +28,7 @@ from lib.dbkit.errors import (
     DatabaseUnavailableError,
     InvalidDatabaseUrlError,
     PoolExhaustedError,
+    SingleStatementError,
     UnsafeEngineOptionError,
 )
 from lib.dbkit.invocation import has_deadline, remaining_seconds
@@ -71,6 +76,29 @@ def refuse_unsafe_options(options: Mapping[str, Any]) -> None:
 
 # SQLAlchemy's own pg8000 dialect and queries, over pg8000.dbapi with exceptions classed as that dialect gives them.
 STOCK_DRIVERNAME = pg_dbapi.DRIVERNAME
+# Where a running unit of work keeps what it declared, on its connection (the engine's events read it).
+_UNIT_KEY: Final = "dbkit_unit_of_work"
+# Errors a database call can raise outside run_in_transaction (a Session on get_engine(), say): what the HTTP layer
+# hands to database_error() to tell "the database is away" (503) from a bug (500).
+DRIVER_ERRORS: Final = (sqlalchemy.exc.SQLAlchemyError, pg8000.dbapi.Error, ConnectionError, TimeoutError)
+
+
+@dataclass
+class UnitOfWork:
+    """What the running unit declared, and what it sent so far (kept on its connection while it runs)."""
+
+    single_statement: bool
+    read_only: bool
+    statements: int = 0
+    # Whether a statement sent so far may have written (anything but a plain SELECT): a guess from the SQL text,
+    # used only to decide whether COMMIT may ride with the last statement (the server checks it again).
+    may_have_written: bool = False
+
+
+def unit_of(connection: Connection) -> UnitOfWork | None:
+    """The unit of work running on `connection` (None outside run_in_transaction)."""
+    unit = connection.info.get(_UNIT_KEY)
+    return unit if isinstance(unit, UnitOfWork) else None
 
 
 def choose_driver(settings: Settings) -> tuple[str, Callable[..., Any]]:
@@ -207,10 +235,10 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
     pool = settings.pool
     pool_options: dict[str, Any]
     if pool.kind is PoolKind.NULLPOOL:
-        pool_options = {"poolclass": NullPool}
+        pool_options = {"poolclass": pool_events.TimedNullPool}
     else:
         pool_options = {
-            "poolclass": QueuePool,
+            "poolclass": pool_events.TimedQueuePool,
             "pool_size": pool.pool_size,
             "max_overflow": pool.max_overflow,
             "pool_timeout": pool.pool_timeout,
@@ -246,6 +274,43 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
 def _install_guards(engine: Engine, settings: Settings) -> None:
     idle_ping_seconds = settings.pool.idle_ping_seconds
 
+    @event.listens_for(engine, "before_cursor_execute")
+    def follow_unit_statements(
+        conn: Connection, _cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        # Before anything is written. A single-statement unit's statement commits on its own (pipelined driver), so
+        # a second one (or the first of several an executemany sends) would commit part of the unit: refused,
+        # on both drivers, so a unit behaves the same whichever the engine picked.
+        unit = unit_of(conn)
+        if unit is None:
+            return
+        if not _PLAIN_SELECT.match(statement) or _LOCKING_CLAUSE.search(statement):
+            unit.may_have_written = True
+        if not unit.single_statement:
+            return
+        several = executemany and _several_statements(context, parameters)
+        if unit.statements or several:
+            what = (
+                "a statement the driver sends several times (one per row or batch)" if several else "a second statement"
+            )
+            raise SingleStatementError(
+                f"a single_statement unit sends one statement: refused {what} before sending it "
+                f"({pg_pipeline.excerpt(statement)}); run it in a unit without single_statement"
+            )
+        unit.statements += 1
+
+    if not isinstance(engine.dialect, pg_pipeline.PipelineDialect):
+
+        @event.listens_for(engine, "begin")
+        def set_server_limits(conn: Connection) -> None:
+            # The pipelined driver sends the limits in the flight that starts each transaction; other drivers send
+            # BEGIN on their own, so here they cost one more round trip. Every transaction gets them, whether
+            # run_in_transaction, a Session on get_engine() or engine.begin() started it. On the DB-API cursor: the
+            # kit's statement, not one of the work's (no events, no echo, not counted as the unit's statement).
+            unit = unit_of(conn)
+            limits = server_limits(settings)
+            _execute_raw(conn, limits.set_local_sql(read_only=unit is not None and unit.read_only))
+
     @event.listens_for(engine, "handle_error")
     def classify_disconnects(context: ExceptionContext) -> None:
         # Neon's suspend (57P01), a killed backend or a timed-out socket: mark the connection dead so the pool drops it.
@@ -277,6 +342,25 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
                 reason = f"idle connection failed its ping: {type(error).__name__}"
                 raise sqlalchemy.exc.DisconnectionError(reason) from error
         _bound_statement_time(dbapi_connection)
+
+
+_PLAIN_SELECT: Final = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+_LOCKING_CLAUSE: Final = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
+
+
+def _several_statements(context: Any, parameters: Any) -> bool:
+    """Whether an executemany goes to the server as more than one statement."""
+    rows = len(getattr(context, "compiled_parameters", None) or ())
+    if rows <= 1:
+        return False
+    if getattr(context, "execute_style", None) is not ExecuteStyle.INSERTMANYVALUES:
+        return True  # pg8000's executemany: one statement per row
+    # insertmanyvalues: one multi-row INSERT per batch of rows, or one per row when it cannot batch them.
+    dialect = context.dialect
+    one_row_params = len(context.compiled.bind_names)
+    page = context.execution_options.get("insertmanyvalues_page_size", dialect.insertmanyvalues_page_size)
+    row_at_a_time = len(parameters) <= one_row_params
+    return row_at_a_time or rows > page or rows * one_row_params > dialect.insertmanyvalues_max_parameters
 
 
 def _bound_statement_time(dbapi_connection: Any) -> None:
@@ -358,6 +442,23 @@ def _is_unavailable(error: BaseException) -> bool:
     return is_retryable_connect_failure(error)
 
 
+def database_error(error: BaseException) -> DatabaseUnavailableError | None:
+    """The 503 kit error a raw driver or pool error means (the database is away, busy or too slow), else None.
+
+    run_in_transaction raises these itself; code that uses the engine directly (a Session on get_engine()) gets
+    SQLAlchemy's and the driver's own errors, which the HTTP layer maps through this.
+    """
+    if isinstance(error, DatabaseUnavailableError):
+        return error
+    if sqlstate(error) in SERVER_TIMEOUT_SQLSTATES:
+        return DatabaseTimeoutError(
+            f"database did not answer in time (sqlstate {sqlstate(error)})", retry_after=RETRY_AFTER_SECONDS
+        )
+    if _is_unavailable(error):
+        return _unavailable(error)
+    return None
+
+
 def run_in_transaction(
     work: Callable[[Connection], T],
     *,
@@ -368,11 +469,12 @@ def run_in_transaction(
     """The one unit of work for handlers: run `work` in one transaction, committed when it returns.
 
     The server enforces time limits (statement, lock wait, idle in transaction) from the invocation's remaining
-    time, set transaction-locally in the flight that starts the transaction. `single_statement` sends each
-    statement as its own implicit transaction in one round trip (no BEGIN/COMMIT; pipelined driver only): use it
-    when `work` runs one statement, or statements that may commit one by one. `read_only` makes the server refuse
-    writes, and so makes every failure safe to re-run. `idempotent` says running `work` twice stores it once (an
-    Idempotency-Key): then an unknown commit outcome is re-run once instead of raised.
+    time, set transaction-locally in the flight that starts the transaction. `single_statement` says `work` runs
+    exactly one statement: the pipelined driver sends it as its own implicit transaction in one round trip (no
+    BEGIN/COMMIT), and a second statement is refused before it is sent (SingleStatementError, on both drivers).
+    `read_only` makes the server refuse writes, and so makes every failure safe to re-run. `idempotent` says
+    running `work` twice stores it once (an Idempotency-Key): then an unknown commit outcome is re-run once
+    instead of raised. lib.dbkit.session.run_in_session is the same unit with an ORM Session.
 
     Re-runs `work` once when the connection fails before anything could have been committed (a dead reused
     connection), and waits briefly when the pool is exhausted. A connection failure once a commit was sent (COMMIT,
@@ -386,29 +488,26 @@ def run_in_transaction(
         attempt += 1
         at_risk = False
         connection: Connection | None = None
+        unit_info: dict[Any, Any] | None = None
         pipelined: pg_pipeline.PipelinedConnection | None = None
-        flights_before = 0
         try:
-            pool_events.checkout_starting()
             connection = _current().engine().connect()
+            unit_info = connection.info
+            unit_info[_UNIT_KEY] = UnitOfWork(single_statement=single_statement, read_only=read_only)
             dbapi_connection = connection.connection.dbapi_connection
             if isinstance(dbapi_connection, pg_pipeline.PipelinedConnection):
                 pipelined = dbapi_connection
                 pipelined.begin_unit(single_statement=single_statement, read_only=read_only)
-                flights_before = pipelined.flights_sent
+            # Other drivers get the limits (and read-only mode) from the engine's begin event.
             transaction = connection.begin()
-            if pipelined is None:
-                # The stock driver sends BEGIN on its own: the limits cost it one more round trip. Sent on the DB-API
-                # cursor: it is the kit's, not one of the work's statements (no SQLAlchemy events, no echo).
-                limits = server_limits(_current().engine_settings())
-                _execute_raw(connection, limits.set_local_sql(read_only=read_only))
             result = work(connection)
             at_risk = True
             transaction.commit()
             return result
         except Exception as error:
-            if pipelined is not None and single_statement and pipelined.flights_sent > flights_before:
-                # Each single-statement flight commits itself at its Sync: once one was sent, so was a commit.
+            if pipelined is not None and pipelined.unit_committed:
+                # A flight that commits was sent (a single-statement unit's statement, whose Sync commits it, or a
+                # statement carrying COMMIT): the outcome is the server's, whatever became of the reply.
                 at_risk = True
             if connection is not None:
                 _rollback_quietly(connection)
@@ -452,6 +551,9 @@ def run_in_transaction(
         finally:
             if pipelined is not None:
                 pipelined.end_unit()
+            if unit_info is not None:
+                # The dict of the connection the unit started on (an invalidated connection starts a fresh one).
+                unit_info.pop(_UNIT_KEY, None)
             if connection is not None:
                 connection.close()
 
@@ -481,7 +583,6 @@ def ping() -> None:
     attempt = 0
     while True:
         attempt += 1
-        pool_events.checkout_starting()
         try:
             with engine.connect() as connection:
                 dbapi_connection = connection.connection.dbapi_connection

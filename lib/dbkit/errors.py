@@ -78,6 +78,14 @@ class CommitOutcomeUnknownError(DatabaseUnavailableError):
     """
 
 
+class UnitOfWorkError(Exception):
+    """The work broke the rules of its unit of work (e.g. committed inside it); nothing was sent for that step."""
+
+
+class SingleStatementError(UnitOfWorkError):
+    """A `single_statement` unit was about to send a second statement (or a flush of several): refused unsent."""
+
+
 class InvalidEventError(Exception):
     """A Lambda event of the wrong shape for its handler; the message names what was expected."""
 

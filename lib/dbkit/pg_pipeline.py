@@ -31,12 +31,22 @@ from sqlalchemy.engine.interfaces import IsolationLevel
 
 from lib.dbkit import pg8000_internals as internals
 from lib.dbkit import pg_dbapi, transport
+from lib.dbkit.errors import SingleStatementError, UnitOfWorkError
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
 # The exact text pg8000's Cursor.execute sends before the first statement of a transaction.
 _BEGIN: Final = "begin transaction"
 _BEGIN_PREFIX: Final = _BEGIN + ";\n"
+# Sent ahead of a statement that carries its transaction's COMMIT, when statements ran before it: an error (so the
+# server skips the statement and the COMMIT, and nothing is committed) if any of them wrote. Postgres assigns a
+# transaction id at a transaction's first write (or row lock), never for reads.
+COMMIT_GUARD_SQLSTATE: Final = "DBK01"
+_COMMIT_GUARD: Final = (
+    "DO $$BEGIN IF pg_current_xact_id_if_assigned() IS NOT NULL THEN RAISE EXCEPTION USING ERRCODE = 'DBK01', "
+    "MESSAGE = 'the unit wrote before its last statement, so COMMIT does not ride with it: nothing committed'; "
+    "END IF; END$$"
+)
 
 
 @dataclass(frozen=True)
@@ -78,14 +88,20 @@ class PipelinedConnection(pg_dbapi.Connection):
     """pg8000's DB-API connection, with each statement sent as one flight and BEGIN sent along with the first.
 
     ``server_limits`` (a callable, set by the engine) gives the limits that ride in the flight that starts each
-    transaction. Between ``begin_unit(single_statement=True)`` and ``end_unit()`` no BEGIN is sent: each statement
-    is one flight with one Sync, its own implicit transaction, committed by the server at the Sync.
+    transaction. Between ``begin_unit(single_statement=True)`` and ``end_unit()`` no BEGIN is sent: the unit's
+    statement is one flight with one Sync, its own implicit transaction, committed by the server at the Sync; a
+    second statement would be a second transaction, so it is refused (SingleStatementError) before it is written.
+    ``commit_with_next_statement(prefix)`` sends COMMIT in the flight of the unit's last statement (see there).
+    Once a flight that commits was written, ``unit_committed`` is True and no further statement of the unit is sent.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._begin_pending = False
         self._single_statement = False
         self._read_only = False
+        self._commit_with: str | None = None
+        # A flight that commits (a single-statement unit's, or one carrying COMMIT) was written in this unit.
+        self.unit_committed = False
         self.server_limits: Callable[[], ServerLimits | None] = _no_limits
         # Flights written in full: a caller tells "nothing was committed" from "a reply was lost".
         self.flights_sent = 0
@@ -107,14 +123,42 @@ class PipelinedConnection(pg_dbapi.Connection):
         """Start a unit of work: implicit one-Sync transactions per statement, and/or read-only transactions."""
         self._single_statement = single_statement
         self._read_only = read_only
+        self._commit_with = None
+        self.unit_committed = False
 
     def end_unit(self) -> None:
         """Back to pg8000's behaviour: BEGIN before the first statement (still sent along with it)."""
         self._single_statement = False
         self._read_only = False
+        self._commit_with = None
+        self.unit_committed = False
+
+    def commit_with_next_statement(self, prefix: str | None) -> None:
+        """Send COMMIT in the same flight as the next statement, if it starts with `prefix`; None cancels.
+
+        For a unit whose last statement is known (the ORM flush of one object): if that statement fails, the server
+        skips the COMMIT (and the unit is rolled back); when statements ran before it, a guard in the same flight
+        aborts the transaction if any of them wrote, so the COMMIT commits that one statement or nothing. Any other
+        next statement is sent as usual, and the COMMIT later on its own. One round trip less.
+        """
+        self._commit_with = prefix
 
     def _implicit(self) -> bool:
         return self._single_statement and not internals.in_transaction(self)
+
+    def _refuse_after_commit(self, statement: str) -> None:
+        # The unit's transaction has ended: anything more would commit on its own, i.e. part of the unit.
+        if not self.unit_committed:
+            return
+        if self._single_statement:
+            raise SingleStatementError(
+                "a single_statement unit sends one statement: refused a second statement before sending it "
+                f"({excerpt(statement)}); run these statements in a unit without single_statement"
+            )
+        raise UnitOfWorkError(
+            f"the unit committed with its last statement: refused a statement after it before sending it "
+            f"({excerpt(statement)})"
+        )
 
     def _local_settings(self) -> list[tuple[str, str]]:
         """What the flight starting a transaction sets for it: the limits, and read-only mode when asked."""
@@ -128,8 +172,11 @@ class PipelinedConnection(pg_dbapi.Connection):
             # in single-statement mode there is none (the statement's own Sync commits it).
             self._begin_pending = not self._single_statement
             return internals.new_context(statement)
+        self._refuse_after_commit(statement)
+        self._commit_with = None  # COMMIT rides only with an extended-protocol statement
+        implicit = self._implicit()
         begins = self._begin_pending
-        starts = begins or self._implicit()
+        starts = begins or implicit
         prefix = _BEGIN_PREFIX if begins else ""
         if starts:
             # A multi-statement Query runs as one transaction block, so SET LOCAL applies without a warning.
@@ -144,6 +191,7 @@ class PipelinedConnection(pg_dbapi.Connection):
         # leaves the transaction open and aborted, as pg8000's own two round trips would.
         context = internals.new_context(statement)
         self._send_flight(lambda: self.send_QUERY(prefix + statement))
+        self.unit_committed = self.unit_committed or implicit
         try:
             self.handle_messages(context)
         except DatabaseError as error:
@@ -181,6 +229,14 @@ class PipelinedConnection(pg_dbapi.Connection):
             # COPY goes back and forth mid-statement, so it keeps pg8000's path (inside a transaction: safe).
             self._send_pending_begin()
             return super().execute_unnamed(statement, vals=vals, oids=oids, stream=stream)
+        self._refuse_after_commit(statement)
+        ride_prefix, self._commit_with = self._commit_with, None
+        implicit = self._implicit()
+        commits = implicit or (
+            ride_prefix is not None
+            and statement.startswith(ride_prefix)
+            and (self._begin_pending or internals.in_transaction(self))
+        )
         # pg8000 splits this over three Syncs, each one a round trip and, outside a transaction, a point where
         # the pooler may hand the server to another client between Parse and Execute. One Sync is one
         # (implicit) transaction. BEGIN goes as extended messages before it: if BEGIN failed, the server
@@ -189,7 +245,10 @@ class PipelinedConnection(pg_dbapi.Connection):
         preamble: list[str] = []
         if self._begin_pending:
             preamble = [_BEGIN, *(f"SET LOCAL {name} = {value}" for name, value in self._local_settings())]
-        elif self._implicit() and (settings := self._local_settings()):
+        elif commits and not implicit:
+            # Statements ran before this one in its transaction: COMMIT rides only if none of them wrote.
+            preamble = [_COMMIT_GUARD]
+        elif implicit and (settings := self._local_settings()):
             # Set before the statement, undone by the Sync that commits it: nothing reaches the next client.
             # SET LOCAL outside a transaction block warns (into the server log, on every request); set_config(...,
             # true) does not. The statement returns no rows, so pg8000 sees only the statement's own.
@@ -205,10 +264,16 @@ class PipelinedConnection(pg_dbapi.Connection):
             self.send_DESCRIBE_STATEMENT(internals.NULL_BYTE)
             self.send_BIND(internals.NULL_BYTE, params)
             self.send_EXECUTE()
+            if commits and not implicit:
+                # Skipped by the server (with everything up to the Sync) when the statement or the guard fails.
+                self.send_PARSE(internals.NULL_BYTE, "COMMIT", ())
+                self.send_BIND(internals.NULL_BYTE, ())
+                self.send_EXECUTE()
             internals.write(internals.stream(self), internals.sync_message())
 
         context = internals.new_context(statement)
         self._send_flight(compose)
+        self.unit_committed = self.unit_committed or commits
         self.handle_messages(context)
         return context
 
@@ -218,14 +283,22 @@ class PipelinedConnection(pg_dbapi.Connection):
             # PEP 249: a closed connection raises, as pg8000's own commit does.
             raise InterfaceError("connection is closed")
         self._begin_pending = False
+        self._commit_with = None
         if internals.in_transaction(self):
             with pg_dbapi.server_errors_mapped():
-                self.execute_simple("commit")
+                self._end_transaction("commit")
 
     def rollback(self) -> None:
         self._begin_pending = False
+        self._commit_with = None
         if internals.in_transaction(self):
-            self.execute_simple("rollback")
+            self._end_transaction("rollback")
+
+    def _end_transaction(self, sql: str) -> None:
+        # One simple Query in the open transaction, whatever the unit sent before (it ends what was sent).
+        context = internals.new_context(sql)
+        self._send_flight(lambda: self.send_QUERY(sql))
+        self.handle_messages(context)
 
     def _send_pending_begin(self) -> None:
         if self._begin_pending:
@@ -252,6 +325,12 @@ class PipelinedConnection(pg_dbapi.Connection):
         # Counted once the whole flight, Sync included, is with the kernel: a write that failed sent no Sync, so the
         # server committed nothing of it.
         self.flights_sent += 1
+
+
+def excerpt(statement: str, limit: int = 80) -> str:
+    """The statement on one line, clipped: enough to recognise it in an error message."""
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _unshift_error_position(error: DatabaseError, prefix_length: int) -> None:

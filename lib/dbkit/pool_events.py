@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from sqlalchemy import Engine, event
-from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, PoolProxiedConnection, QueuePool
 
 from lib.dbkit.observability import logger, metrics
 
@@ -66,6 +66,22 @@ def end_invocation() -> None:
 def checkout_starting() -> None:
     """Mark the moment a caller asks the pool for a connection, so the checkout event can report the wait."""
     _checkout_started.set(time.perf_counter())
+
+
+class TimedQueuePool(QueuePool):
+    """QueuePool that marks when each checkout starts: the checkout event reports the real wait, whoever asked."""
+
+    def connect(self) -> PoolProxiedConnection:
+        checkout_starting()
+        return super().connect()
+
+
+class TimedNullPool(NullPool):
+    """NullPool that marks when each checkout starts (see TimedQueuePool)."""
+
+    def connect(self) -> PoolProxiedConnection:
+        checkout_starting()
+        return super().connect()
 
 
 def connection_id(record: ConnectionPoolEntry | None) -> str | None:

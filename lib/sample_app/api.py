@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from lib.dbkit.engine import ping, run_in_transaction
+from lib.dbkit.engine import DRIVER_ERRORS, database_error, ping, run_in_transaction
 from lib.dbkit.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
@@ -28,6 +28,7 @@ from lib.dbkit.observability import logger
 from lib.sample_app import notes
 from lib.sample_app.errors import (
     IdempotencyConflictError,
+    IdempotencyKeyNotYetVisibleError,
     InvalidCursorError,
     NoteNotFoundError,
     UnsupportedMediaTypeError,
@@ -210,18 +211,7 @@ def _add_routes(app: FastAPI) -> None:
             str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=IDEMPOTENCY_KEY_PATTERN)
         ] = None,
     ) -> NoteOut:
-        created = run_in_transaction(
-            lambda connection: notes.create_note(
-                connection,
-                title=payload.title,
-                body=payload.body,
-                ttl_seconds=payload.ttl_seconds,
-                idempotency_key=idempotency_key,
-            ),
-            single_statement=True,
-            # The key makes a re-run replay the stored note: safe after an unknown commit outcome.
-            idempotent=idempotency_key is not None,
-        )
+        created = _create_note(payload, idempotency_key)
         # A replay answers exactly like the original (201, same note); the header tells a retrying client.
         response.headers["Location"] = f"/notes/{created.note.id}"
         if created.replayed:
@@ -252,6 +242,29 @@ def _add_routes(app: FastAPI) -> None:
     def delete_note(note_id: UUID) -> Response:
         run_in_transaction(lambda connection: notes.delete_note(connection, note_id), single_statement=True)
         return Response(status_code=204)
+
+
+def _create_note(payload: NoteCreate, idempotency_key: str | None) -> notes.CreatedNote:
+    attempt = 1
+    while True:
+        try:
+            return run_in_transaction(
+                lambda connection: notes.create_note(
+                    connection,
+                    title=payload.title,
+                    body=payload.body,
+                    ttl_seconds=payload.ttl_seconds,
+                    idempotency_key=idempotency_key,
+                ),
+                single_statement=True,
+                # The key makes a re-run replay the stored note: safe after an unknown commit outcome.
+                idempotent=idempotency_key is not None,
+            )
+        except IdempotencyKeyNotYetVisibleError:
+            # A request with the same key committed while ours ran: a new statement sees its row and replays it.
+            if attempt >= notes.CREATE_ATTEMPTS:
+                raise
+            attempt += 1
 
 
 def _bounded_page(page: notes.NotePage) -> NotePageOut:
@@ -331,6 +344,10 @@ def error_response(
 def _add_error_handlers(app: FastAPI) -> None:
     for error_type in _DOMAIN_ERRORS:
         app.add_exception_handler(error_type, _domain_error)
+    # Raised where the engine is used outside run_in_transaction (a Session on get_engine()): a database that is away
+    # answers 503 like the kit's own errors; anything else stays a 500.
+    for error_type in DRIVER_ERRORS:
+        app.add_exception_handler(error_type, _driver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     # Starlette sends this response, then re-raises for the server (Mangum logs it again as mangum.http).
@@ -349,6 +366,13 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     field = _FIELD_OF_ERROR.get(error_type)
     details = [ErrorDetail(field=field, reason=str(error))] if field else []
     return error_response(status, code, fixed_message or str(error), details, headers)
+
+
+async def _driver_error(request: Request, error: Exception) -> JSONResponse:
+    unavailable = database_error(error)
+    if unavailable is None:
+        return await _unexpected_error(request, error)
+    return await _domain_error(request, unavailable)
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:

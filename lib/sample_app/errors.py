@@ -17,3 +17,7 @@ class InvalidCursorError(Exception):
 
 class UnsupportedMediaTypeError(Exception):
     """A request body that is not declared as JSON."""
+
+
+class IdempotencyKeyNotYetVisibleError(Exception):
+    """A concurrent request with the same key committed after this statement began: run the unit again to see it."""

@@ -13,7 +13,12 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Row, text
 
-from lib.sample_app.errors import IdempotencyConflictError, InvalidCursorError, NoteNotFoundError
+from lib.sample_app.errors import (
+    IdempotencyConflictError,
+    IdempotencyKeyNotYetVisibleError,
+    InvalidCursorError,
+    NoteNotFoundError,
+)
 
 _COLUMNS = "id, title, body, created_at, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -72,8 +77,9 @@ _NEXT_PAGE = text(
 _NOT_ISSUED = "cursor is not one this API issued; start again without it"
 
 # A concurrent request with the same key that commits after this statement's snapshot was taken makes the claim
-# do nothing while the snapshot cannot see that key's row yet; a new statement (new snapshot) sees it.
-_CREATE_ATTEMPTS = 3
+# do nothing while the snapshot cannot see that key's row yet; a new statement (new snapshot) sees it. The caller
+# runs the unit again (a single-statement unit cannot send a second statement): this many times in all.
+CREATE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,10 @@ def create_note(
     ttl_seconds: int | None,
     idempotency_key: str | None,
 ) -> CreatedNote:
-    """Insert a note, or replay the note an earlier request with the same Idempotency-Key got, within the window."""
+    """Insert a note, or replay the note an earlier request with the same Idempotency-Key got, within the window.
+
+    IdempotencyKeyNotYetVisibleError: a concurrent request with the key committed meanwhile; run the unit again.
+    """
     digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds) if idempotency_key else None
     params = {
         "title": title,
@@ -160,12 +169,9 @@ def create_note(
         "request_hash": digest,
         "window_seconds": IDEMPOTENCY_WINDOW_SECONDS,
     }
-    for _ in range(_CREATE_ATTEMPTS):
-        row = connection.execute(_CREATE, params).one_or_none()
-        if row is not None:
-            break
-    else:
-        raise RuntimeError(f"idempotent insert found neither a new note nor a kept key after {_CREATE_ATTEMPTS} tries")
+    row = connection.execute(_CREATE, params).one_or_none()
+    if row is None:
+        raise IdempotencyKeyNotYetVisibleError("the key's row was committed after this statement began; run it again")
     if row.replayed and row.request_hash != digest:
         raise IdempotencyConflictError("Idempotency-Key was already used with a different request body")
     return CreatedNote(note=_note(row), replayed=row.replayed)

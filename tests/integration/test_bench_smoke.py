@@ -6,6 +6,7 @@ Counts only, no timings: a round trip is a count that cannot drift with machine 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from lib.dbkit.dsn import parse_database_url
 from lib.dbkit.settings import DATABASE_VARIABLES
 from tests.integration.conftest import DatabaseTarget
 from tests.support.urls import connect_address, with_port
+from tools.bench import orm
 from tools.bench.coldstart import NAIVE_BASELINE, dependencies_of
 from tools.bench.environments import run_processes
 from tools.bench.negotiation import measure_new_connections
@@ -29,7 +31,7 @@ from tools.bench.profiles import (
     set_database_environment,
     template_environment,
 )
-from tools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, seed_note
+from tools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, orm_scenarios, seed_note
 from tools.events import load_event
 from tools.proxy import Proxy
 
@@ -94,6 +96,30 @@ def test_template_warm_get_is_one_round_trip(bench: Bench) -> None:
     finally:
         profile.close()
     assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
+
+
+def test_orm_rows_run_the_same_units_on_the_template_and_a_peer(bench: Bench, schema: None) -> None:
+    template, seed = _template(bench), SeedProfile.on("seed", bench.url)
+    counts: dict[str, list[int]] = {}
+    try:
+        for profile in (template, seed):
+            note_id = seed_note(profile)
+            delete_ids = profile.orm(orm.OrmUnit("seed", lambda s: orm.new_note_ids(s, 2)))
+            for scenario in orm_scenarios(note_id, delete_ids):
+                assert scenario.action(profile)  # warm
+                action = functools.partial(scenario.action, profile)
+                counts.setdefault(scenario.name, []).append(measure(bench.proxy, bench.pings, action).round_trips)
+    finally:
+        template.close()
+        seed.close()
+    # Template (pipelined, run_in_session) vs the guide's Session on stock pg8000 with pre-ping.
+    assert counts == {
+        "ORM get by key": [1, 8],
+        "ORM select page": [1, 8],
+        "ORM one-row insert": [1, 8],
+        "ORM get-modify-flush update": [2, 11],
+        "ORM get + delete": [2, 11],
+    }
 
 
 def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -> None:

@@ -27,6 +27,7 @@ from tests.events import load_event, with_header, with_json_body, with_note_id
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
+from tests.support.proxied import ReplyLost
 from tests.support.urls import connect_address, pooler_entry, with_port
 from tools import stack
 from tools.proxy import Proxy
@@ -342,23 +343,6 @@ def test_too_many_connections_at_connect_is_a_503_not_a_500(
         for hog in hogs:
             hog.close()
         db.dispose_engine()
-
-
-class ReplyLost:
-    """Arms the proxy so the reply to what the client sends next never arrives: held, then the connection is reset."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-        self.armed = 0
-
-    def arm(self) -> None:
-        self.armed += 1
-        self.proxy.stall(10)
-        threading.Timer(0.3, self._cut).start()
-
-    def _cut(self) -> None:
-        self.proxy.drop_connections()
-        self.proxy.stall(0)
 
 
 def _insert(title: str) -> Any:

@@ -11,6 +11,7 @@ from pg8000.dbapi import DatabaseError, DataError, IntegrityError, InterfaceErro
 from sqlalchemy.pool import NullPool
 
 from lib.dbkit import pg_pipeline
+from lib.dbkit.errors import SingleStatementError, UnitOfWorkError
 
 INT4 = 23
 TEXT = 25
@@ -462,6 +463,111 @@ def test_single_statement_without_parameters_sets_limits_in_the_same_query(serve
         b"SET LOCAL statement_timeout = 1500;\nSET LOCAL lock_timeout = 1200;\n"
         b"SET LOCAL idle_in_transaction_session_timeout = 1800;\nselect 1 as n\x00"
     )
+
+
+def test_a_second_statement_of_a_single_statement_unit_is_refused_before_it_is_written(
+    server: ScriptedServer, conn: Any
+) -> None:
+    conn.begin_unit(single_statement=True)
+    server.reply(select_reply(1, begin=False, status=b"I"))
+    conn.cursor().execute("select %s::int as v", (1,))
+    # The first statement committed at its Sync: a second would be a transaction of its own. Neither path sends it.
+    with pytest.raises(SingleStatementError, match="refused a second statement"):
+        conn.cursor().execute("select %s::int as v", (2,))
+    with pytest.raises(SingleStatementError, match="refused a second statement"):
+        conn.cursor().execute("select 2")
+    assert len(server.flights) == 2
+    # The next unit may send its own statement.
+    conn.end_unit()
+    conn.begin_unit(single_statement=True)
+    server.reply(select_reply(3, begin=False, status=b"I"))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (3,))
+    assert cursor.fetchall() == ([3],)
+    assert len(server.flights) == 3
+
+
+def test_statements_of_an_ordinary_unit_are_not_counted(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit()
+    server.reply(select_reply(1, begin=True))
+    conn.cursor().execute("select %s::int as v", (1,))
+    server.reply(select_reply(2, begin=False))
+    cursor = conn.cursor()
+    cursor.execute("select %s::int as v", (2,))
+    assert cursor.fetchall() == ([2],)
+
+
+def update_reply(rows: int, *, guard: bool, commit: bool, status: bytes) -> bytes:
+    """Server side of a flight: the guard (a DO block), an UPDATE without RETURNING, and COMMIT."""
+    guard_reply = message(b"1") + message(b"2") + command_complete("DO") if guard else b""
+    statement = message(b"1") + message(b"t", struct.pack("!H", 0)) + message(b"n") + message(b"2")
+    commit_reply = message(b"1") + message(b"2") + command_complete("COMMIT") if commit else b""
+    return guard_reply + statement + command_complete(f"UPDATE {rows}") + commit_reply + ready(status)
+
+
+def test_commit_rides_with_the_last_statement_behind_a_guard(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit()
+    server.reply(select_reply(1, begin=True))
+    conn.cursor().execute("select %s::int as v", (1,))
+    conn.commit_with_next_statement("UPDATE t ")
+    server.reply(update_reply(1, guard=True, commit=True, status=b"I"))
+    cursor = conn.cursor()
+    cursor.execute("UPDATE t SET v = %s WHERE id = %s", (2, 1))
+
+    assert cursor.rowcount == 1
+    assert server.last_flight_types() == ["P", "B", "E", *STATEMENT[:-1], "P", "B", "E", "S"]
+    guard, statement, commit = parsed_statements(server.flights[-1])
+    assert "pg_current_xact_id_if_assigned() IS NOT NULL" in guard
+    assert pg_pipeline.COMMIT_GUARD_SQLSTATE in guard
+    assert (statement, commit) == ("UPDATE t SET v = $1 WHERE id = $2", "COMMIT")
+    assert conn.unit_committed
+    assert not conn._in_transaction
+    # The unit's transaction is over: COMMIT sends nothing, and another statement is refused unsent.
+    conn.commit()
+    with pytest.raises(UnitOfWorkError, match="refused a statement after it"):
+        conn.cursor().execute("select %s::int as v", (3,))
+    assert len(server.flights) == 3
+
+
+def test_the_first_statement_carries_begin_and_commit_without_a_guard(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit()
+    conn.commit_with_next_statement("UPDATE t ")
+    server.reply(BEGIN_REPLY + update_reply(1, guard=False, commit=True, status=b"I"))
+    conn.cursor().execute("UPDATE t SET v = %s WHERE id = %s", (2, 1))
+    assert parsed_statements(server.flights[-1]) == ["begin transaction", "UPDATE t SET v = $1 WHERE id = $2", "COMMIT"]
+
+
+def test_commit_does_not_ride_with_another_statement(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit()
+    server.reply(select_reply(1, begin=True))
+    conn.cursor().execute("select %s::int as v", (1,))
+    conn.commit_with_next_statement("UPDATE t ")
+    server.reply(select_reply(2, begin=False))
+    conn.cursor().execute("select %s::int as v", (2,))
+    assert parsed_statements(server.flights[-1]) == ["select $1::int as v"]
+    # Armed for the next statement only: a matching one after it goes as usual, and COMMIT on its own.
+    server.reply(update_reply(1, guard=False, commit=False, status=b"T"))
+    conn.cursor().execute("UPDATE t SET v = %s WHERE id = %s", (2, 1))
+    assert parsed_statements(server.flights[-1]) == ["UPDATE t SET v = $1 WHERE id = $2"]
+    assert not conn.unit_committed
+    server.reply(command_complete("COMMIT") + ready(b"I"))
+    conn.commit()
+    assert server.last_flight_types() == ["Q"]
+
+
+def test_a_failed_statement_takes_its_riding_commit_with_it(server: ScriptedServer, conn: Any) -> None:
+    conn.begin_unit()
+    server.reply(select_reply(1, begin=True))
+    conn.cursor().execute("select %s::int as v", (1,))
+    conn.commit_with_next_statement("UPDATE t ")
+    # The server skips everything up to the Sync after an error: no COMMIT, the transaction is left failed.
+    server.reply(message(b"1") + message(b"2") + command_complete("DO") + error_response("23505") + ready(b"E"))
+    with pytest.raises(DatabaseError):
+        conn.cursor().execute("UPDATE t SET v = %s WHERE id = %s", (2, 1))
+    assert conn._in_transaction
+    server.reply(command_complete("ROLLBACK") + ready(b"I"))
+    conn.rollback()
+    assert server.flights[-1][5:] == b"rollback\x00"
 
 
 def test_end_of_unit_brings_back_begin(server: ScriptedServer, conn: Any) -> None:

@@ -16,12 +16,16 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.orm import Session
 
 from lib.dbkit import engine as lib_engine
+from lib.dbkit import invocation
 from lib.dbkit import settings as lib_settings
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from lib.dbkit.observability import logger
+from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import DATABASE_VARIABLES
+from tools.bench.orm import OrmUnit
 from tools.bench.seed import Handler, create_psycopg_engine, create_seed_engine, create_seed_handler, seed_purge
 from tools.lambda_context import FakeLambdaContext
 
@@ -45,6 +49,9 @@ class Profile(Protocol):
 
     def scheduled(self, event: dict[str, Any]) -> dict[str, Any]:
         """Invoke the scheduled job once; the summary it returns."""
+
+    def orm(self, unit: OrmUnit) -> Any:
+        """Run one ORM unit of work the profile's way (as a handler would, inside an invocation); its result."""
 
     def close(self) -> None:
         """Close every connection the profile holds."""
@@ -106,6 +113,13 @@ class TemplateProfile:
         summary: dict[str, Any] = handler(event, lambda_context("PurgeFunction", 120_000))
         return summary
 
+    def orm(self, unit: OrmUnit) -> Any:
+        invocation.start(lambda_context())
+        try:
+            return run_in_session(unit.work, single_statement=unit.single_statement, read_only=unit.read_only)
+        finally:
+            invocation.finish()
+
     def close(self) -> None:
         lib_engine.dispose_engine()
 
@@ -153,6 +167,11 @@ class SeedProfile:
 
     def scheduled(self, event: dict[str, Any]) -> dict[str, Any]:
         return seed_purge(self.engine())
+
+    def orm(self, unit: OrmUnit) -> Any:
+        # A guide's unit of work: a Session per unit, begun and committed around the work.
+        with Session(self.engine(), expire_on_commit=False) as session, session.begin():
+            return unit.work(session)
 
     def close(self) -> None:
         if self._engine is not None:

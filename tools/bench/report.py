@@ -16,6 +16,11 @@ FIRST_REQUEST = "first request of a new environment (GET /notes/{id})"
 PURGE = "warm scheduled purge (1 batch)"
 SCALE_TARGET_N = 500
 PEERS = ("seed", "psycopg null", "psycopg pool1", "psycopg autocommit")
+AUTOCOMMIT_PEER = "psycopg autocommit"
+# The ORM units (tools/bench/orm.py) and their round-trip targets.
+ORM_ONE_ROUND_TRIP = ("ORM get by key", "ORM select page", "ORM one-row insert")
+ORM_UPDATE = "ORM get-modify-flush update"
+ORM_UNITS = (*ORM_ONE_ROUND_TRIP, ORM_UPDATE, "ORM get + delete")
 # Compared with the peers: every scenario but the idle one (the peers' pools have no idle ping to compare).
 COMPARED = (*WARM_ONE_STATEMENT, HEALTH, PURGE, FIRST_REQUEST)
 # PgBouncer's default_pool_size on the bench's private stack (tools.stack).
@@ -313,6 +318,7 @@ def targets(
                 not behind and mine_total < best_total,
             )
         )
+    found.extend(_orm_targets(mine, rows))
     template_steps = [s for s in steps if s.profile == TEMPLATE]
     if template_steps:
         s = template_steps[0]
@@ -348,6 +354,33 @@ def targets(
                 )
             )
     return found
+
+
+def _orm_targets(mine: dict[str, Row], rows: Sequence[Row]) -> list[Target]:
+    """Round trips of the ORM units: 1 for one statement, ≤ 2 for get-modify-flush, never behind autocommit."""
+    if not all(name in mine for name in ORM_UNITS):
+        return []
+    ones = [mine[name] for name in ORM_ONE_ROUND_TRIP]
+    update = mine[ORM_UPDATE].round_trips
+    autocommit = {row.scenario: row for row in rows if row.profile == AUTOCOMMIT_PEER}
+    behind = [
+        f"{name.removeprefix('ORM ')} {_count(mine[name].round_trips)} vs {_count(autocommit[name].round_trips)}"
+        for name in ORM_UNITS
+        if name in autocommit and autocommit[name].round_trips[1] < mine[name].round_trips[1]
+    ]
+    return [
+        Target(
+            "ORM get by key / select page / one-row insert = 1 round trip (every sample)",
+            " / ".join(_count(row.round_trips) for row in ones),
+            all(row.round_trips == (1, 1) for row in ones),
+        ),
+        Target("ORM get-modify-flush update ≤ 2 round trips", _count(update), update[1] <= 2),
+        Target(
+            f"no ORM unit behind {AUTOCOMMIT_PEER} on round trips",
+            f"behind in: {', '.join(behind)}" if behind else "never behind",
+            not behind,
+        ),
+    ]
 
 
 def targets_table(found: Sequence[Target]) -> str:

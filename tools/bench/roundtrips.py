@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 
+from tools.bench import orm
 from tools.bench.pooler_stats import PoolerConsole
 from tools.bench.profiles import PingCounter, Profile
 from tools.events import load_event, with_json_body, with_note_id
@@ -148,6 +149,34 @@ def seed_note(profile: Profile) -> str:
 def _scheduled(profile: Profile) -> bool:
     # Skipped when another purge run (a test on the shared stack) holds the lease: that sample does not count.
     return not profile.scheduled(load_event("scheduled-01-purge"))["skipped"]
+
+
+def orm_scenario(unit: orm.OrmUnit) -> Scenario:
+    """An ORM unit of work run the profile's way (tools.bench.profiles: `orm`)."""
+
+    def run(profile: Profile) -> bool:
+        profile.orm(unit)
+        return True
+
+    return Scenario(unit.name, run)
+
+
+def orm_scenarios(note_id: str, delete_ids: list[uuid.UUID]) -> list[Scenario]:
+    """The ORM units of the round-trip table, in table order."""
+    key = uuid.UUID(note_id)
+    units = [
+        orm.get_by_key(key),
+        orm.select_page(),
+        orm.insert_one(),
+        orm.get_modify_flush(key),
+        orm.get_and_delete(delete_ids),
+    ]
+    return [orm_scenario(unit) for unit in units]
+
+
+def runs_per_scenario(runs: int) -> int:
+    """How many times run_scenario runs a warm scenario's action: a warm-up and `runs` samples per delay."""
+    return len(DELAYS_MS) * (runs + 1)
 
 
 def scenarios(note_id: str) -> list[Scenario]:
@@ -304,7 +333,10 @@ def run_all(
     for profile in profiles:
         profile.activate()
         note_ids[profile.name] = seed_note(profile)
-        for scenario in scenarios(note_ids[profile.name]):
+        delete_ids = profile.orm(
+            orm.OrmUnit("seed notes to delete", lambda s: orm.new_note_ids(s, runs_per_scenario(runs)))
+        )
+        for scenario in [*scenarios(note_ids[profile.name]), *orm_scenarios(note_ids[profile.name], delete_ids)]:
             rows.append(run_scenario(proxy, pings, profile, scenario, runs, console))
         steps.append(driver_steps(proxy, pings, profile))
         profile.close()
