@@ -20,7 +20,7 @@ from lib.sample_app.errors import (
     InvalidCursorError,
     NoteNotFoundError,
 )
-from lib.sample_app.models import Note as Note
+from lib.sample_app.models import Note as Note  # what the data functions return: notes.Note to their callers
 
 # A note whose expiry has passed is gone as far as clients know (the purge deletes it later). The server's clock
 # decides, in the same statement as the read or write.
