@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from lib.dbkit.engine import DRIVER_ERRORS, database_error, ping, run_in_transaction
+from lib.dbkit.engine import DRIVER_ERRORS, database_error, ping
 from lib.dbkit.errors import (
     CommitOutcomeUnknownError,
     ConfigError,
@@ -25,6 +25,7 @@ from lib.dbkit.errors import (
     PoolExhaustedError,
 )
 from lib.dbkit.observability import logger
+from lib.dbkit.session import run_in_session
 from lib.sample_app import notes
 from lib.sample_app.errors import (
     IdempotencyConflictError,
@@ -35,8 +36,11 @@ from lib.sample_app.errors import (
 )
 from lib.sample_app.http_limits import HeadAsGet, RequestSizeLimit
 
-MAX_TITLE = 200
-MAX_BODY = 10_000
+# The request models' size limits are the database's (CHECK constraints in models.py); importable from here too.
+from lib.sample_app.models import MAX_BODY as MAX_BODY
+from lib.sample_app.models import MAX_IDEMPOTENCY_KEY as MAX_IDEMPOTENCY_KEY
+from lib.sample_app.models import MAX_TITLE as MAX_TITLE
+
 MIN_TTL_SECONDS = 60
 MAX_TTL_SECONDS = 31_536_000
 MAX_PAGE = 100
@@ -44,7 +48,6 @@ DEFAULT_PAGE = 20
 # A page also stops at this many bytes of notes (but holds at least one), so that `limit` large notes cannot make
 # an answer of megabytes: with the largest note (~61 KB as JSON) an answer stays under 64 KiB.
 MAX_PAGE_BYTES = 56 * 1024
-MAX_IDEMPOTENCY_KEY = 255
 # Printable ASCII only: headers arrive as Latin-1, so anything else would be stored garbled and never match again.
 # At least one non-space character: a key of blanks is a client bug, not a key.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$"
@@ -224,23 +227,19 @@ def _add_routes(app: FastAPI) -> None:
         cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     ) -> NotePageOut:
         after = notes.Cursor.decode(cursor) if cursor is not None else None
-        page = run_in_transaction(
-            lambda connection: notes.list_notes(connection, limit=limit, after=after),
-            single_statement=True,
-            read_only=True,
+        page = run_in_session(
+            lambda session: notes.list_notes(session, limit=limit, after=after), single_statement=True, read_only=True
         )
         return _bounded_page(page)
 
     @app.get("/notes/{note_id}")
     def get_note(note_id: UUID) -> NoteOut:
-        note = run_in_transaction(
-            lambda connection: notes.get_note(connection, note_id), single_statement=True, read_only=True
-        )
+        note = run_in_session(lambda session: notes.get_note(session, note_id), single_statement=True, read_only=True)
         return NoteOut.of(note)
 
     @app.delete("/notes/{note_id}", status_code=204)
     def delete_note(note_id: UUID) -> Response:
-        run_in_transaction(lambda connection: notes.delete_note(connection, note_id), single_statement=True)
+        run_in_session(lambda session: notes.delete_note(session, note_id), single_statement=True)
         return Response(status_code=204)
 
 
@@ -248,9 +247,9 @@ def _create_note(payload: NoteCreate, idempotency_key: str | None) -> notes.Crea
     attempt = 1
     while True:
         try:
-            return run_in_transaction(
-                lambda connection: notes.create_note(
-                    connection,
+            return run_in_session(
+                lambda session: notes.create_note(
+                    session,
                     title=payload.title,
                     body=payload.body,
                     ttl_seconds=payload.ttl_seconds,
@@ -344,7 +343,7 @@ def error_response(
 def _add_error_handlers(app: FastAPI) -> None:
     for error_type in _DOMAIN_ERRORS:
         app.add_exception_handler(error_type, _domain_error)
-    # Raised where the engine is used outside run_in_transaction (a Session on get_engine()): a database that is away
+    # Raised where the engine is used outside the unit of work (a Session on get_engine()): a database that is away
     # answers 503 like the kit's own errors; anything else stays a 500.
     for error_type in DRIVER_ERRORS:
         app.add_exception_handler(error_type, _driver_error)

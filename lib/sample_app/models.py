@@ -10,6 +10,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from lib.dbkit.models import POSTGRES_NAMING_CONVENTION, TYPE_ANNOTATION_MAP
 
+# The size limits of a note and of an Idempotency-Key: the CHECK constraints below keep them for every writer, and
+# the API's request models (lib/sample_app/api.py) use the same numbers to answer 422 before the database is asked.
+MAX_TITLE = 200
+MAX_BODY = 10_000
+MAX_IDEMPOTENCY_KEY = 255
+
 
 class Base(DeclarativeBase):
     """Declarative base of the app's tables (the kit's job_leases lives on the kit's own MetaData)."""
@@ -22,10 +28,9 @@ class Note(Base):
     """A note; it disappears from reads once `expires_at` has passed, and the scheduled purge deletes it."""
 
     __tablename__ = "notes"
-    # The same limits as the API's request models (lib/sample_app/api.py), kept by the database for every writer.
     __table_args__ = (
-        CheckConstraint("char_length(title) BETWEEN 1 AND 200", name="title"),
-        CheckConstraint("char_length(body) <= 10000", name="body"),
+        CheckConstraint(f"char_length(title) BETWEEN 1 AND {MAX_TITLE}", name="title"),
+        CheckConstraint(f"char_length(body) <= {MAX_BODY}", name="body"),
         # The purge only ever looks at notes that can expire.
         Index("notes_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
     )
@@ -51,7 +56,7 @@ class IdempotencyKey(Base):
     """
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key"),)
+    __table_args__ = (CheckConstraint(f"char_length(key) BETWEEN 1 AND {MAX_IDEMPOTENCY_KEY}", name="key"),)
 
     key: Mapped[str] = mapped_column(primary_key=True)
     request_hash: Mapped[str]

@@ -1,4 +1,4 @@
-"""Notes data access: one SQL statement per operation; functions take the caller's connection and never commit."""
+"""Notes data access: functions take the unit's Session first and never commit; one statement per operation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, text
+from sqlalchemy import ColumnElement, Row, delete, func, insert, or_, select, text, tuple_
+from sqlalchemy.orm import Session
 
 from lib.sample_app.errors import (
     IdempotencyConflictError,
@@ -19,19 +20,24 @@ from lib.sample_app.errors import (
     InvalidCursorError,
     NoteNotFoundError,
 )
+from lib.sample_app.models import Note as Note  # what the data functions return: notes.Note to their callers
 
-_COLUMNS = "id, title, body, created_at, expires_at"
-_LIVE = "(expires_at IS NULL OR expires_at > now())"
+# A note whose expiry has passed is gone as far as clients know (the purge deletes it later). The server's clock
+# decides, in the same statement as the read or write.
+_LIVE = or_(Note.expires_at.is_(None), Note.expires_at > func.now())
+_NEWEST_FIRST = (Note.created_at.desc(), Note.id.desc())
 
 # How long an Idempotency-Key is kept, whatever happens to its note (24 h, like the common payment APIs).
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 60 * 60
 
-# One statement whether or not there is an Idempotency-Key. `fresh` fixes the new note's id and time once, so the
-# key's row (the answer a replay needs) and the note are written together. Without a key, `claimed` is empty and
-# the note is inserted; with one, the note is inserted only when this request claimed the key: a new key, or one
-# whose window has passed (the purge may not have removed it yet). Otherwise the last branch replays the answer
-# stored with the key: it is there even when the note was deleted or has expired since.
-_CREATE = text(
+# Hand-written, because it is one statement that claims the key and inserts the note together: race-safe by the
+# key's unique index (a concurrent request with the key waits for ours and then replays it), and one round trip.
+# The ORM would need a statement per table and a read first. `fresh` fixes the new note's id and time once, so the
+# key's row (the answer a replay needs) and the note are written together. The note is inserted only when this
+# request claimed the key: a new key, or one whose window has passed (the purge may not have removed it yet).
+# Otherwise the last branch replays the answer stored with the key: it is there even when the note was deleted or
+# has expired since.
+_CREATE_WITH_KEY = text(
     """
     WITH fresh AS (
         SELECT gen_random_uuid() AS id, now() AS created_at,
@@ -42,7 +48,7 @@ _CREATE = text(
             (key, request_hash, note_id, title, body, note_created_at, note_expires_at, expires_at)
         SELECT :key, :request_hash, id, :title, :body, created_at, expires_at,
                created_at + make_interval(secs => :window_seconds)
-        FROM fresh WHERE CAST(:key AS text) IS NOT NULL
+        FROM fresh
         ON CONFLICT (key) DO UPDATE SET
             request_hash = EXCLUDED.request_hash, note_id = EXCLUDED.note_id, title = EXCLUDED.title,
             body = EXCLUDED.body, note_created_at = EXCLUDED.note_created_at,
@@ -53,7 +59,7 @@ _CREATE = text(
     inserted AS (
         INSERT INTO notes (id, title, body, created_at, expires_at)
         SELECT id, :title, :body, created_at, expires_at FROM fresh
-        WHERE CAST(:key AS text) IS NULL OR EXISTS (SELECT FROM claimed)
+        WHERE EXISTS (SELECT FROM claimed)
         RETURNING id, title, body, created_at, expires_at
     )
     SELECT id, title, body, created_at, expires_at, CAST(NULL AS text) AS request_hash, false AS replayed
@@ -63,16 +69,6 @@ _CREATE = text(
     WHERE key = :key AND expires_at > now() AND NOT EXISTS (SELECT FROM inserted)
     """
 )
-_GET = text(f"SELECT {_COLUMNS} FROM notes WHERE id = :id AND {_LIVE}")
-_DELETE = text(f"DELETE FROM notes WHERE id = :id AND {_LIVE} RETURNING id")
-_FIRST_PAGE = text(f"SELECT {_COLUMNS} FROM notes WHERE {_LIVE} ORDER BY created_at DESC, id DESC LIMIT :fetch")
-_NEXT_PAGE = text(
-    f"""
-    SELECT {_COLUMNS} FROM notes
-    WHERE {_LIVE} AND (created_at, id) < (:created_at, :id)
-    ORDER BY created_at DESC, id DESC LIMIT :fetch
-    """
-)
 
 _NOT_ISSUED = "cursor is not one this API issued; start again without it"
 
@@ -80,17 +76,6 @@ _NOT_ISSUED = "cursor is not one this API issued; start again without it"
 # do nothing while the snapshot cannot see that key's row yet; a new statement (new snapshot) sees it. The caller
 # runs the unit again (a single-statement unit cannot send a second statement): this many times in all.
 CREATE_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class Note:
-    """A live note as the API shows it."""
-
-    id: UUID
-    title: str
-    body: str
-    created_at: datetime
-    expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -149,7 +134,7 @@ def request_hash(*, title: str, body: str, ttl_seconds: int | None) -> str:
 
 
 def create_note(
-    connection: Connection,
+    session: Session,
     *,
     title: str,
     body: str,
@@ -160,7 +145,13 @@ def create_note(
 
     IdempotencyKeyNotYetVisibleError: a concurrent request with the key committed meanwhile; run the unit again.
     """
-    digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds) if idempotency_key else None
+    if idempotency_key is None:
+        # An INSERT that returns the row, not session.add(): expires_at is the server's now() + ttl, a value a
+        # flush would leave unloaded (the ORM does not fetch SQL expressions it sent), and so unreadable after the
+        # unit. One statement either way.
+        statement = insert(Note).values(title=title, body=body, expires_at=_expiry(ttl_seconds)).returning(Note)
+        return CreatedNote(note=session.scalars(statement).one(), replayed=False)
+    digest = request_hash(title=title, body=body, ttl_seconds=ttl_seconds)
     params = {
         "title": title,
         "body": body,
@@ -169,40 +160,51 @@ def create_note(
         "request_hash": digest,
         "window_seconds": IDEMPOTENCY_WINDOW_SECONDS,
     }
-    row = connection.execute(_CREATE, params).one_or_none()
+    row = session.execute(_CREATE_WITH_KEY, params).one_or_none()
     if row is None:
         raise IdempotencyKeyNotYetVisibleError("the key's row was committed after this statement began; run it again")
     if row.replayed and row.request_hash != digest:
         raise IdempotencyConflictError("Idempotency-Key was already used with a different request body")
-    return CreatedNote(note=_note(row), replayed=row.replayed)
+    return CreatedNote(note=_answer(row), replayed=row.replayed)
 
 
-def get_note(connection: Connection, note_id: UUID) -> Note:
+def get_note(session: Session, note_id: UUID) -> Note:
     """The live note with this id."""
-    row = connection.execute(_GET, {"id": note_id}).one_or_none()
-    if row is None:
+    # A select rather than session.get(): the live filter goes in the same statement.
+    note = session.scalars(select(Note).where(Note.id == note_id, _LIVE)).one_or_none()
+    if note is None:
         raise NoteNotFoundError(f"note {note_id} not found")
-    return _note(row)
+    return note
 
 
-def delete_note(connection: Connection, note_id: UUID) -> None:
+def delete_note(session: Session, note_id: UUID) -> None:
     """Delete the live note with this id (an expired note is already gone as far as clients know)."""
-    if connection.execute(_DELETE, {"id": note_id}).one_or_none() is None:
+    # One DELETE ... RETURNING, not get + session.delete(): one statement (and round trip) instead of two. The
+    # session holds no notes to keep in step with it.
+    statement = delete(Note).where(Note.id == note_id, _LIVE).returning(Note.id)
+    if session.execute(statement, execution_options={"synchronize_session": False}).one_or_none() is None:
         raise NoteNotFoundError(f"note {note_id} not found")
 
 
-def list_notes(connection: Connection, *, limit: int, after: Cursor | None = None) -> NotePage:
+def list_notes(session: Session, *, limit: int, after: Cursor | None = None) -> NotePage:
     """Live notes newest first, starting after `after`; one extra row tells whether another page exists."""
-    if after is None:
-        rows = connection.execute(_FIRST_PAGE, {"fetch": limit + 1}).all()
-    else:
-        rows = connection.execute(
-            _NEXT_PAGE, {"created_at": after.created_at, "id": after.id, "fetch": limit + 1}
-        ).all()
-    notes = [_note(row) for row in rows[:limit]]
+    query = select(Note).where(_LIVE).order_by(*_NEWEST_FIRST).limit(limit + 1)
+    if after is not None:
+        # Keyset: the row comparison walks the (created_at DESC, id DESC) index from the cursor on.
+        query = query.where(tuple_(Note.created_at, Note.id) < (after.created_at, after.id))
+    rows = session.scalars(query).all()
+    notes = list(rows[:limit])
     more = len(rows) > limit
     return NotePage(notes=notes, next_cursor=Cursor(notes[-1].created_at, notes[-1].id) if more else None)
 
 
-def _note(row: Row[Any]) -> Note:
+def _expiry(ttl_seconds: int | None) -> ColumnElement[datetime] | None:
+    if ttl_seconds is None:
+        return None
+    # make_interval(secs => n), as the keyed create computes it: n seconds, never calendar days.
+    return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, ttl_seconds)
+
+
+def _answer(row: Row[Any]) -> Note:
+    # Not added to the session: the answer stored with the key, which outlives its note (deleted, expired, purged).
     return Note(id=row.id, title=row.title, body=row.body, created_at=row.created_at, expires_at=row.expires_at)

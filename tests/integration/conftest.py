@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from tests.support.http_api import ApiServer, running_api
 from tools import stack
@@ -77,8 +78,8 @@ def schema(database: DatabaseTarget) -> None:
 
 
 @pytest.fixture
-def isolated_notes(database: DatabaseTarget, schema: None) -> Iterator[Connection]:
-    """A direct connection inside a transaction that starts with no notes and is rolled back at the end.
+def isolated_notes(database: DatabaseTarget, schema: None) -> Iterator[Session]:
+    """A Session on a direct connection inside a transaction that starts with no notes and is rolled back at the end.
 
     Data-level tests see exactly the rows they create, whatever earlier runs left behind, and leave nothing. The
     data functions never commit, so no SAVEPOINT is needed (SQLAlchemy's join_transaction_mode recipe is for a
@@ -96,7 +97,8 @@ def isolated_notes(database: DatabaseTarget, schema: None) -> Iterator[Connectio
             transaction = connection.begin()
             connection.execute(text("DELETE FROM notes"))  # row locks only; rolled back with everything else
             try:
-                yield connection
+                with Session(bind=connection) as session:
+                    yield session
             finally:
                 transaction.rollback()
     finally:

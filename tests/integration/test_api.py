@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session
 
 from handlers.api import handler
 from lib.dbkit.engine import build_engine, get_engine, run_in_transaction
 from lib.dbkit.pg_dbapi import DbapiDialect
 from lib.dbkit.pg_pipeline import PipelineDialect
+from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import Settings
 from lib.sample_app import notes
 from tests.events import event_names, load_event, with_header, with_json_body, with_note_id, with_query
@@ -189,7 +191,9 @@ def test_a_retry_racing_the_original_request_gets_the_original_note(database: Da
     try:
         with engine_a.connect() as connection_a:
             connection_a.begin()
-            created_a = notes.create_note(connection_a, title=title, body="", ttl_seconds=None, idempotency_key=key)
+            created_a = notes.create_note(
+                Session(connection_a), title=title, body="", ttl_seconds=None, idempotency_key=key
+            )
             thread = threading.Thread(target=request_b)
             thread.start()
             _wait_for_lock_waiter(engine_a)  # the handler's one pooled connection is busy waiting
@@ -220,11 +224,11 @@ def test_pages_walk_newest_first_without_duplicates_or_gaps() -> None:
     prefix = unique("page")
     created = [create(f"{prefix} #{i}")[2]["id"] for i in range(7)]
     # Three notes in one transaction share created_at: the id breaks the tie.
-    same_instant = run_in_transaction(
-        lambda connection: [
+    same_instant = run_in_session(
+        lambda session: [
             str(
                 notes.create_note(
-                    connection, title=f"{prefix} same {i}", body="", ttl_seconds=None, idempotency_key=None
+                    session, title=f"{prefix} same {i}", body="", ttl_seconds=None, idempotency_key=None
                 ).note.id
             )
             for i in range(3)

@@ -237,7 +237,7 @@ def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:
     found = dependencies_of("handlers.scheduled")
     assert "sqlalchemy" in found
     assert "aws_lambda_powertools.metrics" in found
-    # Handlers use Core connections: the ORM is not part of their import cost.
+    # The purge stays on Core connections: the ORM is not part of its import cost (lib/sample_app/purge.py).
     assert "sqlalchemy.orm" not in found
     assert not [name for name in found if name.split(".")[0] in {"lib", "handlers", "json", "os"}]
     # Imported lazily (only for a secret-store URL), so not part of the handler's import cost.

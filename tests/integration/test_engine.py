@@ -401,7 +401,7 @@ def test_idempotent_work_is_re_run_once_after_an_unknown_outcome(reply_lost: Rep
     def create_once(connection: Connection) -> Any:
         if reply_lost.armed == 0 and single_statement:
             reply_lost.arm()
-        created = notes.create_note(connection, title=key, body="", ttl_seconds=None, idempotency_key=key)
+        created = notes.create_note(Session(connection), title=key, body="", ttl_seconds=None, idempotency_key=key)
         if reply_lost.armed == 0:
             reply_lost.arm()
         return created.note.id

@@ -160,9 +160,7 @@ def test_a_body_not_declared_as_json_is_415(content_type: str | None) -> None:
 
 
 def test_json_with_a_charset_parameter_is_accepted_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        lib.sample_app.api, "run_in_transaction", _raising(DatabaseUnavailableError("down", retry_after=1))
-    )
+    monkeypatch.setattr(lib.sample_app.api, "run_in_session", _raising(DatabaseUnavailableError("down", retry_after=1)))
     event = with_header(load_event("api-02-create-note"), "content-type", "application/json; charset=utf-8")
     status, _, _ = invoke(event)
     assert status == 503  # got past validation to the (stubbed, unavailable) database
@@ -251,7 +249,7 @@ def _raising(error: Exception) -> Callable[..., Any]:
 def test_unreachable_database_is_503_with_retry_after_and_no_internals(
     monkeypatch: pytest.MonkeyPatch, error: DatabaseUnavailableError, code: str
 ) -> None:
-    monkeypatch.setattr(lib.sample_app.api, "run_in_transaction", _raising(error))
+    monkeypatch.setattr(lib.sample_app.api, "run_in_session", _raising(error))
     status, headers, body = invoke(load_event("api-07-list-notes"))
     assert status == 503
     assert headers["retry-after"] == "3"
@@ -273,7 +271,7 @@ def test_health_is_503_with_retry_after_when_the_ping_fails(monkeypatch: pytest.
 
 def test_unexpected_error_is_500_without_stack_trace_or_sql(monkeypatch: pytest.MonkeyPatch) -> None:
     secret_sql = "SELECT password FROM users WHERE id = 1"
-    monkeypatch.setattr(lib.sample_app.api, "run_in_transaction", _raising(RuntimeError(secret_sql)))
+    monkeypatch.setattr(lib.sample_app.api, "run_in_session", _raising(RuntimeError(secret_sql)))
     status, _, body = invoke(load_event("api-10-get-note-unknown-id"))
     assert status == 500
     assert_error_shape(body, "internal_error")

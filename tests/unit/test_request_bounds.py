@@ -37,7 +37,7 @@ def _unavailable(*_args: Any, **_kwargs: Any) -> Any:
 @pytest.fixture
 def no_database(monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests that pass validation answer 503 here (the network is blocked in unit tests anyway)."""
-    monkeypatch.setattr(lib.sample_app.api, "run_in_transaction", _unavailable)
+    monkeypatch.setattr(lib.sample_app.api, "run_in_session", _unavailable)
     monkeypatch.setattr(lib.sample_app.api, "ping", _unavailable)
 
 

@@ -97,7 +97,7 @@ def create_seed_app(engine: Engine) -> FastAPI:
     @app.post("/notes", status_code=201)
     def create_note(payload: NoteCreate, session: db) -> NoteOut:
         created = notes.create_note(
-            session.connection(),
+            session,
             title=payload.title,
             body=payload.body,
             ttl_seconds=payload.ttl_seconds,
@@ -108,13 +108,13 @@ def create_seed_app(engine: Engine) -> FastAPI:
 
     @app.get("/notes")
     def list_notes(session: db, limit: int = 20) -> NotePageOut:
-        page = notes.list_notes(session.connection(), limit=limit)
+        page = notes.list_notes(session, limit=limit)
         return NotePageOut(items=[NoteOut.of(note) for note in page.notes], next_cursor=None)
 
     @app.get("/notes/{note_id}")
     def get_note(note_id: UUID, session: db) -> NoteOut:
         try:
-            return NoteOut.of(notes.get_note(session.connection(), note_id))
+            return NoteOut.of(notes.get_note(session, note_id))
         except NoteNotFoundError as error:
             raise HTTPException(404, str(error)) from error
 
