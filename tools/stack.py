@@ -348,6 +348,11 @@ def _terminate(pid: int) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
+        # A child of this process (the stand-in, when the same process started it) stays a zombie until reaped,
+        # and kill(pid, 0) succeeds on a zombie: reap it, or this waits the whole 15 s for nothing.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -14,9 +14,10 @@ from typing import Any
 
 from tools import stack
 from tools.conformance import cluster as clusters
-from tools.conformance import drivers, gate, harness, results, sources
+from tools.conformance import drivers, gate, harness, results, sources, watch
 
 RESULTS_JSON = sources.CACHE / "results.json"
+RUNS = sources.CACHE / "runs"
 
 
 def _say(message: str) -> None:
@@ -58,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
         _say(f"error: {error}")
         return 2
     _say(", ".join(f"{name} {versions[name]}" for name in versions) + f"; sdists cached in {sources.CACHE}")
+    for stale in [*RUNS.glob("*.xml"), *RUNS.glob("*.log")]:
+        stale.unlink()
     try:
         with clusters.running() as cluster:
             servers = _server_versions(cluster)
             _say(f"throwaway cluster: PostgreSQL {servers['postgresql']}, PgBouncer {servers['pgbouncer']}, "
                  f"Neon stand-in ({cluster.home})")  # fmt: skip
-            outcome = harness.run_all(keys, cluster, trees, sources.CACHE / "runs", selection, _progress)
+            outcome = harness.run_all(keys, cluster, trees, RUNS, selection, _progress)
     except (clusters.ClusterError, stack.StackError) as error:
         _say(f"error: {error}")
         return 2
@@ -122,12 +125,36 @@ def _report(
     return 0 if verdict == "pass" else 1
 
 
+def report_again(args: argparse.Namespace) -> int:
+    """The report of the last run rebuilt from its junit XML (after an allow-list edit), without running anything."""
+    previous = json.loads(args.results.read_text(encoding="utf-8")) if args.results.exists() else {}
+    outcome = []
+    for key in harness.plan():
+        junit = RUNS / f"{key.name}.xml"
+        if junit.exists():
+            per_backend = harness.SUITES[key.suite].package == "SQLAlchemy"
+            outcomes, messages = results.parse_junit(junit, per_backend=per_backend)
+            outcome.append(results.RunResult(key, outcomes, messages))
+    if not outcome:
+        _say(f"no junit reports in {RUNS}: run `make conformance` first")
+        return 2
+    return _report(
+        outcome,
+        results.load_allowlist(),
+        previous.get("versions", {}),
+        previous.get("servers", {}),
+        complete=bool(previous.get("complete")) and len(outcome) == len(harness.plan()),
+        seconds=float(previous.get("seconds", 0)),
+        out=args.results,
+    )
+
+
 def tested_range(args: argparse.Namespace) -> int:
     tested = gate.current()
     _say(f"TESTED_RANGE is {gate.dotted(tested[0])} to {gate.dotted(tested[1])} ({gate.INTERNALS.name})")
     if not args.results.exists():
-        _say(f"no results at {args.results}: run `make conformance` first")
-        return 2
+        _say(f"no results at {args.results} (run `make conformance` first): no evidence, no proposal")
+        return 0
     evidence = json.loads(args.results.read_text(encoding="utf-8"))
     proposed, why = gate.proposal(evidence, tested)
     _say(why)
@@ -136,7 +163,19 @@ def tested_range(args: argparse.Namespace) -> int:
     _say(f"proposed TESTED_RANGE: {proposed!r}")
     if args.write:
         gate.write(proposed)
+        watch.record_written(tested, proposed)
         _say(f"written to {gate.INTERNALS}")
+    return 0
+
+
+def watch_report(args: argparse.Namespace) -> int:
+    steps = dict(step.split("=", 1) for step in args.step)
+    body, verdict, propose = watch.compose(
+        steps, watch.load_evidence(args.results), sources.pinned_versions(), watch.written_range()
+    )
+    args.output.write_text(body, encoding="utf-8")
+    print(f"verdict={verdict}")
+    print(f"proposal={'yes' if propose else 'no'}")
     return 0
 
 
@@ -157,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
     ranger = commands.add_parser("range", help="the pg8000 TESTED_RANGE a run's results support")
     ranger.add_argument("--results", type=Path, default=RESULTS_JSON)
     ranger.add_argument("--write", action="store_true", help="write the proposed range into pg8000_internals.py")
+    again = commands.add_parser("report", help="rebuild the last run's report from its junit XML (no run)")
+    again.add_argument("--results", type=Path, default=RESULTS_JSON)
+    reporter = commands.add_parser("watch-report", help="the dependency watch's issue body (GitHub Actions)")
+    reporter.add_argument("--step", action="append", default=[], help="NAME=OUTCOME of a workflow step")
+    reporter.add_argument("--results", type=Path, default=RESULTS_JSON)
+    reporter.add_argument("--output", type=Path, required=True, help="where the markdown body goes")
     return parser
 
 
@@ -165,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if not arguments or arguments[0].startswith("-"):
         arguments.insert(0, "run")
     args = _parser().parse_args(arguments)
-    return tested_range(args) if args.command == "range" else run(args)
+    commands = {"range": tested_range, "report": report_again, "watch-report": watch_report}
+    return commands.get(args.command, run)(args)
 
 
 if __name__ == "__main__":

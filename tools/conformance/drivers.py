@@ -5,7 +5,6 @@ Imported by the pytest plugins inside the suites' runs, so it imports nothing he
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from typing import Any, Final
@@ -25,29 +24,11 @@ DIALECTS: Final = {
 DIALECT_MODULES: Final = {KIT_STOCK: "lib.dbkit.pg_dbapi", KIT_PIPELINE: "lib.dbkit.pg_pipeline"}
 
 
-def import_kit_module(driver: str) -> Any | None:
-    """The kit module behind ``driver``, or None while it does not exist yet (a branch without it)."""
-    name = DIALECT_MODULES[driver]
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name == name:
-            return None
-        raise
-
-
 def connect_function(driver: str) -> Callable[..., Any]:
     """The function that stands in for ``pg8000.dbapi.connect`` when running pg8000's suite on ``driver``."""
     import pg8000.dbapi
 
     if driver == STOCK:
         return pg8000.dbapi.connect  # type: ignore[no-any-return]
-    module = import_kit_module(driver)
-    if module is not None and callable(getattr(module, "connect", None)):
-        return module.connect  # type: ignore[no-any-return]
-    if driver == KIT_STOCK:
-        # Before lib.dbkit.pg_dbapi: the kit's stock driver is pg8000.dbapi.Connection over the kit's transport.
-        from lib.dbkit import transport
-
-        return functools.partial(transport.connect, pg8000.dbapi.Connection)
-    raise LookupError(f"{DIALECT_MODULES[driver]} has no connect function")
+    connect: Callable[..., Any] = importlib.import_module(DIALECT_MODULES[driver]).connect
+    return connect

@@ -7,7 +7,9 @@ kit would have them. Nothing else of SQLAlchemy's harness is changed.
 
 from __future__ import annotations
 
+import importlib
+
 from tools.conformance import drivers
 
-for _driver in drivers.KIT_DRIVERS:
-    drivers.import_kit_module(_driver)
+for _module in drivers.DIALECT_MODULES.values():
+    importlib.import_module(_module)
