@@ -70,8 +70,10 @@ pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on 
 	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
 
 # Not run again on the runtime's Python: the functions these tests drive through the local Lambda already ran on it
-# in the first pass (the local runtime picks .venv-3.13 whatever runs pytest), and the others test our tools.
-RUNTIME_PASS_SKIPS := test_fuzz_api test_http_api test_invoke test_local_runtime test_local_stack test_proxy test_bench_smoke
+# in the first pass (the local runtime picks .venv-3.13 whatever runs pytest), and the others test our tools
+# (test_conformance: the conformance subset, once per `make test` is its budget; `make conformance` runs it all).
+RUNTIME_PASS_SKIPS := test_fuzz_api test_http_api test_invoke test_local_runtime test_local_stack test_proxy test_bench_smoke \
+	test_conformance
 
 pytest-runtime:  ## the integration tier's in-process tests again on the deployed runtime's Python (.venv-3.13)
 	@if [ -x $(RUNTIME_VENV)/bin/pytest ]; then \

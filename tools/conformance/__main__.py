@@ -134,7 +134,7 @@ def report_again(args: argparse.Namespace) -> int:
         if junit.exists():
             per_backend = harness.SUITES[key.suite].package == "SQLAlchemy"
             outcomes, messages = results.parse_junit(junit, per_backend=per_backend)
-            outcome.append(results.RunResult(key, outcomes, messages))
+            outcome.append(results.RunResult(key, outcomes, messages, results.junit_seconds(junit)))
     if not outcome:
         _say(f"no junit reports in {RUNS}: run `make conformance` first")
         return 2

@@ -121,6 +121,12 @@ def parse_junit(path: Path, *, per_backend: bool = False) -> tuple[dict[str, str
     return outcomes, messages
 
 
+def junit_seconds(path: Path) -> float:
+    """How long the run's tests took, as its junit report says."""
+    root = ElementTree.parse(path).getroot()  # noqa: S314 (our own pytest run's report)
+    return sum(float(suite.get("time", 0)) for suite in root.iter("testsuite"))
+
+
 def load_allowlist(path: Path = ALLOWLIST) -> list[Allowance]:
     """The allow-list's entries; each must name suite, driver, route, test and a reason."""
     if not path.exists():
@@ -212,13 +218,19 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def difference_lines(differences: list[Difference]) -> list[str]:
-    """One line per difference: run, test, outcome and the first line of its error."""
-    return [
+    """One line per difference: run, test, outcome and the first line of its error (allowed ones by reason)."""
+    lines = [
         f"{difference.key.name}  {difference.test}  {difference.outcome}"
         + (f": {difference.message}" if difference.message else "")
-        + (f"  [allowed: {difference.reason}]" if difference.reason else "")
         for difference in differences
+        if difference.reason is None
     ]
+    reasons = dict.fromkeys(difference.reason for difference in differences if difference.reason is not None)
+    for reason in reasons:
+        runs = [difference for difference in differences if difference.reason == reason]
+        tests = sorted({difference.test for difference in runs})
+        lines.append(f"{', '.join(tests)} on {len(runs)} run(s), allowed: {reason}")
+    return lines
 
 
 def as_json(difference: Difference) -> dict[str, Any]:
