@@ -12,7 +12,7 @@ RUNTIME_VENV = .venv-$(RUNTIME_PYTHON)
 PORT ?= 3000
 
 .PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate revision demo api test check lint types pytest \
-        pytest-runtime test-unit test-integration test-faults test-load bench fmt clean doctor neon-ctl
+        pytest-runtime test-unit test-integration test-faults test-load bench fmt clean doctor neon-ctl conformance
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
@@ -70,8 +70,10 @@ pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on 
 	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
 
 # Not run again on the runtime's Python: the functions these tests drive through the local Lambda already ran on it
-# in the first pass (the local runtime picks .venv-3.13 whatever runs pytest), and the others test our tools.
-RUNTIME_PASS_SKIPS := test_fuzz_api test_http_api test_invoke test_local_runtime test_local_stack test_proxy test_bench_smoke
+# in the first pass (the local runtime picks .venv-3.13 whatever runs pytest), and the others test our tools
+# (test_conformance: the conformance subset, once per `make test` is its budget; `make conformance` runs it all).
+RUNTIME_PASS_SKIPS := test_fuzz_api test_http_api test_invoke test_local_runtime test_local_stack test_proxy test_bench_smoke \
+	test_conformance
 
 pytest-runtime:  ## the integration tier's in-process tests again on the deployed runtime's Python (.venv-3.13)
 	@if [ -x $(RUNTIME_VENV)/bin/pytest ]; then \
@@ -99,6 +101,11 @@ test-faults: stack-up  ## fault injection (proxy faults, server restarts) with r
 test-load: stack-up  ## hundreds of simulated execution environments through the pooler
 	@$(BIN)/pytest tests/load
 
+# Not part of `make test` (a representative subset is: tests/integration/test_conformance.py); CI runs it in its own
+# workflow (.github/workflows/conformance.yml) and the weekly dependency watch on the newest releases.
+conformance: venv  ## SQLAlchemy's and pg8000's own suites: the kit's drivers vs stock, on a throwaway cluster (ARGS=--help)
+	@$(PYTHON) -m tools.conformance $(ARGS)
+
 bench: migrate  ## round trips, server hold, cold start and scale: template vs seed and psycopg 3; writes bench/results.md (~6 min)
 	@$(PYTHON) -m tools.bench
 
@@ -106,7 +113,7 @@ fmt: venv  ## format and auto-fix with ruff
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean: stack-clean  ## stop the stack, delete .stack/, the venvs and caches
-	rm -rf $(VENV) $(RUNTIME_VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) .venv-sam .venv-checkov .aws-sam .pytest_cache .mypy_cache .ruff_cache .cache
 
 -include tools/sam.mk
 -include tools/lint.mk

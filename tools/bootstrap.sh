@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make demo` / `make test` need on a fresh Debian/Ubuntu machine, and nothing that is already there.
-#   tools/bootstrap.sh system   PostgreSQL server binaries, PgBouncer, openssl, psql (apt-get, when missing)
+#   tools/bootstrap.sh system   PostgreSQL server binaries (with contrib's hstore/citext), PgBouncer, openssl, psql
+#                               (apt-get, when missing)
 #   tools/bootstrap.sh venv     .venv with requirements-dev.txt (re-installed when the requirements change), plus
 #                               other pg8000 releases under .venv/pg8000/<version> for the driver fallback tests
 #   tools/bootstrap.sh runtime-venv 3.13
@@ -17,6 +18,12 @@ system() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || [ -n "${PG_BIN:-}" ] \
     || missing+=(postgresql)
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  # hstore and citext, which `make conformance` creates for SQLAlchemy's and pg8000's suites: Debian's and
+  # Ubuntu's postgresql-NN ship them; where a server is installed without them, they are postgresql-contrib.
+  if [ -z "${PG_BIN:-}" ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && ! ls /usr/share/postgresql/*/extension/hstore.control >/dev/null 2>&1; then
+    missing+=(postgresql-contrib)
+  fi
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0

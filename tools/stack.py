@@ -305,20 +305,24 @@ def _make_standin_cert(cert_dir: Path) -> None:
 # --------------------------------------------------------------------------- neon stand-in
 
 
-def _standin_pid_file() -> Path:
-    return STACK_DIR / "standin.pid"
+def _standin_pid_file(home: Path | None = None) -> Path:
+    return (home or STACK_DIR) / "standin.pid"
 
 
-def _start_standin(state: StackState) -> None:
-    """Start tools/neon_standin.py as this user (it needs no server files); its log is .stack/standin.log."""
-    if _pid_alive(_standin_pid_file()):
+def _start_standin(state: StackState, *, home: Path | None = None, upstream_port: int | None = None) -> None:
+    """Start tools/neon_standin.py as this user (it needs no server files); its log is .stack/standin.log.
+
+    ``home`` holds its certificates, pid and log (.stack/ by default); ``upstream_port`` is PgBouncer's by default.
+    """
+    home = home or STACK_DIR
+    if _pid_alive(_standin_pid_file(home)):
         return
-    certs = STACK_DIR / "certs"
-    log = STACK_DIR / "standin.log"
+    certs = home / "certs"
+    log = home / "standin.log"
     argv = [
         sys.executable, "-m", "tools.neon_standin", "serve",
         "--listen-port", str(state.standin_port), "--control-port", str(state.standin_control_port),
-        "--upstream-port", str(state.pgbouncer_port),
+        "--upstream-port", str(upstream_port or state.pgbouncer_port),
         "--cert", str(certs / "standin.crt"), "--key", str(certs / "standin.key"), "--ca", str(certs / "ca.crt"),
         "--endpoint", ENDPOINT_ID, "--domain", ENDPOINT_DOMAIN,
     ]  # fmt: skip
@@ -326,13 +330,13 @@ def _start_standin(state: StackState) -> None:
         process = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
         )
-    _standin_pid_file().write_text(f"{process.pid}\n")
+    _standin_pid_file(home).write_text(f"{process.pid}\n")
     _wait_for_port(state.standin_port, 30, "the Neon stand-in", log)
     _wait_for_port(state.standin_control_port, 30, "the Neon stand-in's control port", log)
 
 
-def _stop_standin() -> None:
-    pid_file = _standin_pid_file()
+def _stop_standin(home: Path | None = None) -> None:
+    pid_file = _standin_pid_file(home)
     pid = _pid_alive(pid_file)
     if pid is not None:
         _terminate(pid)
@@ -344,6 +348,11 @@ def _terminate(pid: int) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
+        # A child of this process (the stand-in, when the same process started it) stays a zombie until reaped,
+        # and kill(pid, 0) succeeds on a zombie: reap it, or this waits the whole 15 s for nothing.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -489,11 +498,12 @@ log_disconnections = 0
     return config
 
 
-def _start_pgbouncer(state: StackState) -> None:
+def _start_pgbouncer(state: StackState, config: Path | None = None) -> None:
+    """Start PgBouncer with the stack's configuration, or ``config`` (its pidfile and logfile in the runtime dir)."""
     pid_file = state.runtime / "pgbouncer.pid"
     if _pid_alive(pid_file):
         return
-    config = _write_pgbouncer_config(state)
+    config = config or _write_pgbouncer_config(state)
     log = state.runtime / "pgbouncer.log"
     # runuser resets the soft descriptor limit to 1024; PgBouncer needs one per client and server connection.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

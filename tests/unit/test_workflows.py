@@ -50,8 +50,8 @@ def make_targets() -> set[str]:
     return {target for line in re.findall(r"^([a-zA-Z][\w -]*):(?!=)", text, re.MULTILINE) for target in line.split()}
 
 
-def test_the_three_workflows_exist() -> None:
-    assert workflow_files() == ["ci.yml", "deploy.yml", "preview.yml"]
+def test_the_five_workflows_exist() -> None:
+    assert workflow_files() == ["ci.yml", "conformance.yml", "dependency-watch.yml", "deploy.yml", "preview.yml"]
 
 
 def test_ci_runs_exactly_what_dot_ci_run_runs() -> None:
@@ -92,11 +92,14 @@ def test_permissions_are_declared_everywhere_and_oidc_only_where_aws_is_used(nam
         uses_oidc = any(str(step.get("uses", "")).startswith(OIDC_ACTION) for step in job.get("steps", []))
         assert (granted.get("id-token") == "write") is uses_oidc, f"{name}/{job_id}: id-token only for AWS"
         writes = {scope for scope, level in granted.items() if level == "write"} - {"id-token"}
-        assert writes <= {"pull-requests"}, f"{name}/{job_id}: writes {writes}"
-        if "pull-requests" in writes:
-            # The job that may write to the pull request runs no code of the PR and holds no AWS credentials.
+        allowed = {"issues"} if (name, job_id) == ("dependency-watch.yml", "issue") else {"pull-requests"}
+        assert writes <= allowed, f"{name}/{job_id}: writes {writes}"
+        if writes:
+            # The job that may write to the pull request or an issue runs no code of the repository (no checkout,
+            # no scripts) and holds no AWS credentials.
             assert not uses_oidc
             assert not any("run" in s for s in job["steps"])
+            assert not any(str(s.get("uses", "")).startswith("actions/checkout@") for s in job["steps"])
 
 
 @pytest.mark.parametrize("name", workflow_files())
@@ -118,7 +121,8 @@ def test_every_make_verb_and_tool_command_in_the_workflows_exists(name: str) -> 
             for command in re.findall(r"(?m)^\s*make ([\w-]+)", str(step.get("run", ""))):
                 assert command in targets, f"{name}: make {command} is not a Makefile target"
             for module in re.findall(r"-m (tools\.\w+)", str(step.get("run", ""))):
-                assert (ROOT / (module.replace(".", "/") + ".py")).exists(), module
+                path = ROOT / module.replace(".", "/")
+                assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), module
             for subcommand in re.findall(r"-m tools\.preview ([\w-]+)", str(step.get("run", ""))):
                 assert subcommand in {"put-database-url", "stack-output", "smoke", "delete"}, subcommand
 
@@ -246,3 +250,68 @@ def test_the_deploy_roles_trust_only_this_repositorys_pull_requests_and_producti
     (create,) = [s for s in policy if "iam:CreateRole" in s["Action"]]
     assert create["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": {"Ref": "FunctionRoleBoundary"}}}
     assert not [s for s in policy if s["Action"] == "*" or "iam:*" in s["Action"]]
+
+
+def test_conformance_runs_make_conformance_on_pull_requests_and_main_and_keeps_its_results() -> None:
+    workflow = load("conformance.yml")
+    assert {"pull_request", "push"} <= set(workflow["on"])
+    assert workflow["on"]["push"]["branches"] == ["main"]
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}
+    job_steps = job["steps"]
+    runs = [step["run"] for step in job_steps if "run" in step]
+    assert runs[0] == "make conformance"
+    upload = job_steps[step_index(job_steps, uses="actions/upload-artifact")]
+    assert upload["if"] == "always()"
+    assert ".cache/conformance/results.json" in upload["with"]["path"]
+
+
+def test_dependency_watch_is_weekly_and_tests_the_newest_releases_with_conformance_and_both_drivers() -> None:
+    from tools.conformance.sources import WATCHED_PACKAGES
+
+    workflow = load("dependency-watch.yml")
+    assert workflow["permissions"] == {}
+    assert "workflow_dispatch" in workflow["on"]
+    (schedule,) = workflow["on"]["schedule"]
+    _minute, _hour, day_of_month, month, day_of_week = schedule["cron"].split()
+    assert (day_of_month, month) == ("*", "*"), "once a week"
+    assert day_of_week.isdigit(), "once a week"
+    job = workflow["jobs"]["watch"]
+    assert job["permissions"] == {"contents": "read"}
+    job_steps = steps(workflow, "watch")
+    install = step_index(job_steps, run="pip install")
+    installed = job_steps[install]["run"]
+    assert "make venv" in installed
+    assert installed.index("make venv") < installed.index("--upgrade")
+    assert all(package in installed for package in WATCHED_PACKAGES)
+    conformance = step_index(job_steps, run="make conformance ARGS=--unpinned")
+    tiers = step_index(job_steps, run="make --no-print-directory pytest pytest-runtime")
+    report = step_index(job_steps, run="tools.conformance watch-report")
+    fail = step_index(job_steps, run="exit 1")
+    assert install < conformance < tiers < report < fail
+    # Every check runs and is reported even when an earlier one failed; the workflow still fails visibly.
+    assert job_steps[conformance]["continue-on-error"] is True
+    assert job_steps[tiers]["continue-on-error"] is True
+    assert job_steps[report]["if"] == "always()"
+    assert job_steps[fail]["if"] == "steps.report.outputs.verdict != 'pass'"
+    # The gate is widened in this checkout only from the conformance results, before the tiers run on it.
+    tier_script = job_steps[tiers]["run"]
+    assert tier_script.index("tools.conformance range --write") < tier_script.index("make --no-print-directory")
+    assert set(job["outputs"]) == {"verdict", "proposal", "report"}
+
+
+def test_only_the_dependency_watch_issue_job_writes_issues_from_the_watch_report() -> None:
+    workflow = load("dependency-watch.yml")
+    job = workflow["jobs"]["issue"]
+    assert job["permissions"] == {"issues": "write"}
+    assert job["needs"] == "watch"
+    assert "always()" in job["if"]
+    (step,) = job["steps"]
+    assert str(step["uses"]).startswith("actions/github-script@")
+    assert step["env"]["REPORT"] == "${{ needs.watch.outputs.report }}"
+    # The report reaches the script as data (env), never pasted into it.
+    assert "${{" not in step["with"]["script"]
+    for name in workflow_files():
+        for job_id, other in load(name)["jobs"].items():
+            if (name, job_id) != ("dependency-watch.yml", "issue"):
+                assert other.get("permissions", {}).get("issues") != "write", f"{name}/{job_id}"
