@@ -62,7 +62,7 @@ types:  ## mypy --strict over handlers, lib, tests, tools
 	@$(BIN)/mypy
 
 STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py \
-	tests/integration/test_sqlalchemy_semantics.py tests/integration/test_session.py
+	tests/integration/test_sqlalchemy_semantics.py tests/integration/test_session.py tests/integration/test_replica.py
 
 # sam-venv: tests/unit/test_sam_cli.py asks SAM CLI (in .venv-sam) for the routes and the translated template.
 pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect
