@@ -444,8 +444,9 @@ class Standin:
         # Totals over every endpoint, and what happened before an endpoint was known (TLS, refusals).
         self.counters = Counters()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server_tls = self._make_server_tls()
-        self._upstream_tls = ssl.create_default_context(cafile=str(config.ca))
+        # Made when serving starts: the control logic needs no certificate files (unit tests drive it directly).
+        self._server_tls: ssl.SSLContext | None = None
+        self._upstream_tls: ssl.SSLContext | None = None
 
     @property
     def scenario(self) -> Scenario:
@@ -473,6 +474,8 @@ class Standin:
 
     async def serve_forever(self) -> None:
         """Listen for clients and for control requests until cancelled."""
+        self._server_tls = self._make_server_tls()
+        self._upstream_tls = ssl.create_default_context(cafile=str(self.config.ca))
         loop = asyncio.get_running_loop()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -607,7 +610,7 @@ class Standin:
             except (OSError, ConnectionError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
                 raise _Refused("compute_unreachable", COULD_NOT_CONNECT) from None
             try:
-                up_writer.write(startup_message(forwarded_params(_routed(params, compute.route))))
+                up_writer.write(startup_message(forwarded_params(routed(params, compute.route))))
                 if await self._relay_startup(reader, writer, up_reader, up_writer, user, compute):
                     await self._relay_session(reader, writer, up_reader, up_writer, compute)
             finally:
@@ -808,7 +811,7 @@ class Standin:
         }
 
 
-def _routed(params: dict[str, str], route: Route) -> dict[str, str]:
+def routed(params: dict[str, str], route: Route) -> dict[str, str]:
     """The startup parameters with the database renamed to the pooler's alias for the endpoint's compute."""
     if not route.database_suffix:
         return params
