@@ -574,8 +574,9 @@ def run_in_transaction(
     With a read replica configured (DATABASE_READ_URL), a `read_only` unit runs there, and on the primary instead
     when the replica cannot serve it: refused, not connected within its budget, its connection lost, lagging more
     than DB_REPLICA_MAX_LAG, or not yet past `after_lsn` (a commit_lsn() a client carried back: the unit then sees
-    that write). A write in a read-only unit is refused by the server wherever it runs. Write units report where
-    the WAL stood after their commit (lib.dbkit.replica.commit_lsn()).
+    that write; other units run on the primary, which has every commit, so it changes nothing for them). A write
+    in a read-only unit is refused by the server wherever it runs. Write units report where the WAL stood after
+    their commit (lib.dbkit.replica.commit_lsn()).
 
     Re-runs `work` once when the connection fails before anything could have been committed (a dead reused
     connection), and waits briefly when the pool is exhausted. A connection failure once a commit was sent (COMMIT,

@@ -112,27 +112,30 @@ class ReplicaUnavailableError(Exception):
 
 
 def fallback_for(error: BaseException, *, connected: bool) -> Fallback | None:
-    """The fallback a replica failure calls for; None for an error the unit's own work caused (raised as is)."""
+    """The fallback a replica failure calls for; None for an error the unit's own work caused (raised as is).
+
+    `connected`: the unit had its connection (the failure came from a statement), else the connect failed.
+    """
     code = sqlstate(error)
     shown = {"error": type(error).__name__, "sqlstate": code}
+    if not connected:
+        if isinstance(error, sqlalchemy.exc.TimeoutError):
+            return Fallback("replica pool exhausted", details=shown)
+        if isinstance(error, DatabaseProviderRefusedError):
+            details = {**shown, "provider_reason": error.reason, "action": error.action}
+            return Fallback("replica refused by the provider", REFUSED_COOLDOWN_SECONDS, details)
+        if isinstance(error, ConfigError):
+            # The replica's URL or secret is wrong: reads still work, on the primary; the message names the fix.
+            return Fallback("replica misconfigured", REFUSED_COOLDOWN_SECONDS, {**shown, "fix": str(error)})
+        # Whatever else stopped the connect (a refusal, a compute waking past the budget, a network error): the
+        # unit has sent nothing, and the primary may well be up.
+        return Fallback("replica unreachable", UNREACHABLE_COOLDOWN_SECONDS, {**shown, "detail": describe(error)})
     if code == LAG_SQLSTATE:
         return Fallback("replica lags more than DB_REPLICA_MAX_LAG", details=shown)
     if code == BEHIND_COMMIT_SQLSTATE:
         return Fallback("replica has not replayed the commit the read must see", details=shown)
     if code == RECOVERY_CONFLICT_SQLSTATE:
         return Fallback("replica cancelled the read (conflict with recovery)", details=shown)
-    if isinstance(error, sqlalchemy.exc.TimeoutError):
-        return Fallback("replica pool exhausted", details=shown)
-    if isinstance(error, DatabaseProviderRefusedError):
-        details = {**shown, "provider_reason": error.reason, "action": error.action}
-        return Fallback("replica refused by the provider", REFUSED_COOLDOWN_SECONDS, details)
-    if isinstance(error, ConfigError):
-        # The replica's URL or secret is wrong: reads still work, on the primary; the message names the fix.
-        return Fallback("replica misconfigured", REFUSED_COOLDOWN_SECONDS, {**shown, "fix": str(error)})
-    if not connected:
-        # Whatever stopped the connect (a refusal, a compute waking past the budget, a network error): the
-        # unit has sent nothing, and the primary may well be up.
-        return Fallback("replica unreachable", UNREACHABLE_COOLDOWN_SECONDS, {**shown, "detail": describe(error)})
     if _connection_lost(error):
         return Fallback("replica connection lost", details=shown)
     return None

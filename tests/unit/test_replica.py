@@ -97,6 +97,7 @@ def test_what_the_replica_could_not_serve_falls_back(
         _server_error("42601", "syntax error"),
         _server_error("57014", "canceling statement due to statement timeout"),
         ZeroDivisionError(),
+        DatabaseLoginError("an app error that happens to be a ConfigError, raised by the work"),
     ],
 )
 def test_what_the_work_itself_caused_is_raised_not_hidden_by_a_fallback(error: BaseException) -> None:
