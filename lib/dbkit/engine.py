@@ -53,6 +53,9 @@ CONNECT_MAX_ATTEMPTS = 8
 EXHAUSTION_RETRIES = 2
 # A connect attempt's socket timeout never goes below these (the primary's as before; the replica's budget is short).
 MIN_CONNECT_ATTEMPT_SECONDS = {PRIMARY: 0.5, REPLICA: 0.1}
+# The share of the invocation's remaining time a unit may spend on each: a replica that stops answering mid-unit
+# (a partition, a stalled compute) leaves the primary the other half to run the unit again.
+TIME_SHARE = {PRIMARY: 1.0, REPLICA: 0.5}
 UNIT_OF_WORK_ATTEMPTS = 2
 RETRY_AFTER_SECONDS = 1
 # The server's limits end this much before the client's socket timeout, so the server cancels the statement
@@ -229,13 +232,13 @@ class _Connector:
         return connection
 
     def _server_limits(self) -> pg_pipeline.ServerLimits:
-        return server_limits(self.settings)
+        return server_limits(self.settings, share=TIME_SHARE[self.role])
 
 
-def server_limits(settings: Settings) -> pg_pipeline.ServerLimits:
-    """The limits for a transaction starting now: the invocation's remaining time in Lambda, else the settings'."""
+def server_limits(settings: Settings, *, share: float = 1.0) -> pg_pipeline.ServerLimits:
+    """The limits for a transaction starting now: `share` of the invocation's remaining time, else the settings'."""
     if has_deadline():
-        remaining = remaining_seconds() - DEADLINE_MARGIN_SECONDS
+        remaining = (remaining_seconds() - DEADLINE_MARGIN_SECONDS) * share
         limit_ms = max(MIN_SERVER_LIMIT_MS, int((remaining - SERVER_LIMIT_SLACK_SECONDS) * 1000))
         # A frozen or killed invocation can hold nothing past its deadline: the server ends that session.
         return pg_pipeline.ServerLimits(limit_ms, limit_ms, max(MIN_SERVER_LIMIT_MS, int(remaining * 1000)))
@@ -362,7 +365,7 @@ def _install_guards(engine: Engine, settings: Settings, role: str) -> None:
             # run_in_transaction, a Session on get_engine() or engine.begin() started it. On the DB-API cursor: the
             # kit's statement, not one of the work's (no events, no echo, not counted as the unit's statement).
             unit = unit_of(conn)
-            limits = server_limits(settings)
+            limits = server_limits(settings, share=TIME_SHARE[role])
             sql = limits.set_local_sql(read_only=unit is not None and unit.read_only)
             # The replica's staleness guard rides in the same simple query: no round trip of its own.
             sql += f"{unit.guard};\n" if unit is not None and unit.guard else ""
@@ -392,13 +395,13 @@ def _install_guards(engine: Engine, settings: Settings, role: str) -> None:
         checked_in_at = record.info.get("checked_in_at")
         if checked_in_at is not None and time.monotonic() - checked_in_at > idle_ping_seconds:
             pool_events.current(role).idle_pings += 1
-            _bound_statement_time(dbapi_connection)
+            _bound_statement_time(dbapi_connection, share=TIME_SHARE[role])
             try:
                 engine.dialect.do_ping(dbapi_connection)
             except Exception as error:
                 reason = f"idle connection failed its ping: {type(error).__name__}"
                 raise sqlalchemy.exc.DisconnectionError(reason) from error
-        _bound_statement_time(dbapi_connection)
+        _bound_statement_time(dbapi_connection, share=TIME_SHARE[role])
 
 
 _PLAIN_SELECT: Final = re.compile(r"\s*SELECT\b", re.IGNORECASE)
@@ -420,10 +423,11 @@ def _several_statements(context: Any, parameters: Any) -> bool:
     return row_at_a_time or rows > page or rows * one_row_params > dialect.insertmanyvalues_max_parameters
 
 
-def _bound_statement_time(dbapi_connection: Any) -> None:
-    # In Lambda a hung statement must fail before the invocation is killed, so the client gets a clean 503;
-    # a long-running server has no deadline and its statements may take as long as they take.
-    timeout = max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS) if has_deadline() else None
+def _bound_statement_time(dbapi_connection: Any, *, share: float = 1.0) -> None:
+    # In Lambda a hung statement must fail before the invocation is killed, so the client gets a clean 503 (or, on
+    # the replica, the unit runs on the primary); a long-running server has no deadline and its statements may take
+    # as long as they take.
+    timeout = max(0.2, (remaining_seconds() - DEADLINE_MARGIN_SECONDS) * share) if has_deadline() else None
     _set_socket_timeout(dbapi_connection, timeout)
 
 

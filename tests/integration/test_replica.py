@@ -509,6 +509,42 @@ def test_no_request_fails_because_the_replica_is_away(
     assert_no_secret(database.password, *lines)
 
 
+@contextmanager
+def replica_behind_proxy(
+    database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch, **extra: str
+) -> Iterator[Proxy]:
+    """The app with its read replica reached through tools/proxy.py (round trips counted, faults on demand)."""
+    host, port = connect_address(replica_url)
+    with Proxy(host, port) as proxy:
+        _configure(monkeypatch, database, with_port(replica_url, proxy.port), **extra)
+        monkeypatch.setenv("DB_POOLER_HOSTS", f"{database.pooler_hosts},{pooler_entry(replica_url, proxy.port)}")
+        reset_database_state()
+        try:
+            yield proxy
+        finally:
+            reset_database_state()
+
+
+def test_a_replica_that_stops_answering_mid_unit_leaves_the_primary_half_the_time(
+    database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch, probe_table: None
+) -> None:
+    with replica_behind_proxy(database, replica_url, monkeypatch) as proxy:
+        with invoked():
+            assert on_standby(single_statement=True)  # a warm replica connection: the stall meets a unit
+        proxy.blackhole = True  # a partition: nothing comes back, nothing is refused
+        try:
+            with invoked(timeout_ms=4_000) as run:
+                started = time.monotonic()
+                assert not on_standby(single_statement=True)
+                elapsed = time.monotonic() - started
+        finally:
+            proxy.blackhole = False
+    (fallback,) = run.fallbacks()
+    assert fallback["reason"] == "replica connection lost"
+    # Half of what was left (4 s less the 0.5 s answer margin) on the replica, then the primary answered.
+    assert 1.5 < elapsed < 2.5
+
+
 # --- round trips --------------------------------------------------------------------------------------------------
 
 
@@ -516,19 +552,11 @@ def test_no_request_fails_because_the_replica_is_away(
 def test_a_warm_read_on_the_replica_is_one_round_trip_with_the_lag_guard(
     database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch, probe_table: None
 ) -> None:
-    host, port = connect_address(replica_url)
-    with Proxy(host, port) as proxy:
-        _configure(monkeypatch, database, with_port(replica_url, proxy.port), DB_REPLICA_MAX_LAG="5")
-        monkeypatch.setenv("DB_POOLER_HOSTS", f"{database.pooler_hosts},{pooler_entry(replica_url, proxy.port)}")
-        reset_database_state()
-        try:
-            with invoked():
-                assert on_standby(single_statement=True)  # connects: not counted
-                single = flights(proxy, lambda: on_standby(single_statement=True))
-                several = flights(proxy, on_standby)
-                token = flights(proxy, lambda: on_standby(single_statement=True, after_lsn="0/1"))
-        finally:
-            reset_database_state()
+    with replica_behind_proxy(database, replica_url, monkeypatch, DB_REPLICA_MAX_LAG="5") as proxy, invoked():
+        assert on_standby(single_statement=True)  # connects: not counted
+        single = flights(proxy, lambda: on_standby(single_statement=True))
+        several = flights(proxy, on_standby)
+        token = flights(proxy, lambda: on_standby(single_statement=True, after_lsn="0/1"))
     # The guard rides with the statement; a unit of several statements adds only its COMMIT.
     assert (single, several, token) == (1, 2, 1)
     figures.record("read replica", f"round trips of a warm read on the replica with the lag guard: {single}")
