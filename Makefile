@@ -47,7 +47,7 @@ demo: migrate  ## the main job: every function with each sample event, through A
 api: migrate  ## the HTTP API on http://127.0.0.1:3000 like `sam local start-api`, no Docker (PORT=… to change)
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.http_api --port $(PORT)
 
-neon-ctl:  ## switch the local Neon stand-in's scenario: make neon-ctl ARGS='refuse endpoint_disabled --sticky' (ARGS=status, reset, ...)
+neon-ctl:  ## switch the local Neon stand-in's scenario: make neon-ctl ARGS='refuse endpoint_disabled --sticky' (ARGS=status, reset, '--endpoint replica suspend', pause-replay, ...)
 	@$(WITH_STACK_ENV) $(PYTHON) -m tools.neon_standin ctl $(or $(ARGS),status)
 
 doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
@@ -62,7 +62,7 @@ types:  ## mypy --strict over handlers, lib, tests, tools
 	@$(BIN)/mypy
 
 STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py \
-	tests/integration/test_sqlalchemy_semantics.py tests/integration/test_session.py
+	tests/integration/test_sqlalchemy_semantics.py tests/integration/test_session.py tests/integration/test_replica.py
 
 # sam-venv: tests/unit/test_sam_cli.py asks SAM CLI (in .venv-sam) for the routes and the translated template.
 pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect

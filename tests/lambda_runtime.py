@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lib.dbkit import engine, settings
-from lib.dbkit.settings import URL_VARIABLES
+from lib.dbkit.settings import READ_URL_VARIABLES, URL_VARIABLES
 from tools.lambda_context import FakeLambdaContext
 
 __all__ = ["FakeLambdaContext", "configure_serverless", "reset_database_state"]
@@ -22,6 +22,6 @@ def configure_serverless(monkeypatch: pytest.MonkeyPatch, *, pooled_url: str, po
     monkeypatch.setenv("DATABASE_URL", pooled_url)
     monkeypatch.setenv("DB_MODE", "serverless")
     monkeypatch.setenv("DB_POOLER_HOSTS", pooler_hosts)
-    for name in (*(v for v in URL_VARIABLES if v != "DATABASE_URL"), "DB_POOL"):
+    for name in (*(v for v in URL_VARIABLES if v != "DATABASE_URL"), *READ_URL_VARIABLES, "DB_POOL"):
         monkeypatch.delenv(name, raising=False)
     reset_database_state()

@@ -3,9 +3,11 @@
 Usage::
 
     python -m tools.neon_standin serve --listen-port P --control-port C --upstream-port U \\
-        --cert standin.crt --key standin.key --ca ca.crt --endpoint ep-local-stack-123456 --domain stack.localhost
-    python -m tools.neon_standin ctl status | reset | suspend | wake | suspend-after SECONDS | wake-delay SECONDS
-    python -m tools.neon_standin ctl refuse KIND [--times N | --sticky]      # KIND: see REFUSALS
+        --cert standin.crt --key standin.key --ca ca.crt --endpoint ep-local-stack-123456 --domain stack.localhost \\
+        [--replica-endpoint ep-local-stack-read-123456]
+    python -m tools.neon_standin ctl [--endpoint replica] status | reset | suspend | wake | suspend-after SECONDS
+    python -m tools.neon_standin ctl [--endpoint replica] wake-delay SECONDS | refuse KIND [--times N | --sticky]
+    python -m tools.neon_standin ctl pause-replay | resume-replay     # the read replica's WAL replay (the stack's)
 
 Like Neon's proxy (neondatabase/neon ``proxy/src``, read, not vendored) it:
 
@@ -20,8 +22,10 @@ Like Neon's proxy (neondatabase/neon ``proxy/src``, read, not vendored) it:
   ``client_encoding=UTF8`` (``compute/mod.rs`` ``set_startup_params``), then relays the session byte for byte.
 
 It terminates the client's TLS and opens its own verified TLS to PgBouncer; SCRAM passes through (PgBouncer 1.18
-offers no SCRAM-SHA-256-PLUS, so there is no channel binding to break). Scenario controls (scale to zero after idle,
-a wake delay, scripted refusals) are switched at run time over a loopback control port.
+offers no SCRAM-SHA-256-PLUS, so there is no channel binding to break). Each endpoint is a compute of its own: a
+read replica's endpoint (``--replica-endpoint``) reaches the pooler's database for the stack's hot standby, and
+scales to zero, wakes and refuses on its own. Scenario controls (scale to zero after idle, a wake delay, scripted
+refusals), per endpoint, are switched at run time over a loopback control port.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ PROTOCOL_3_0 = 196608
 TLS_RECORD_HANDSHAKE = 0x16
 ALPN = "postgresql"
 POOLER_SUFFIX = "-pooler"
+PRIMARY = "primary"
+REPLICA = "replica"
 HANDSHAKE_TIMEOUT_S = 10.0
 UPSTREAM_TIMEOUT_S = 10.0
 MAX_STARTUP_PACKET = 10_000
@@ -309,8 +315,19 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class Route:
+    """One endpoint the stand-in serves, and which PgBouncer database its sessions reach."""
+
+    endpoint: str  # endpoint id without -pooler, e.g. ep-local-stack-123456
+    # What the compute is, as control requests may name it instead of its id: primary, replica.
+    role: str = PRIMARY
+    # Appended to the client's database name: the pooler's alias for this endpoint's compute (a read replica's).
+    database_suffix: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
-    """Where to listen and what to relay to."""
+    """Where to listen and what to relay to; the first route is the primary endpoint."""
 
     listen_port: int
     control_port: int
@@ -318,7 +335,7 @@ class Config:
     cert: Path
     key: Path
     ca: Path
-    endpoint: str
+    routes: tuple[Route, ...]
     domain: str
     listen_host: str = "127.0.0.1"
     upstream_host: str = "127.0.0.1"
@@ -344,21 +361,102 @@ class _Session:
         self.upstream.close()
 
 
-class Standin:
-    """The proxy: accepts clients, relays to PgBouncer, and plays the scenario."""
+class _Compute:
+    """One endpoint's compute as Neon runs it: its own scenario, scale to zero, wake-up and open sessions."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, route: Route) -> None:
+        self.route = route
         self.scenario = Scenario()
+        # This endpoint's share of the totals (the connection and TLS counters stay at 0: no endpoint is known yet).
         self.counters = Counters()
         self.suspended = False
-        self._last_activity = time.monotonic()
-        self._waking: asyncio.Task[None] | None = None
-        self._sessions: set[_Session] = set()
+        self.last_activity = time.monotonic()
+        self.waking: asyncio.Task[None] | None = None
+        self.sessions: set[_Session] = set()
+        self.starting = 0  # connection attempts between startup and an open session: the compute stays up
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def suspend(self) -> int:
+        """The compute stops: every open session gets FATAL 57P01 and is closed; returns how many."""
+        if self.suspended:
+            return 0
+        self.suspended = True
+        self.counters.suspends += 1
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.terminate()
+        self.counters.terminated += len(sessions)
+        LOG.info("compute %s suspended; %d open session(s) terminated", self.route.endpoint, len(sessions))
+        return len(sessions)
+
+    async def wake(self) -> bool:
+        """Wait until the compute is up (after the wake delay); True when this call found it suspended."""
+        if not self.suspended:
+            return False
+        if self.waking is None:
+            self.waking = asyncio.get_running_loop().create_task(self._wake_up(self.scenario.wake_delay))
+        # Shielded: a client that gives up does not stop the compute from starting.
+        await asyncio.shield(self.waking)
+        return True
+
+    async def _wake_up(self, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.wake_now()
+
+    def wake_now(self) -> bool:
+        """The compute is up again; True when it was suspended."""
+        was_suspended = self.suspended
+        if was_suspended:
+            self.counters.wakes += 1
+        self.suspended = False
+        self.waking = None
+        self.touch()
+        return was_suspended
+
+    def idle_enough_to_suspend(self) -> bool:
+        after = self.scenario.suspend_after
+        idle = time.monotonic() - self.last_activity
+        return after is not None and not self.suspended and self.starting == 0 and idle >= after
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": self.route.role,
+            "suspended": self.suspended,
+            "open_sessions": len(self.sessions),
+            "scenario": asdict(self.scenario),
+            "counters": asdict(self.counters),
+        }
+
+
+class Standin:
+    """The proxy: accepts clients, relays each endpoint's sessions to its PgBouncer database, plays the scenarios."""
+
+    def __init__(self, config: Config) -> None:
+        if not config.routes:
+            raise StandinError("the stand-in needs at least one endpoint")
+        self.config = config
+        self.computes = {route.endpoint: _Compute(route) for route in config.routes}
+        self.primary = self.computes[config.routes[0].endpoint]
+        # Totals over every endpoint, and what happened before an endpoint was known (TLS, refusals).
+        self.counters = Counters()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._starting = 0
-        self._server_tls = self._make_server_tls()
-        self._upstream_tls = ssl.create_default_context(cafile=str(config.ca))
+        # Made when serving starts: the control logic needs no certificate files (unit tests drive it directly).
+        self._server_tls: ssl.SSLContext | None = None
+        self._upstream_tls: ssl.SSLContext | None = None
+
+    @property
+    def scenario(self) -> Scenario:
+        """The primary endpoint's scenario."""
+        return self.primary.scenario
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the primary endpoint's compute is suspended."""
+        return self.primary.suspended
 
     def _make_server_tls(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -376,6 +474,8 @@ class Standin:
 
     async def serve_forever(self) -> None:
         """Listen for clients and for control requests until cancelled."""
+        self._server_tls = self._make_server_tls()
+        self._upstream_tls = ssl.create_default_context(cafile=str(self.config.ca))
         loop = asyncio.get_running_loop()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -397,25 +497,22 @@ class Standin:
             monitor.cancel()
             control.close()
             listener.close()
-            for session in list(self._sessions):
-                session.terminate()
-
-    def _touch(self) -> None:
-        self._last_activity = time.monotonic()
+            for compute in self.computes.values():
+                for session in list(compute.sessions):
+                    session.terminate()
 
     async def _client(self, connection: socket.socket) -> None:
         self.counters.connections += 1
-        self._touch()
-        self._starting += 1
         writer: asyncio.StreamWriter | None = None
+        compute: list[_Compute] = []  # filled in by _startup once the endpoint is known
         try:
             accepted = await asyncio.wait_for(self._negotiate(connection), HANDSHAKE_TIMEOUT_S)
             if accepted is None:
                 return
             reader, writer = accepted
-            await self._startup(reader, writer)
+            await self._startup(reader, writer, compute)
         except _Refused as refusal:
-            self._count_refusal(refusal.label)
+            self._count_refusal(refusal.label, compute[0] if compute else None)
             if writer is not None and not writer.is_closing():
                 writer.write(neon_error(refusal.message))
                 with contextlib.suppress(OSError, ConnectionError):
@@ -423,14 +520,14 @@ class Standin:
         except (OSError, ConnectionError, EOFError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
             pass
         finally:
-            self._starting -= 1
             if writer is not None:
                 writer.close()
             else:
                 connection.close()
 
-    def _count_refusal(self, label: str) -> None:
-        self.counters.refused[label] = self.counters.refused.get(label, 0) + 1
+    def _count_refusal(self, label: str, compute: _Compute | None = None) -> None:
+        for counters in (self.counters, *([compute.counters] if compute else [])):
+            counters.refused[label] = counters.refused.get(label, 0) + 1
         LOG.info("refused a connection: %s", label)
 
     async def _negotiate(self, connection: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -477,7 +574,9 @@ class Standin:
             raise ConnectionError(f"unexpected ALPN {alpn!r}")  # pglb/handshake.rs: a protocol violation
         return reader, writer
 
-    async def _startup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _startup(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, resolved: list[_Compute]
+    ) -> None:
         length = struct.unpack("!I", await asyncio.wait_for(reader.readexactly(4), HANDSHAKE_TIMEOUT_S))[0]
         if not 8 <= length <= MAX_STARTUP_PACKET:
             return
@@ -491,24 +590,33 @@ class Standin:
             raise _Refused("missing_user", "Parameter 'user' is missing in startup packet.")
         sni = getattr(writer.get_extra_info("ssl_object"), "standin_sni", None)
         endpoint = resolve_endpoint(params.get("options"), sni, self.config.domain)
-        if endpoint.removesuffix(POOLER_SUFFIX) != self.config.endpoint:
+        compute = self.computes.get(endpoint.removesuffix(POOLER_SUFFIX))
+        if compute is None:
             raise _Refused("endpoint_not_found", ENDPOINT_NOT_FOUND)
+        resolved.append(compute)
+        compute.counters.startups += 1
         if not endpoint.endswith(POOLER_SUFFIX):
-            raise _Refused("direct_endpoint", DIRECT_NOT_SERVED.format(endpoint=self.config.endpoint))
-        scripted = self.scenario.take_refusal()
+            raise _Refused("direct_endpoint", DIRECT_NOT_SERVED.format(endpoint=compute.route.endpoint))
+        scripted = compute.scenario.take_refusal()
         if scripted is not None:
             raise _Refused(scripted, REFUSALS[scripted](user))
-        await self._wake()
+        compute.touch()
+        compute.starting += 1
         try:
-            up_reader, up_writer = await self._open_upstream()
-        except (OSError, ConnectionError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
-            raise _Refused("compute_unreachable", COULD_NOT_CONNECT) from None
-        try:
-            up_writer.write(startup_message(forwarded_params(params)))
-            if await self._relay_startup(reader, writer, up_reader, up_writer, user):
-                await self._relay_session(reader, writer, up_reader, up_writer)
+            if await compute.wake():
+                self.counters.wakes += 1
+            try:
+                up_reader, up_writer = await self._open_upstream()
+            except (OSError, ConnectionError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
+                raise _Refused("compute_unreachable", COULD_NOT_CONNECT) from None
+            try:
+                up_writer.write(startup_message(forwarded_params(routed(params, compute.route))))
+                if await self._relay_startup(reader, writer, up_reader, up_writer, user, compute):
+                    await self._relay_session(reader, writer, up_reader, up_writer, compute)
+            finally:
+                up_writer.close()
         finally:
-            up_writer.close()
+            compute.starting -= 1
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
@@ -539,12 +647,13 @@ class Standin:
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
         user: str,
+        compute: _Compute,
     ) -> bool:
         """Relay authentication and startup up to ReadyForQuery; re-wrap an error the way Neon does."""
         authenticating = False
         while True:
             kind, body = await asyncio.wait_for(_read_message(up_reader), UPSTREAM_TIMEOUT_S)
-            self._touch()
+            compute.touch()
             if kind == b"E":
                 # Neon checks the password itself and says so in its own words; any other startup error of the
                 # compute reaches the client as its message only.
@@ -569,31 +678,37 @@ class Standin:
         writer: asyncio.StreamWriter,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
+        compute: _Compute,
     ) -> None:
         session = _Session(writer, up_writer)
         self.counters.sessions += 1
+        compute.counters.sessions += 1
         # No longer starting: from here on only traffic keeps the compute awake.
-        self._starting -= 1
-        self._sessions.add(session)
+        compute.starting -= 1
+        compute.sessions.add(session)
         loop = asyncio.get_running_loop()
         session.tasks = [
-            loop.create_task(self._pump(reader, up_writer, None)),
-            loop.create_task(self._pump(up_reader, writer, session.downstream)),
+            loop.create_task(self._pump(reader, up_writer, None, compute)),
+            loop.create_task(self._pump(up_reader, writer, session.downstream, compute)),
         ]
         try:
             await asyncio.wait(session.tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in session.tasks:
                 task.cancel()
-            self._sessions.discard(session)
-            self._starting += 1  # balanced by _client's finally
+            compute.sessions.discard(session)
+            compute.starting += 1  # balanced by _startup's finally
 
     async def _pump(
-        self, source: asyncio.StreamReader, target: asyncio.StreamWriter, tracker: FrameTracker | None
+        self,
+        source: asyncio.StreamReader,
+        target: asyncio.StreamWriter,
+        tracker: FrameTracker | None,
+        compute: _Compute,
     ) -> None:
         with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
             while chunk := await source.read(_READ_SIZE):
-                self._touch()
+                compute.touch()
                 if tracker is not None:
                     tracker.feed(chunk)
                 target.write(chunk)
@@ -604,44 +719,28 @@ class Standin:
     async def _monitor(self) -> None:
         while True:
             await asyncio.sleep(_MONITOR_TICK_S)
-            after = self.scenario.suspend_after
-            idle = time.monotonic() - self._last_activity
-            if after is not None and not self.suspended and self._starting == 0 and idle >= after:
-                self.suspend()
+            for compute in self.computes.values():
+                if compute.idle_enough_to_suspend():
+                    self._suspend(compute)
+
+    def _suspend(self, compute: _Compute) -> None:
+        if compute.suspended:
+            return
+        terminated = compute.suspend()
+        self.counters.suspends += 1
+        self.counters.terminated += terminated
+
+    def _wake_now(self, compute: _Compute) -> None:
+        if compute.wake_now():
+            self.counters.wakes += 1
 
     def suspend(self) -> None:
-        """The compute stops: every open session gets FATAL 57P01 and is closed; the next connect wakes it."""
-        if self.suspended:
-            return
-        self.suspended = True
-        self.counters.suspends += 1
-        sessions = list(self._sessions)
-        for session in sessions:
-            session.terminate()
-        self.counters.terminated += len(sessions)
-        LOG.info("compute suspended; %d open session(s) terminated", len(sessions))
-
-    async def _wake(self) -> None:
-        if not self.suspended:
-            return
-        if self._waking is None:
-            self._waking = asyncio.get_running_loop().create_task(self._wake_up(self.scenario.wake_delay))
-        # Shielded: a client that gives up does not stop the compute from starting.
-        await asyncio.shield(self._waking)
-
-    async def _wake_up(self, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self.wake_now()
+        """The primary endpoint's compute stops (see _Compute.suspend); the next connect wakes it."""
+        self._suspend(self.primary)
 
     def wake_now(self) -> None:
-        """The compute is up again."""
-        if self.suspended:
-            self.counters.wakes += 1
-        self.suspended = False
-        self._waking = None
-        self._touch()
+        """The primary endpoint's compute is up again."""
+        self._wake_now(self.primary)
 
     # ------------------------------------------------------------------ control
 
@@ -657,19 +756,34 @@ class Standin:
         finally:
             writer.close()
 
+    def _compute(self, name: Any) -> _Compute:
+        """The compute a control request names, by endpoint id or by role; the primary when it names none."""
+        if name is None:
+            return self.primary
+        wanted = str(name).removesuffix(POOLER_SUFFIX)
+        for compute in self.computes.values():
+            if wanted in (compute.route.endpoint, compute.route.role):
+                return compute
+        names = [f"{compute.route.role} ({compute.route.endpoint})" for compute in self.computes.values()]
+        raise StandinError(f"unknown endpoint {name!r}: expected one of {', '.join(names)}")
+
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Apply one control request; returns the status after it."""
+        """Apply one control request (to ``endpoint``, the primary when absent); returns the status after it."""
         op = request.get("op")
+        endpoint = request.get("endpoint")
+        compute = self._compute(endpoint)
         if op == "reset":
-            self.scenario = Scenario()
-            self.wake_now()
+            # Without an endpoint: every endpoint (a test's scenario never outlives it).
+            for each in self.computes.values() if endpoint is None else [compute]:
+                each.scenario = Scenario()
+                self._wake_now(each)
         elif op == "set":
             if "suspend_after" in request:
                 value = request["suspend_after"]
-                self.scenario.suspend_after = None if value is None else _seconds(value)
-                self._touch()
+                compute.scenario.suspend_after = None if value is None else _seconds(value)
+                compute.touch()
             if "wake_delay" in request:
-                self.scenario.wake_delay = _seconds(request["wake_delay"])
+                compute.scenario.wake_delay = _seconds(request["wake_delay"])
         elif op == "refuse":
             kind = request["kind"]
             if kind not in REFUSALS:
@@ -677,23 +791,32 @@ class Standin:
             times = request.get("times", 1)
             if times is not None and (not isinstance(times, int) or times < 1):
                 raise StandinError("times must be a whole number >= 1, or null for a sticky refusal")
-            self.scenario.refusals[kind] = times
+            compute.scenario.refusals[kind] = times
         elif op == "suspend":
-            self.suspend()
+            self._suspend(compute)
         elif op == "wake":
-            self.wake_now()
+            self._wake_now(compute)
         elif op != "status":
             raise StandinError(f"unknown op {op!r}: expected status, reset, set, refuse, suspend or wake")
         return self.status()
 
     def status(self) -> dict[str, Any]:
-        """Scenario, state and counters."""
+        """The primary endpoint's scenario and state, the totals, and each endpoint's own."""
         return {
-            "suspended": self.suspended,
-            "open_sessions": len(self._sessions),
-            "scenario": asdict(self.scenario),
+            "suspended": self.primary.suspended,
+            "open_sessions": len(self.primary.sessions),
+            "scenario": asdict(self.primary.scenario),
             "counters": asdict(self.counters),
+            "endpoints": {name: compute.status() for name, compute in self.computes.items()},
         }
+
+
+def routed(params: dict[str, str], route: Route) -> dict[str, str]:
+    """The startup parameters with the database renamed to the pooler's alias for the endpoint's compute."""
+    if not route.database_suffix:
+        return params
+    # Postgres' default database is the user's name.
+    return {**params, "database": params.get("database", params.get("user", "")) + route.database_suffix}
 
 
 async def _readable(connection: socket.socket) -> bool:
@@ -736,11 +859,16 @@ CONTROL_VARIABLE = "NEON_STANDIN_CONTROL"
 
 
 class StandinControl:
-    """Switch the running stand-in's scenario from tests, tools and ``make`` (one request per call)."""
+    """Switch the running stand-in's scenario from tests, tools and ``make`` (one request per call).
 
-    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+    Requests go to one endpoint: ``endpoint`` (an endpoint id, or a role: primary, replica), the primary when None;
+    ``on(...)`` gives the same control bound to another endpoint. ``reset()`` without an endpoint resets them all.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0, endpoint: str | None = None) -> None:
         self.address = (host, port)
         self.timeout = timeout
+        self.endpoint = endpoint
 
     @classmethod
     def parse(cls, address: str) -> StandinControl:
@@ -750,8 +878,14 @@ class StandinControl:
             raise StandinError(f"{CONTROL_VARIABLE}={address!r} is not host:port")
         return cls(host, int(port))
 
+    def on(self, endpoint: str | None) -> StandinControl:
+        """The same stand-in, with requests going to ``endpoint`` (an id or a role; None: the primary)."""
+        return StandinControl(*self.address, timeout=self.timeout, endpoint=endpoint)
+
     def request(self, **fields: Any) -> dict[str, Any]:
         """Send one request; the stand-in's status after it."""
+        if self.endpoint is not None:
+            fields = {**fields, "endpoint": self.endpoint}
         try:
             with socket.create_connection(self.address, self.timeout) as sock:
                 sock.sendall(json.dumps(fields).encode() + b"\n")
@@ -768,8 +902,17 @@ class StandinControl:
         """State and counters."""
         return self.request(op="status")
 
+    def endpoint_status(self) -> dict[str, Any]:
+        """This control's endpoint: its role, state, scenario and its own counters."""
+        endpoints: dict[str, dict[str, Any]] = self.status()["endpoints"]
+        wanted = (self.endpoint or PRIMARY).removesuffix(POOLER_SUFFIX)
+        for name, status in endpoints.items():
+            if wanted in (name, status["role"]):
+                return status
+        raise StandinError(f"the stand-in serves no endpoint {wanted!r}")
+
     def reset(self) -> dict[str, Any]:
-        """No refusals, no suspend timer, no wake delay, compute up."""
+        """No refusals, no suspend timer, no wake delay, compute up (every endpoint's, unless bound to one)."""
         return self.request(op="reset")
 
     def configure(self, **settings: float | None) -> dict[str, Any]:
@@ -810,8 +953,18 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("cert", "key", "ca"):
         serve.add_argument(f"--{name}", type=Path, required=True)
     serve.add_argument("--endpoint", required=True, help="endpoint id without -pooler, e.g. ep-local-stack-123456")
+    serve.add_argument("--replica-endpoint", help="a read replica's endpoint id on the same branch (optional)")
+    serve.add_argument(
+        "--replica-database-suffix",
+        default="_replica",
+        help="the replica's sessions go to the pooler's database <name><suffix> (default _replica)",
+    )
     serve.add_argument("--domain", required=True, help="what follows the endpoint label in host names")
     ctl = commands.add_parser("ctl", help="switch the running stand-in's scenario")
+    ctl.add_argument(
+        "--endpoint",
+        help="the endpoint to act on: primary (default), replica, or an endpoint id; reset without it resets all",
+    )
     actions = ctl.add_subparsers(dest="action", required=True)
     for name in ("status", "reset", "suspend", "wake"):
         actions.add_parser(name)
@@ -826,11 +979,23 @@ def _parser() -> argparse.ArgumentParser:
     how_long = refuse.add_mutually_exclusive_group()
     how_long.add_argument("--times", type=int, default=1, help="refuse this many attempts (default 1)")
     how_long.add_argument("--sticky", action="store_true", help="refuse every attempt until `ctl reset`")
+    actions.add_parser("pause-replay", help="the read replica stops replaying WAL (pg_wal_replay_pause): it lags")
+    actions.add_parser("resume-replay", help="the read replica replays WAL again (pg_wal_replay_resume)")
     return parser
 
 
 def _ctl(args: argparse.Namespace) -> dict[str, Any]:
-    control = _control_from_env()
+    if args.action in ("pause-replay", "resume-replay"):
+        # Not the proxy's business: the stack's standby, over its admin socket.
+        if args.endpoint not in (None, REPLICA):
+            raise StandinError(f"{args.action} acts on the read replica only: drop --endpoint {args.endpoint}")
+        from tools.stack import StackError, set_replay_paused
+
+        try:
+            return set_replay_paused(args.action == "pause-replay")
+        except StackError as error:
+            raise StandinError(str(error)) from None
+    control = _control_from_env().on(args.endpoint)
     if args.action == "suspend-after":
         return control.configure(suspend_after=None if args.seconds == "off" else float(args.seconds))
     if args.action == "wake-delay":
@@ -851,6 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s neon_standin %(message)s", stream=sys.stderr)
+    routes = [Route(args.endpoint)]
+    if args.replica_endpoint:
+        routes.append(Route(args.replica_endpoint, role=REPLICA, database_suffix=args.replica_database_suffix))
     config = Config(
         listen_port=args.listen_port,
         control_port=args.control_port,
@@ -858,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         cert=args.cert,
         key=args.key,
         ca=args.ca,
-        endpoint=args.endpoint,
+        routes=tuple(routes),
         domain=args.domain,
     )
     asyncio.run(_serve(Standin(config)))

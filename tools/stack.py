@@ -5,7 +5,8 @@ Usage: ``python -m tools.stack up|down|status|env|restart-pgbouncer|restart-post
 The pooled URL goes client -> tools/neon_standin.py (Neon's proxy: SNI endpoint, Neon's errors, scale to zero)
 -> PgBouncer -> Postgres, and names the endpoint in its host name as Neon's does; ``hostaddr`` makes clients connect
 to 127.0.0.1 while TLS uses the host name (SNI, certificate check), so nothing resolves it. The direct URL goes
-straight to Postgres.
+straight to Postgres. A read replica is a second endpoint on the stand-in: a hot standby streaming from the primary
+(made with pg_basebackup), behind its own PgBouncer database, like a Neon read replica compute on the same branch.
 
 Everything lives in ``.stack/`` (git-ignored). When run as root the servers run as an unprivileged user
 (``postgres`` if it exists, else ``neonstack``), because initdb/postgres/pgbouncer refuse to run as root.
@@ -56,6 +57,9 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
 
 DATABASE = "neondb"
 SINGLE_POOL_DATABASE = "neondb_single"
+# PgBouncer's database for the hot standby; the stand-in sends the read replica endpoint's sessions there.
+REPLICA_DATABASE_SUFFIX = "_replica"
+REPLICA_DATABASE = DATABASE + REPLICA_DATABASE_SUFFIX
 USER = "neondb_owner"
 MAX_CONNECTIONS = 20
 DEFAULT_POOL_SIZE = 10
@@ -66,6 +70,9 @@ FALLBACK_SERVICE_USER = "neonstack"
 ENDPOINT_ID = "ep-local-stack-123456"
 ENDPOINT_DOMAIN = "stack.localhost"
 POOLED_HOST = f"{ENDPOINT_ID}-pooler.{ENDPOINT_DOMAIN}"
+# The read replica's endpoint, as Neon names a read replica compute on the same branch: its own id and host.
+READ_ENDPOINT_ID = "ep-local-stack-read-123456"
+READ_POOLED_HOST = f"{READ_ENDPOINT_ID}-pooler.{ENDPOINT_DOMAIN}"
 LOOPBACK = "127.0.0.1"
 
 
@@ -86,6 +93,8 @@ class StackState:
     # Added with the Neon stand-in; 0 in state files written before it (ports are then picked at start).
     standin_port: int = 0
     standin_control_port: int = 0
+    # Added with the read replica (a hot standby); 0 in older state files (a port is then picked at start).
+    standby_port: int = 0
 
     @property
     def runtime(self) -> Path:
@@ -111,6 +120,16 @@ class StackState:
         return self.url(self.pg_port)
 
     @property
+    def database_read_url(self) -> str:
+        """The read replica, pooled, as Neon's: through the stand-in, the replica's endpoint in the host name."""
+        return self.url(self.standin_port, host=READ_POOLED_HOST)
+
+    @property
+    def direct_database_read_url(self) -> str:
+        """The hot standby itself (admin, tests that read its state)."""
+        return self.url(self.standby_port)
+
+    @property
     def single_pool_database_url(self) -> str:
         """PgBouncer's alias with one server connection (pooler tests), straight to PgBouncer."""
         return self.url(self.pgbouncer_port, SINGLE_POOL_DATABASE)
@@ -126,12 +145,16 @@ class StackState:
 
     @property
     def pooler_hosts(self) -> str:
-        return f"{POOLED_HOST}:{self.standin_port},localhost:{self.pgbouncer_port}"
+        return (
+            f"{POOLED_HOST}:{self.standin_port},{READ_POOLED_HOST}:{self.standin_port},localhost:{self.pgbouncer_port}"
+        )
 
     def env_lines(self) -> list[str]:
         values = {
             "DATABASE_URL": self.database_url,
             "DIRECT_DATABASE_URL": self.direct_database_url,
+            "DATABASE_READ_URL": self.database_read_url,
+            "DIRECT_DATABASE_READ_URL": self.direct_database_read_url,
             "SINGLE_POOL_DATABASE_URL": self.single_pool_database_url,
             "PGBOUNCER_DATABASE_URL": self.pgbouncer_database_url,
             "DB_POOLER_HOSTS": self.pooler_hosts,
@@ -139,6 +162,7 @@ class StackState:
             "STACK_STANDIN_PORT": str(self.standin_port),
             "STACK_PGBOUNCER_PORT": str(self.pgbouncer_port),
             "STACK_POSTGRES_PORT": str(self.pg_port),
+            "STACK_STANDBY_PORT": str(self.standby_port),
             "STACK_CA_FILE": str(self.ca_file),
         }
         return [f"export {name}='{value}'" for name, value in values.items()]
@@ -325,6 +349,7 @@ def _start_standin(state: StackState, *, home: Path | None = None, upstream_port
         "--upstream-port", str(upstream_port or state.pgbouncer_port),
         "--cert", str(certs / "standin.crt"), "--key", str(certs / "standin.key"), "--ca", str(certs / "ca.crt"),
         "--endpoint", ENDPOINT_ID, "--domain", ENDPOINT_DOMAIN,
+        "--replica-endpoint", READ_ENDPOINT_ID, "--replica-database-suffix", REPLICA_DATABASE_SUFFIX,
     ]  # fmt: skip
     with log.open("ab") as output:
         process = subprocess.Popen(
@@ -396,12 +421,13 @@ synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 log_connections = off
-"""
+{_PRIMARY_REPLICATION_CONF}"""
     with (data / "postgresql.conf").open("a") as handle:
         handle.write(conf)
     # TCP clients must use TLS and SCRAM, like Neon; the local socket (0700, service user only) is for admin.
     (data / "pg_hba.conf").write_text(
         "local all postgres trust\n"
+        f"{_REPLICATION_HBA}\n"
         "local all all scram-sha-256\n"
         "hostssl all all 127.0.0.1/32 scram-sha-256\n"
         "hostssl all all ::1/128 scram-sha-256\n"
@@ -410,9 +436,11 @@ log_connections = off
 
 
 def _start_postgres(state: StackState) -> None:
+    _start_cluster(state, state.runtime / "pgdata", state.pg_port, state.runtime / "postgres.log", "PostgreSQL")
+
+
+def _start_cluster(state: StackState, data: Path, port: int, log: Path, what: str) -> None:
     user = state.service_user or None
-    data = state.runtime / "pgdata"
-    log = state.runtime / "postgres.log"
     status = subprocess.run(
         _as_service(user, [str(Path(state.pg_bin) / "pg_ctl"), "status", "-D", str(data)]),
         capture_output=True, check=False,
@@ -420,14 +448,14 @@ def _start_postgres(state: StackState) -> None:
     if status.returncode == 0:
         return
     _run(user, [str(Path(state.pg_bin) / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data), "-l", str(log),
-                "-o", f"-p {state.pg_port}"])  # fmt: skip
-    _wait_for_port(state.pg_port, 30, "PostgreSQL", log)
+                "-o", f"-p {port}"])  # fmt: skip
+    _wait_for_port(port, 30, what, log)
 
 
-def psql_admin(state: StackState, sql: str, *, database: str = "postgres") -> str:
-    """Run `sql` as the cluster's superuser over the admin socket; returns what psql printed."""
+def psql_admin(state: StackState, sql: str, *, database: str = "postgres", port: int | None = None) -> str:
+    """Run `sql` as superuser over the admin socket (the primary, or the cluster on `port`); returns psql's output."""
     argv = [str(Path(state.pg_bin) / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-            "-h", str(state.runtime / "sock"), "-p", str(state.pg_port), "-U", "postgres", "-d", database,
+            "-h", str(state.runtime / "sock"), "-p", str(port or state.pg_port), "-U", "postgres", "-d", database,
             "-c", sql]  # fmt: skip
     return _run(state.service_user or None, argv).stdout
 
@@ -444,14 +472,104 @@ def _bootstrap_database(state: StackState) -> None:
 
 
 def _stop_postgres(state: StackState) -> None:
-    data = state.runtime / "pgdata"
-    if _postgres_pid(state) is None:
+    _stop_cluster(state, state.runtime / "pgdata")
+
+
+def _stop_cluster(state: StackState, data: Path) -> None:
+    if _pid_alive(data / "postmaster.pid") is None:
         return
     subprocess.run(
         _as_service(state.service_user or None,
                     [str(Path(state.pg_bin) / "pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast", "-D", str(data)]),
         capture_output=True, check=False,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- hot standby (the read replica)
+
+# The standby streams WAL from the primary over the admin socket (the superuser, trusted on the local socket only).
+# WAL is kept for a standby that was stopped a while (a replication slot would keep it forever once the standby is
+# gone).
+_REPLICATION_HBA = "local replication postgres trust"
+_PRIMARY_REPLICATION_CONF = """wal_level = replica
+wal_keep_size = '256MB'
+"""
+# hot_standby_feedback: a long read on the standby is not cancelled by the vacuum of rows it still sees.
+_STANDBY_CONF = """hot_standby = on
+hot_standby_feedback = on
+"""
+
+
+def _standby_data(state: StackState) -> Path:
+    return state.runtime / "standby"
+
+
+def _ensure_replication_access(state: StackState) -> None:
+    """Clusters made before the read replica: allow the local replication connection (a reload, no restart)."""
+    data = state.runtime / "pgdata"
+    hba = data / "pg_hba.conf"
+    rules = hba.read_text()
+    if _REPLICATION_HBA in rules.splitlines():
+        return
+    hba.write_text(f"{_REPLICATION_HBA}\n{rules}")
+    with (data / "postgresql.conf").open("a") as handle:
+        handle.write(_PRIMARY_REPLICATION_CONF)
+    psql_admin(state, "SELECT pg_reload_conf()")
+
+
+def _init_standby(state: StackState) -> None:
+    """A hot standby of the running primary, made once with pg_basebackup (streaming the WAL it needs)."""
+    data = _standby_data(state)
+    if (data / "PG_VERSION").exists():
+        return
+    _ensure_replication_access(state)
+    shutil.rmtree(data, ignore_errors=True)
+    # --no-sync: a throwaway cluster (the primary runs with fsync off too); --checkpoint=fast: no wait for one.
+    _run(state.service_user or None, [
+        str(Path(state.pg_bin) / "pg_basebackup"), "-h", str(state.runtime / "sock"), "-p", str(state.pg_port),
+        "-U", "postgres", "-D", str(data), "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast",
+        "--no-sync",
+    ])  # fmt: skip
+    with (data / "postgresql.conf").open("a") as handle:
+        handle.write(_STANDBY_CONF)
+
+
+def _start_standby(state: StackState) -> None:
+    data = _standby_data(state)
+    log = state.runtime / "standby.log"
+    try:
+        _start_cluster(state, data, state.standby_port, log, "the hot standby")
+    except StackError:
+        # A standby that cannot start (its primary's WAL it needs is gone, settings changed): make it again.
+        _log("the hot standby did not start; making it again from the primary")
+        shutil.rmtree(data, ignore_errors=True)
+        _init_standby(state)
+        _start_cluster(state, data, state.standby_port, log, "the hot standby")
+
+
+def set_replay_paused(paused: bool) -> dict[str, object]:
+    """Pause (or resume) the hot standby's WAL replay: the read replica then lags; returns its replication state."""
+    state = require_state()
+    psql_admin(state, f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()", port=state.standby_port)
+    return replica_status(state)
+
+
+def replica_status(state: StackState) -> dict[str, object]:
+    """The hot standby's replication state, as it reports it."""
+    row = psql_admin(
+        state,
+        "SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state(), pg_last_wal_receive_lsn(), "
+        "pg_last_wal_replay_lsn(), round(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 3)",
+        port=state.standby_port,
+    )
+    in_recovery, pause_state, received, replayed, since_last_replay = row.strip().split("|")
+    return {
+        "in_recovery": in_recovery == "t",
+        "replay": pause_state,
+        "received_lsn": received or None,
+        "replayed_lsn": replayed or None,
+        "seconds_since_last_replayed_commit": float(since_last_replay) if since_last_replay else None,
+    }
 
 
 # --------------------------------------------------------------------------- pgbouncer
@@ -464,6 +582,7 @@ def _write_pgbouncer_config(state: StackState) -> Path:
     ini = f"""[databases]
 {DATABASE} = {server}
 {SINGLE_POOL_DATABASE} = {server} pool_size=1
+{REPLICA_DATABASE} = host={runtime / "sock"} port={state.standby_port} dbname={DATABASE}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -543,6 +662,7 @@ def _new_state() -> StackState:
         runtime = Path("/tmp") / f"neon-template-stack-{hashlib.sha256(str(STACK_DIR).encode()).hexdigest()[:12]}"  # noqa: S108
     return StackState(
         pg_port=_free_port(),
+        standby_port=_free_port(),
         pgbouncer_port=_free_port(),
         password=secrets.token_urlsafe(18),
         runtime_dir=str(runtime),
@@ -571,6 +691,9 @@ def up() -> StackState:
             not bouncer_running and not _port_free(state.pgbouncer_port)
         ):
             state = StackState(**{**asdict(state), "pg_port": _free_port(), "pgbouncer_port": _free_port()})
+        standby_running = _pid_alive(_standby_data(state) / "postmaster.pid") is not None
+        if not standby_running and not (state.standby_port and _port_free(state.standby_port)):
+            state = StackState(**{**asdict(state), "standby_port": _free_port()})
         standin_running = _pid_alive(_standin_pid_file()) is not None
         if not standin_running and not all(
             port and _port_free(port) for port in (state.standin_port, state.standin_control_port)
@@ -591,6 +714,8 @@ def up() -> StackState:
     _chown(state.runtime, state.service_user or None)
     _start_postgres(state)
     _bootstrap_database(state)
+    _init_standby(state)
+    _start_standby(state)
     _start_pgbouncer(state)
     _start_standin(state)
     _write_env(state)
@@ -604,6 +729,7 @@ def down() -> None:
         return
     _stop_standin()
     _stop_pgbouncer(state)
+    _stop_cluster(state, _standby_data(state))
     _stop_postgres(state)
 
 
@@ -639,12 +765,14 @@ def _postgres_pid(state: StackState) -> int | None:
 def status() -> dict[str, object]:
     state = _load_state()
     if state is None:
-        return {"postgres": False, "pgbouncer": False, "neon_standin": False}
+        return {"postgres": False, "standby": False, "pgbouncer": False, "neon_standin": False}
     return {
         "postgres": _postgres_pid(state) is not None,
+        "standby": _pid_alive(_standby_data(state) / "postmaster.pid") is not None,
         "pgbouncer": _pid_alive(state.runtime / "pgbouncer.pid") is not None,
         "neon_standin": _pid_alive(_standin_pid_file()) is not None,
         "postgres_port": state.pg_port,
+        "standby_port": state.standby_port,
         "pgbouncer_port": state.pgbouncer_port,
         "standin_port": state.standin_port,
     }
@@ -660,7 +788,8 @@ def require_state() -> StackState:
 
 def is_running() -> bool:
     current = status()
-    return bool(current["postgres"]) and bool(current["pgbouncer"]) and bool(current["neon_standin"])
+    servers = ("postgres", "standby", "pgbouncer", "neon_standin")
+    return all(bool(current[server]) for server in servers)
 
 
 def run(command: list[str]) -> int:
@@ -692,9 +821,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             state = up()
             _log(
-                f"PostgreSQL on localhost:{state.pg_port}, PgBouncer on localhost:{state.pgbouncer_port}, "
-                f"Neon stand-in on {POOLED_HOST}:{state.standin_port} (at {LOOPBACK}), "
-                f"control on {state.standin_control}"
+                f"PostgreSQL on localhost:{state.pg_port} (hot standby on localhost:{state.standby_port}), "
+                f"PgBouncer on localhost:{state.pgbouncer_port}, Neon stand-in on {POOLED_HOST}:{state.standin_port} "
+                f"and the read replica's {READ_POOLED_HOST} (at {LOOPBACK}), control on {state.standin_control}"
             )
             _log("environment written to .stack/env — use it with: . .stack/env ; stop with: make stack-down")
         elif args.command == "down":

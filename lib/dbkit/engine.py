@@ -20,7 +20,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from lib.dbkit import pg8000_internals, pg_dbapi, pg_pipeline, pool_events
+from lib.dbkit import pg8000_internals, pg_dbapi, pg_pipeline, pool_events, replica
 from lib.dbkit.errors import (
     CommitOutcomeUnknownError,
     DatabaseProviderRefusedError,
@@ -40,7 +40,8 @@ from lib.dbkit.pg_errors import (
     login_refused,
     sqlstate,
 )
-from lib.dbkit.settings import PoolKind, Settings, get_settings, refresh_database_url
+from lib.dbkit.replica import PRIMARY, REPLICA, Fallback, ReplicaUnavailableError
+from lib.dbkit.settings import PoolKind, ReplicaSettings, Settings, get_settings, refresh_database_url
 
 T = TypeVar("T")
 
@@ -50,6 +51,11 @@ CONNECT_BACKOFF_BASE = 0.1
 CONNECT_BACKOFF_CAP = 2.0
 CONNECT_MAX_ATTEMPTS = 8
 EXHAUSTION_RETRIES = 2
+# A connect attempt's socket timeout never goes below these (the primary's as before; the replica's budget is short).
+MIN_CONNECT_ATTEMPT_SECONDS = {PRIMARY: 0.5, REPLICA: 0.1}
+# The share of the invocation's remaining time a unit may spend on each: a replica that stops answering mid-unit
+# (a partition, a stalled compute) leaves the primary the other half to run the unit again.
+TIME_SHARE = {PRIMARY: 1.0, REPLICA: 0.5}
 UNIT_OF_WORK_ATTEMPTS = 2
 RETRY_AFTER_SECONDS = 1
 # The server's limits end this much before the client's socket timeout, so the server cancels the statement
@@ -89,6 +95,8 @@ class UnitOfWork:
 
     single_statement: bool
     read_only: bool
+    # The read replica's staleness check (lib.dbkit.replica.guard_sql), sent as the transaction starts.
+    guard: str | None = None
     statements: int = 0
     # Whether a statement sent so far may have written (anything but a plain SELECT): a guess from the SQL text,
     # used only to decide whether COMMIT may ride with the last statement (the server checks it again).
@@ -122,11 +130,37 @@ def choose_driver(settings: Settings) -> tuple[str, Callable[..., Any]]:
     return STOCK_DRIVERNAME, pg_dbapi.connect
 
 
-class _Connector:
-    """Opens pg8000 connections with backoff while a compute wakes up; re-reads a rotated secret once."""
+def _invocation_budget() -> float:
+    return remaining_seconds() - DEADLINE_MARGIN_SECONDS
 
-    def __init__(self, settings: Settings, connect: Callable[..., Any]) -> None:
+
+def replica_connect_budget(replica: ReplicaSettings) -> float:
+    """Seconds the replica may take to connect: its budget, and never more than half the invocation's time left.
+
+    The other half is the primary's, should the replica not make it (a compute waking for longer, a refusal).
+    """
+    return min(replica.connect_budget, _invocation_budget() / 2)
+
+
+class _Connector:
+    """Opens pg8000 connections with backoff while a compute wakes up; re-reads a rotated secret once.
+
+    All attempts of one connect fit in ``budget()`` seconds from its start: the invocation's remaining time for
+    the primary; for the read replica its connect budget (lib.dbkit.engine.replica_connect_budget), whose failures
+    are logged at DEBUG only: the unit then runs on the primary, and that line tells the story.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        connect: Callable[..., Any],
+        *,
+        role: str = PRIMARY,
+        budget: Callable[[], float] = _invocation_budget,
+    ) -> None:
         self._connect = connect
+        self.role = role
+        self._budget = budget
         self._use(settings)
 
     def _use(self, settings: Settings) -> None:
@@ -138,11 +172,12 @@ class _Connector:
     def __call__(self) -> Any:
         attempt = 0
         refreshed = False
+        deadline = time.monotonic() + self._budget()
         while True:
             attempt += 1
             started = time.perf_counter()
             try:
-                connection = self._connect_once()
+                connection = self._connect_once(deadline)
             except Exception as error:
                 code = sqlstate(error)
                 refused = login_refused(error)
@@ -153,7 +188,7 @@ class _Connector:
                     logger.warning("database login refused; re-read the secret", extra={"sqlstate": code})
                     continue
                 fatal = final_connect_error(error)
-                if isinstance(fatal, DatabaseProviderRefusedError):
+                if isinstance(fatal, DatabaseProviderRefusedError) and self.role == PRIMARY:
                     # Only the owner can fix this; the log line says where.
                     logger.error(
                         "database provider refused the connection",
@@ -163,10 +198,12 @@ class _Connector:
                     raise fatal from error
                 retryable = is_retryable_connect_failure(error)
                 delay = random.uniform(0, min(CONNECT_BACKOFF_CAP, CONNECT_BACKOFF_BASE * 2**attempt))
-                budget = remaining_seconds() - DEADLINE_MARGIN_SECONDS
-                logger.warning(
+                budget = deadline - time.monotonic()
+                log = logger.warning if self.role == PRIMARY else logger.debug
+                log(
                     "database connect attempt failed",
                     extra={
+                        "role": self.role,
                         "attempt": attempt,
                         "error": type(error).__name__,
                         "sqlstate": code,
@@ -176,15 +213,16 @@ class _Connector:
                 )
                 if not retryable or attempt >= CONNECT_MAX_ATTEMPTS or delay >= budget:
                     raise
-                pool_events.current().connect_retries += 1
+                pool_events.current(self.role).connect_retries += 1
                 time.sleep(delay)
                 continue
             if attempt > 1:
-                logger.info("database connected after retries", extra={"attempt": attempt})
+                logger.info("database connected after retries", extra={"attempt": attempt, "role": self.role})
             return connection
 
-    def _connect_once(self) -> Any:
-        timeout = min(self._kwargs["timeout"], max(0.5, remaining_seconds() - DEADLINE_MARGIN_SECONDS))
+    def _connect_once(self, deadline: float) -> Any:
+        floor = MIN_CONNECT_ATTEMPT_SECONDS[self.role]
+        timeout = min(self._kwargs["timeout"], max(floor, deadline - time.monotonic()))
         connection = self._connect(**{**self._kwargs, "timeout": timeout})
         if isinstance(connection, pg_pipeline.PipelinedConnection):
             connection.server_limits = self._server_limits
@@ -194,13 +232,13 @@ class _Connector:
         return connection
 
     def _server_limits(self) -> pg_pipeline.ServerLimits:
-        return server_limits(self.settings)
+        return server_limits(self.settings, share=TIME_SHARE[self.role])
 
 
-def server_limits(settings: Settings) -> pg_pipeline.ServerLimits:
-    """The limits for a transaction starting now: the invocation's remaining time in Lambda, else the settings'."""
+def server_limits(settings: Settings, *, share: float = 1.0) -> pg_pipeline.ServerLimits:
+    """The limits for a transaction starting now: `share` of the invocation's remaining time, else the settings'."""
     if has_deadline():
-        remaining = remaining_seconds() - DEADLINE_MARGIN_SECONDS
+        remaining = (remaining_seconds() - DEADLINE_MARGIN_SECONDS) * share
         limit_ms = max(MIN_SERVER_LIMIT_MS, int((remaining - SERVER_LIMIT_SLACK_SECONDS) * 1000))
         # A frozen or killed invocation can hold nothing past its deadline: the server ends that session.
         return pg_pipeline.ServerLimits(limit_ms, limit_ms, max(MIN_SERVER_LIMIT_MS, int(remaining * 1000)))
@@ -228,8 +266,20 @@ def asks_server_defaults(settings: Settings) -> bool:
     return settings.mode != "serverless"
 
 
-def build_engine(settings: Settings, **options: Any) -> Engine:
-    """A pg8000 engine for the settings' profile; refuses options that are unsafe behind a transaction pooler."""
+def build_engine(
+    settings: Settings,
+    *,
+    role: str = PRIMARY,
+    driver: tuple[str, Callable[..., Any]] | None = None,
+    connect_budget: Callable[[], float] = _invocation_budget,
+    **options: Any,
+) -> Engine:
+    """A pg8000 engine for the settings' profile; refuses options that are unsafe behind a transaction pooler.
+
+    `role` tags its pool events, metrics and log lines (primary, replica); `driver` reuses a choice already made
+    (the replica's engine takes the primary's: one fallback warning per environment); `connect_budget` bounds
+    each connect (all its attempts) in seconds.
+    """
     refuse_unsafe_options(options)
     refuse_unsafe_options(options.get("execution_options", {}))
     pool = settings.pool
@@ -251,27 +301,34 @@ def build_engine(settings: Settings, **options: Any) -> Engine:
             f"{pg8000_internals.installed_version()} is installed: upgrade pg8000, or drop the endpoint option and "
             "let TLS SNI name the endpoint"
         )
-    drivername, connect = choose_driver(settings)
+    drivername, connect = driver or choose_driver(settings)
     if drivername == pg_pipeline.DRIVERNAME:
         options = {"ask_server_defaults": asks_server_defaults(settings), **options}
     engine = create_engine(
         settings.database.sqlalchemy_url().set(drivername=drivername),
-        creator=_Connector(settings, connect),
+        creator=_Connector(settings, connect, role=role, budget=connect_budget),
         pool_pre_ping=pool.pool_pre_ping,
         pool_reset_on_return="rollback",
         **pool_options,
         **options,
     )
-    _install_guards(engine, settings)
-    pool_events.attach(engine)
+    _install_guards(engine, settings, role)
+    pool_events.attach(engine, role)
     # Once per environment: says which pool profile, TLS mode (and any serverless upgrade) is in force.
-    logger.info("database engine created", extra={"database": settings.describe(), "driver": drivername})
+    logger.info("database engine created", extra={"database": settings.describe(), "driver": drivername, "role": role})
     for warning in settings.warnings:
-        logger.warning("database configuration warning", extra={"warning": warning})
+        logger.warning("database configuration warning", extra={"warning": warning, "role": role})
     return engine
 
 
-def _install_guards(engine: Engine, settings: Settings) -> None:
+def _driver_of(engine: Engine) -> tuple[str, Callable[..., Any]]:
+    """The driver an engine was built on, to build another one (the replica's) on the same."""
+    if isinstance(engine.dialect, pg_pipeline.PipelineDialect):
+        return pg_pipeline.DRIVERNAME, pg_pipeline.connect
+    return STOCK_DRIVERNAME, pg_dbapi.connect
+
+
+def _install_guards(engine: Engine, settings: Settings, role: str) -> None:
     idle_ping_seconds = settings.pool.idle_ping_seconds
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -308,8 +365,11 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
             # run_in_transaction, a Session on get_engine() or engine.begin() started it. On the DB-API cursor: the
             # kit's statement, not one of the work's (no events, no echo, not counted as the unit's statement).
             unit = unit_of(conn)
-            limits = server_limits(settings)
-            _execute_raw(conn, limits.set_local_sql(read_only=unit is not None and unit.read_only))
+            limits = server_limits(settings, share=TIME_SHARE[role])
+            sql = limits.set_local_sql(read_only=unit is not None and unit.read_only)
+            # The replica's staleness guard rides in the same simple query: no round trip of its own.
+            sql += f"{unit.guard};\n" if unit is not None and unit.guard else ""
+            _execute_raw(conn, sql)
 
     @event.listens_for(engine, "handle_error")
     def classify_disconnects(context: ExceptionContext) -> None:
@@ -334,14 +394,14 @@ def _install_guards(engine: Engine, settings: Settings) -> None:
         # A connection that sat idle (frozen environment, Neon suspend) gets one ping; a busy one gets none.
         checked_in_at = record.info.get("checked_in_at")
         if checked_in_at is not None and time.monotonic() - checked_in_at > idle_ping_seconds:
-            pool_events.current().idle_pings += 1
-            _bound_statement_time(dbapi_connection)
+            pool_events.current(role).idle_pings += 1
+            _bound_statement_time(dbapi_connection, share=TIME_SHARE[role])
             try:
                 engine.dialect.do_ping(dbapi_connection)
             except Exception as error:
                 reason = f"idle connection failed its ping: {type(error).__name__}"
                 raise sqlalchemy.exc.DisconnectionError(reason) from error
-        _bound_statement_time(dbapi_connection)
+        _bound_statement_time(dbapi_connection, share=TIME_SHARE[role])
 
 
 _PLAIN_SELECT: Final = re.compile(r"\s*SELECT\b", re.IGNORECASE)
@@ -363,19 +423,28 @@ def _several_statements(context: Any, parameters: Any) -> bool:
     return row_at_a_time or rows > page or rows * one_row_params > dialect.insertmanyvalues_max_parameters
 
 
-def _bound_statement_time(dbapi_connection: Any) -> None:
-    # In Lambda a hung statement must fail before the invocation is killed, so the client gets a clean 503;
-    # a long-running server has no deadline and its statements may take as long as they take.
-    timeout = max(0.2, remaining_seconds() - DEADLINE_MARGIN_SECONDS) if has_deadline() else None
+def _bound_statement_time(dbapi_connection: Any, *, share: float = 1.0) -> None:
+    # In Lambda a hung statement must fail before the invocation is killed, so the client gets a clean 503 (or, on
+    # the replica, the unit runs on the primary); a long-running server has no deadline and its statements may take
+    # as long as they take.
+    timeout = max(0.2, (remaining_seconds() - DEADLINE_MARGIN_SECONDS) * share) if has_deadline() else None
     _set_socket_timeout(dbapi_connection, timeout)
 
 
 class EngineHolder:
-    """The one engine of an execution environment, built on first use (not at import: INIT is capped at 10 s)."""
+    """The engines of an execution environment, built on first use (not at import: INIT is capped at 10 s).
+
+    The primary's engine, and the read replica's when one is configured: built at the first read-only unit, with a
+    tiny pool of its own. After the replica failed to connect, read-only units go straight to the primary for a
+    while (lib.dbkit.replica's cooldowns), so a refusing or unreachable replica costs one attempt, not one per unit.
+    """
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._settings: Settings | None = None
+        self._replica: Engine | None = None
+        self._replica_skipped_until = 0.0
+        self._replica_skip_reason = ""
 
     def engine(self) -> Engine:
         if self._engine is None:
@@ -389,10 +458,39 @@ class EngineHolder:
         assert self._settings is not None
         return self._settings
 
+    def replica_engine(self) -> Engine | None:
+        """The read replica's engine (built on first use), or None when no replica is configured."""
+        replica_settings = self.engine_settings().replica
+        if replica_settings is None:
+            return None
+        if self._replica is None:
+            self._replica = build_engine(
+                replica_settings.settings,
+                role=REPLICA,
+                driver=_driver_of(self.engine()),
+                connect_budget=lambda: replica_connect_budget(replica_settings),
+            )
+        return self._replica
+
+    def replica_skipped(self) -> str | None:
+        """Why read-only units skip the replica right now (a recent connect failure), or None."""
+        if time.monotonic() < self._replica_skipped_until:
+            return self._replica_skip_reason
+        return None
+
+    def replica_failed(self, fallback: Fallback) -> None:
+        """The replica could not serve a unit: skip it for the fallback's cooldown."""
+        if fallback.cooldown > 0:
+            self._replica_skipped_until = time.monotonic() + fallback.cooldown
+            self._replica_skip_reason = fallback.reason
+
     def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        for engine in (self._engine, self._replica):
+            if engine is not None:
+                engine.dispose()
         self._engine = None
+        self._replica = None
+        self._replica_skipped_until = 0.0
 
 
 _holder = EngineHolder()
@@ -465,6 +563,7 @@ def run_in_transaction(
     single_statement: bool = False,
     read_only: bool = False,
     idempotent: bool = False,
+    after_lsn: str | None = None,
 ) -> T:
     """The one unit of work for handlers: run `work` in one transaction, committed when it returns.
 
@@ -476,11 +575,65 @@ def run_in_transaction(
     running `work` twice stores it once (an Idempotency-Key): then an unknown commit outcome is re-run once
     instead of raised. lib.dbkit.session.run_in_session is the same unit with an ORM Session.
 
+    With a read replica configured (DATABASE_READ_URL), a `read_only` unit runs there, and on the primary instead
+    when the replica cannot serve it: refused, not connected within its budget, its connection lost, lagging more
+    than DB_REPLICA_MAX_LAG, or not yet past `after_lsn` (a commit_lsn() a client carried back: the unit then sees
+    that write; other units run on the primary, which has every commit, so it changes nothing for them). A write
+    in a read-only unit is refused by the server wherever it runs. Write units report where the WAL stood after
+    their commit (lib.dbkit.replica.commit_lsn()).
+
     Re-runs `work` once when the connection fails before anything could have been committed (a dead reused
     connection), and waits briefly when the pool is exhausted. A connection failure once a commit was sent (COMMIT,
     or a single-statement write's flight) raises CommitOutcomeUnknownError unless `read_only` or `idempotent`;
     a statement the server cancelled at its limit raises DatabaseTimeoutError and is not re-run.
     """
+    lsn = replica.parse_lsn(after_lsn) if after_lsn is not None else None
+    holder = _current()
+    flags = {"single_statement": single_statement, "read_only": read_only, "idempotent": idempotent}
+    replica_engine = holder.replica_engine() if read_only else None
+    if replica_engine is not None:
+        replica_settings = holder.engine_settings().replica
+        assert replica_settings is not None
+        skipped = holder.replica_skipped()
+        if skipped is not None:
+            _fell_back(Fallback(f"skipping the replica for a while: {skipped}"))
+        elif replica_connect_budget(replica_settings) <= MIN_CONNECT_ATTEMPT_SECONDS[REPLICA]:
+            _fell_back(Fallback("too little time left to try the replica"))
+        else:
+            guard = replica.guard_sql(max_lag=replica_settings.max_lag, after_lsn=lsn)
+            try:
+                result = _run_unit(replica_engine, REPLICA, work, guard=guard, report_lsn=False, **flags)
+            except ReplicaUnavailableError as unavailable:
+                holder.replica_failed(unavailable.fallback)
+                _fell_back(unavailable.fallback)
+            else:
+                pool_events.current().replica_reads += 1
+                return result
+    report_lsn = not read_only and holder.engine_settings().replica is not None
+    return _run_unit(holder.engine(), PRIMARY, work, guard=None, report_lsn=report_lsn, **flags)
+
+
+def _fell_back(fallback: Fallback) -> None:
+    """One line and one count per read-only unit that runs on the primary instead of the replica."""
+    pool_events.current().replica_fallbacks += 1
+    logger.warning(
+        "read-only unit runs on the primary: the replica cannot serve it",
+        extra={"reason": fallback.reason, **fallback.details},
+    )
+
+
+def _run_unit(
+    engine: Engine,
+    role: str,
+    work: Callable[[Connection], T],
+    *,
+    single_statement: bool,
+    read_only: bool,
+    idempotent: bool,
+    guard: str | None,
+    report_lsn: bool,
+) -> T:
+    """run_in_transaction's retry loop on one engine; on the replica, what it cannot serve raises for the primary."""
     exhaustion_retries = 0
     attempt = 0
     outcome_unknown = False
@@ -491,18 +644,25 @@ def run_in_transaction(
         unit_info: dict[Any, Any] | None = None
         pipelined: pg_pipeline.PipelinedConnection | None = None
         try:
-            connection = _current().engine().connect()
+            connection = engine.connect()
             unit_info = connection.info
-            unit_info[_UNIT_KEY] = UnitOfWork(single_statement=single_statement, read_only=read_only)
+            unit_info[_UNIT_KEY] = UnitOfWork(single_statement=single_statement, read_only=read_only, guard=guard)
             dbapi_connection = connection.connection.dbapi_connection
             if isinstance(dbapi_connection, pg_pipeline.PipelinedConnection):
                 pipelined = dbapi_connection
-                pipelined.begin_unit(single_statement=single_statement, read_only=read_only)
-            # Other drivers get the limits (and read-only mode) from the engine's begin event.
+                pipelined.begin_unit(
+                    single_statement=single_statement,
+                    read_only=read_only,
+                    guard=guard,
+                    report_commit_lsn=report_lsn,
+                )
+            # Other drivers get the limits (and read-only mode, and the guard) from the engine's begin event.
             transaction = connection.begin()
             result = work(connection)
             at_risk = True
             transaction.commit()
+            if report_lsn:
+                replica.record_commit_lsn(_commit_lsn(connection, pipelined))
             return result
         except Exception as error:
             if pipelined is not None and pipelined.unit_committed:
@@ -511,6 +671,11 @@ def run_in_transaction(
                 at_risk = True
             if connection is not None:
                 _rollback_quietly(connection)
+            if role == REPLICA:
+                # Read-only: nothing to lose. Whatever keeps the replica from serving, the primary serves instead.
+                fallback = replica.fallback_for(error, connected=connection is not None)
+                if fallback is not None:
+                    raise ReplicaUnavailableError(fallback) from error
             if isinstance(error, sqlalchemy.exc.TimeoutError) and exhaustion_retries < EXHAUSTION_RETRIES:
                 exhaustion_retries += 1
                 if remaining_seconds() > 1 + DEADLINE_MARGIN_SECONDS:
@@ -556,6 +721,21 @@ def run_in_transaction(
                 unit_info.pop(_UNIT_KEY, None)
             if connection is not None:
                 connection.close()
+
+
+def _commit_lsn(connection: Connection, pipelined: pg_pipeline.PipelinedConnection | None) -> str | None:
+    """Where the WAL stood after the unit's commit: from the commit's own flight, or one more query (stock driver)."""
+    if pipelined is not None:
+        return pipelined.commit_lsn
+    dbapi_connection = connection.connection.dbapi_connection
+    try:
+        rows = pg8000_internals.execute_simple_unpipelined(dbapi_connection, replica.COMMIT_LSN_SQL).rows
+    except Exception as error:  # noqa: BLE001 - the unit committed; only its read-your-writes token is lost.
+        if is_network_failure(error):
+            connection.invalidate(error)
+        logger.warning("commit LSN not read after the commit", extra={"error": type(error).__name__})
+        return None
+    return str(rows[0][0]) if rows else None
 
 
 def _execute_raw(connection: Connection, sql: str) -> None:

@@ -108,3 +108,7 @@ class DatabaseSettingsRefusedError(ConfigError):
 
 class TlsNegotiationError(ConfigError):
     """The server does not speak the TLS negotiation the URL asks for (sslnegotiation=direct); names the fix."""
+
+
+class InvalidLsnError(ValueError):
+    """A WAL position (a read-your-writes token a client sent back) that is not one; the message says the form."""

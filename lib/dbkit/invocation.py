@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
-from lib.dbkit import pool_events
+from lib.dbkit import pool_events, replica
 
 # Outside Lambda (server mode, scripts) there is no deadline; retries still need a bound.
 DEFAULT_BUDGET_SECONDS = 30.0
@@ -42,6 +42,7 @@ def start(context: LambdaContext | None) -> None:
     remaining_ms = context.get_remaining_time_in_millis() if context is not None else None
     _deadline.set(time.monotonic() + remaining_ms / 1000 if remaining_ms is not None else None)
     pool_events.begin_invocation(context.aws_request_id if context is not None else None)
+    replica.begin_invocation()
 
 
 def finish() -> None:

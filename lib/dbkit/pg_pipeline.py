@@ -32,6 +32,7 @@ from sqlalchemy.engine.interfaces import IsolationLevel
 from lib.dbkit import pg8000_internals as internals
 from lib.dbkit import pg_dbapi, transport
 from lib.dbkit.errors import SingleStatementError, UnitOfWorkError
+from lib.dbkit.replica import COMMIT_LSN_SQL
 
 DRIVERNAME: Final = "postgresql+pg8000_pipeline"
 PING_SQL: Final = "SELECT 1"
@@ -93,6 +94,9 @@ class PipelinedConnection(pg_dbapi.Connection):
     second statement would be a second transaction, so it is refused (SingleStatementError) before it is written.
     ``commit_with_next_statement(prefix)`` sends COMMIT in the flight of the unit's last statement (see there).
     Once a flight that commits was written, ``unit_committed`` is True and no further statement of the unit is sent.
+    A unit's ``guard`` (lib.dbkit.replica: the read replica's staleness check) rides in the flight that starts its
+    transaction, after the limits; with ``report_commit_lsn`` the flight that commits carries one more query, after
+    its Sync, whose answer (the WAL position past the commit) lands in ``commit_lsn``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -100,8 +104,12 @@ class PipelinedConnection(pg_dbapi.Connection):
         self._single_statement = False
         self._read_only = False
         self._commit_with: str | None = None
+        self._guard: str | None = None
+        self._report_lsn = False
         # A flight that commits (a single-statement unit's, or one carrying COMMIT) was written in this unit.
         self.unit_committed = False
+        # Where the WAL stood right after the unit's commit (report_commit_lsn), else None.
+        self.commit_lsn: str | None = None
         self.server_limits: Callable[[], ServerLimits | None] = _no_limits
         # Flights written in full: a caller tells "nothing was committed" from "a reply was lost".
         self.flights_sent = 0
@@ -119,17 +127,29 @@ class PipelinedConnection(pg_dbapi.Connection):
                 with contextlib.suppress(OSError, ValueError):
                     stream.close()
 
-    def begin_unit(self, *, single_statement: bool = False, read_only: bool = False) -> None:
+    def begin_unit(
+        self,
+        *,
+        single_statement: bool = False,
+        read_only: bool = False,
+        guard: str | None = None,
+        report_commit_lsn: bool = False,
+    ) -> None:
         """Start a unit of work: implicit one-Sync transactions per statement, and/or read-only transactions."""
         self._single_statement = single_statement
         self._read_only = read_only
+        self._guard = guard
+        self._report_lsn = report_commit_lsn
         self._commit_with = None
         self.unit_committed = False
+        self.commit_lsn = None
 
     def end_unit(self) -> None:
         """Back to pg8000's behaviour: BEGIN before the first statement (still sent along with it)."""
         self._single_statement = False
         self._read_only = False
+        self._guard = None
+        self._report_lsn = False
         self._commit_with = None
         self.unit_committed = False
 
@@ -181,6 +201,7 @@ class PipelinedConnection(pg_dbapi.Connection):
         if starts:
             # A multi-statement Query runs as one transaction block, so SET LOCAL applies without a warning.
             prefix += "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
+            prefix += f"{self._guard};\n" if self._guard else ""
         if not prefix:
             context = internals.new_context(statement)
             self._send_flight(lambda: self.send_QUERY(statement))
@@ -190,10 +211,21 @@ class PipelinedConnection(pg_dbapi.Connection):
         # transaction, i.e. autocommitted. In one Query a parse error runs nothing, and a run-time error
         # leaves the transaction open and aborted, as pg8000's own two round trips would.
         context = internals.new_context(statement)
-        self._send_flight(lambda: self.send_QUERY(prefix + statement))
+        report_lsn = implicit and self._report_lsn
+
+        def compose() -> None:
+            self.send_QUERY(prefix + statement)
+            if report_lsn:
+                # A Query of its own: in the same Query the statement's implicit transaction would not have ended.
+                self.send_QUERY(COMMIT_LSN_SQL)
+
+        self._send_flight(compose)
         self.unit_committed = self.unit_committed or implicit
         try:
-            self.handle_messages(context)
+            if report_lsn:
+                self._read_with_commit_lsn(lambda: self.handle_messages(context))
+            else:
+                self.handle_messages(context)
         except DatabaseError as error:
             if begins and not internals.in_transaction(self):
                 self._begin_then_fail(prefix, statement)
@@ -243,17 +275,20 @@ class PipelinedConnection(pg_dbapi.Connection):
         # skips everything up to the Sync, so the statement can never run outside the transaction.
         params = internals.make_params(self, vals)
         preamble: list[str] = []
+        guard = [self._guard] if self._guard else []
         if self._begin_pending:
-            preamble = [_BEGIN, *(f"SET LOCAL {name} = {value}" for name, value in self._local_settings())]
+            preamble = [_BEGIN, *(f"SET LOCAL {name} = {value}" for name, value in self._local_settings()), *guard]
         elif commits and not implicit:
             # Statements ran before this one in its transaction: COMMIT rides only if none of them wrote.
             preamble = [_COMMIT_GUARD]
-        elif implicit and (settings := self._local_settings()):
+        elif implicit:
             # Set before the statement, undone by the Sync that commits it: nothing reaches the next client.
             # SET LOCAL outside a transaction block warns (into the server log, on every request); set_config(...,
             # true) does not. The statement returns no rows, so pg8000 sees only the statement's own.
+            settings = self._local_settings()
             calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings)
-            preamble = [f"SELECT WHERE concat({calls}) IS NULL"]
+            preamble = [*([f"SELECT WHERE concat({calls}) IS NULL"] if settings else []), *guard]
+        report_lsn = commits and self._report_lsn
 
         def compose() -> None:
             for sql in preamble:
@@ -270,11 +305,17 @@ class PipelinedConnection(pg_dbapi.Connection):
                 self.send_BIND(internals.NULL_BYTE, ())
                 self.send_EXECUTE()
             internals.write(internals.stream(self), internals.sync_message())
+            if report_lsn:
+                # After the Sync that commits: its own implicit transaction, past the commit record.
+                self.send_QUERY(COMMIT_LSN_SQL)
 
         context = internals.new_context(statement)
         self._send_flight(compose)
         self.unit_committed = self.unit_committed or commits
-        self.handle_messages(context)
+        if report_lsn:
+            self._read_with_commit_lsn(lambda: self.handle_messages(context))
+        else:
+            self.handle_messages(context)
         return context
 
     def commit(self) -> None:
@@ -297,12 +338,39 @@ class PipelinedConnection(pg_dbapi.Connection):
     def _end_transaction(self, sql: str) -> None:
         # One simple Query in the open transaction, whatever the unit sent before (it ends what was sent).
         context = internals.new_context(sql)
-        self._send_flight(lambda: self.send_QUERY(sql))
-        self.handle_messages(context)
+        report_lsn = sql == "commit" and self._report_lsn
+
+        def compose() -> None:
+            self.send_QUERY(sql)
+            if report_lsn:
+                self.send_QUERY(COMMIT_LSN_SQL)
+
+        self._send_flight(compose)
+        if report_lsn:
+            self._read_with_commit_lsn(lambda: self.handle_messages(context))
+        else:
+            self.handle_messages(context)
+
+    def _read_with_commit_lsn(self, read_reply: Callable[[], None]) -> None:
+        """Read the reply of a flight that commits, then the answer of the commit-LSN query sent after its Sync.
+
+        The second answer is read whenever the server answered the first (an error included), so nothing is left
+        on the wire; after a network failure the connection is gone anyway.
+        """
+        lsn_context = internals.new_context(COMMIT_LSN_SQL)
+        try:
+            read_reply()
+        except DatabaseError:
+            self.handle_messages(lsn_context)
+            raise
+        self.handle_messages(lsn_context)
+        rows = lsn_context.rows
+        self.commit_lsn = str(rows[0][0]) if rows else None
 
     def _send_pending_begin(self) -> None:
         if self._begin_pending:
             sql = _BEGIN_PREFIX + "".join(f"SET LOCAL {name} = {value};\n" for name, value in self._local_settings())
+            sql += f"{self._guard};\n" if self._guard else ""
             self._begin_pending = False
             self._send_flight(lambda: self.send_QUERY(sql))
             self.handle_messages(internals.new_context(sql))

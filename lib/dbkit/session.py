@@ -37,6 +37,7 @@ def run_in_session(
     single_statement: bool = False,
     read_only: bool = False,
     idempotent: bool = False,
+    after_lsn: str | None = None,
 ) -> T:
     """Run `work` with a Session in one unit of work: flushed and committed when it returns, or not at all.
 
@@ -61,6 +62,8 @@ def run_in_session(
     read before it, the pipelined driver sends COMMIT in the same flight as that statement (get-modify-flush in two
     round trips); a guard in that flight makes the server refuse if anything before it wrote, and then the unit
     is run again with COMMIT on its own.
+
+    `read_only` units run on the read replica when one is configured, `after_lsn` as for run_in_transaction.
     """
 
     def unit(commit_with_flush: bool) -> Callable[[Connection], T]:
@@ -74,7 +77,12 @@ def run_in_session(
 
         return in_session
 
-    flags = {"single_statement": single_statement, "read_only": read_only, "idempotent": idempotent}
+    flags: dict[str, Any] = {
+        "single_statement": single_statement,
+        "read_only": read_only,
+        "idempotent": idempotent,
+        "after_lsn": after_lsn,
+    }
     try:
         return run_in_transaction(unit(commit_with_flush=True), **flags)
     except sqlalchemy.exc.DBAPIError as error:

@@ -26,6 +26,7 @@ from lib.dbkit.dsn import (
     require_verified_tls,
 )
 from lib.dbkit.errors import (
+    ConfigError,
     DatabaseUrlSourceError,
     InvalidDatabaseUrlError,
     InvalidSettingError,
@@ -45,16 +46,29 @@ Mode = Literal["serverless", "server", "migration"]
 AppEnv = Literal["development", "staging", "production"]
 PoolProfile = Literal["tiny", "nullpool"]
 Driver = Literal["pipeline", "stock"]
-UrlSourceKind = Literal["DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER", "argument"]
+UrlSourceKind = Literal[
+    "DATABASE_URL",
+    "DATABASE_SECRET_ARN",
+    "DATABASE_URL_PARAMETER",
+    "DATABASE_READ_URL",
+    "DATABASE_READ_SECRET_ARN",
+    "DATABASE_READ_URL_PARAMETER",
+    "argument",
+]
 
 MODES: tuple[str, ...] = get_args(Mode)
 APP_ENVS: tuple[str, ...] = get_args(AppEnv)
 POOL_PROFILES: tuple[str, ...] = get_args(PoolProfile)
 DRIVERS: tuple[str, ...] = get_args(Driver)
 URL_VARIABLES = ("DATABASE_URL", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
+# The optional read replica's URL, in the same three forms (first set wins, in this order).
+READ_URL_VARIABLES = ("DATABASE_READ_URL", "DATABASE_READ_SECRET_ARN", "DATABASE_READ_URL_PARAMETER")
+_SECRET_KINDS = frozenset({"DATABASE_SECRET_ARN", "DATABASE_READ_SECRET_ARN"})
+_PARAMETER_KINDS = frozenset({"DATABASE_URL_PARAMETER", "DATABASE_READ_URL_PARAMETER"})
 # Every variable the settings read: the one list tools and tests clear or copy (a unit test keeps it complete).
 DATABASE_VARIABLES = (
     *URL_VARIABLES,
+    *READ_URL_VARIABLES,
     # Read by migrations only (Settings.for_migration): the direct URL, preferred to DATABASE_URL when both are set.
     "DIRECT_DATABASE_URL",
     "APP_ENV",
@@ -69,6 +83,8 @@ DATABASE_VARIABLES = (
     "DB_POOL_PRE_PING",
     "DB_POOL_RECYCLE",
     "DB_POOL_TIMEOUT",
+    "DB_REPLICA_CONNECT_BUDGET",
+    "DB_REPLICA_MAX_LAG",
     "DB_SECRET_MAX_AGE",
     "DB_STATEMENT_TIMEOUT",
 )
@@ -80,6 +96,9 @@ DEFAULT_POOL_RECYCLE = 1800
 DEFAULT_STATEMENT_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 10.0
 DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT = 60.0
+# How long a read-only unit may wait for the read replica to connect (a waking replica) before it runs on the
+# primary; never more than half the invocation's remaining time (lib.dbkit.engine).
+DEFAULT_REPLICA_CONNECT_BUDGET = 1.0
 SERVERLESS_POOL_TIMEOUT = 5.0
 SERVER_POOL_TIMEOUT = 30.0
 # pool_size / max_overflow per APP_ENV for long-running servers.
@@ -140,10 +159,29 @@ class UrlSource:
     @property
     def from_secret_store(self) -> bool:
         """True when the URL lives in Secrets Manager or SSM (so it can rotate)."""
-        return self.kind in ("DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER")
+        return self.kind in _SECRET_KINDS or self.kind in _PARAMETER_KINDS
 
     def __str__(self) -> str:
         return self.kind if self.reference is None else f"{self.kind}={self.reference}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicaSettings:
+    """The optional read replica: its own validated settings (same mode, pool and limits), and how to use it."""
+
+    settings: Settings
+    # Seconds of replay lag beyond which a read-only unit runs on the primary instead (None: any lag is served).
+    max_lag: float | None = None
+    connect_budget: float = DEFAULT_REPLICA_CONNECT_BUDGET
+
+    def describe(self) -> str:
+        """One password-free line for the start-up log and the doctor."""
+        database = self.settings.database
+        lag = "any lag" if self.max_lag is None else f"max lag {self.max_lag:g}s"
+        return (
+            f"{database.redacted()} from {self.settings.source} ({self.settings.host_kind.value}); {lag}, "
+            f"connect budget {self.connect_budget:g}s"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +204,8 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     idle_in_transaction_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT
     source: UrlSource = UrlSource("argument")
+    # The read replica, validated by the same rules (DATABASE_READ_URL & co.); None: every unit runs here.
+    replica: ReplicaSettings | None = None
     # Set by validation: the sslmode the URL asked for when serverless policy raised it to verify-full.
     tls_upgraded_from: SslMode | None = field(init=False, default=None)
     host_kind: HostKind = field(init=False, default=HostKind.OTHER)
@@ -220,28 +260,47 @@ class Settings:
         lock_timeout = _limit(environ, "DB_LOCK_TIMEOUT")
         idle_timeout = _limit(environ, "DB_IDLE_IN_TRANSACTION_TIMEOUT")
         pooler_hosts = parse_pooler_hosts(environ.get("DB_POOLER_HOSTS", ""))
-        source = _source(environ)
-        if source.kind == "DATABASE_URL":
-            database = _decode(environ["DATABASE_URL"].strip(), source)
-        else:
-            database = _fetch_database(source, force_fetch=force_fetch)
-        return cls(
-            database=database,
-            mode=mode,
-            app_env=app_env,
-            pooler_hosts=pooler_hosts,
-            pool_profile=pool_profile,
-            pool_timeout=pool_timeout,
-            pool_recycle=int(_default(pool_recycle, DEFAULT_POOL_RECYCLE)),
-            pool_pre_ping=_flag(environ, "DB_POOL_PRE_PING"),
-            idle_ping_seconds=_default(idle_ping, DEFAULT_IDLE_PING_SECONDS),
-            connect_timeout=_default(connect_timeout, DEFAULT_CONNECT_TIMEOUT),
-            driver=driver,
-            statement_timeout=_default(statement_timeout, DEFAULT_STATEMENT_TIMEOUT),
-            lock_timeout=_default(lock_timeout, DEFAULT_LOCK_TIMEOUT),
-            idle_in_transaction_timeout=_default(idle_timeout, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
-            source=source,
-        )
+        max_lag = _number(environ, "DB_REPLICA_MAX_LAG", minimum=0.0)
+        connect_budget = _number(environ, "DB_REPLICA_CONNECT_BUDGET", minimum=0.0, exclusive=True)
+        max_age = _max_age(environ)
+        source = _source(environ, URL_VARIABLES, max_age)
+        if source is None:
+            raise MissingDatabaseUrlError(
+                "no database URL configured: set DATABASE_URL, or DATABASE_SECRET_ARN (Secrets Manager), "
+                "or DATABASE_URL_PARAMETER (SSM SecureString)"
+            )
+        # Migrations never read from a replica: its variables are not even fetched.
+        read_source = _source(environ, READ_URL_VARIABLES, max_age) if mode != "migration" else None
+        database = _load_database(environ, source, force_fetch=force_fetch)
+        read_database = _load_database(environ, read_source, force_fetch=force_fetch) if read_source else None
+        shared: dict[str, Any] = {
+            "mode": mode,
+            "app_env": app_env,
+            "pooler_hosts": pooler_hosts,
+            "pool_profile": pool_profile,
+            "pool_timeout": pool_timeout,
+            "pool_recycle": int(_default(pool_recycle, DEFAULT_POOL_RECYCLE)),
+            "pool_pre_ping": _flag(environ, "DB_POOL_PRE_PING"),
+            "idle_ping_seconds": _default(idle_ping, DEFAULT_IDLE_PING_SECONDS),
+            "connect_timeout": _default(connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            "driver": driver,
+            "statement_timeout": _default(statement_timeout, DEFAULT_STATEMENT_TIMEOUT),
+            "lock_timeout": _default(lock_timeout, DEFAULT_LOCK_TIMEOUT),
+            "idle_in_transaction_timeout": _default(idle_timeout, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
+        }
+        replica = None
+        if read_source is not None and read_database is not None:
+            try:
+                read_settings = cls(database=read_database, source=read_source, **shared)
+            except ConfigError as error:
+                # The same rules as the primary's URL; the message says which variable broke them.
+                raise type(error)(f"{read_source}: {error}") from None
+            replica = ReplicaSettings(
+                settings=read_settings,
+                max_lag=max_lag,
+                connect_budget=_default(connect_budget, DEFAULT_REPLICA_CONNECT_BUDGET),
+            )
+        return cls(database=database, source=source, replica=replica, **shared)
 
     @classmethod
     def for_migration(cls, environ: Mapping[str, str]) -> Settings:
@@ -317,6 +376,8 @@ class Settings:
             summary["endpoint id"] = database.endpoint_id or "from SNI (pg8000 sends the host name)"
         if database.ignored_params:
             summary["ignored parameters"] = ", ".join(database.ignored_params)
+        if self.replica is not None:
+            summary["read replica"] = self.replica.describe()
         return summary
 
 
@@ -410,18 +471,25 @@ def _flag(environ: Mapping[str, str], name: str) -> bool | None:
     raise InvalidSettingError(f"{name}={value!r} is not valid: expected true or false")
 
 
-def _source(environ: Mapping[str, str]) -> UrlSource:
+def _max_age(environ: Mapping[str, str]) -> int:
     # 0 is a real choice, "never cache" (every settings build fetches the secret), not "unset": test for None.
-    max_age = int(_default(_number(environ, "DB_SECRET_MAX_AGE", minimum=0, integer=True), DEFAULT_SECRET_MAX_AGE))
-    for name in URL_VARIABLES:
+    return int(_default(_number(environ, "DB_SECRET_MAX_AGE", minimum=0, integer=True), DEFAULT_SECRET_MAX_AGE))
+
+
+def _source(environ: Mapping[str, str], names: tuple[str, ...], max_age: int) -> UrlSource | None:
+    """The first of `names` that is set: a URL variable (no reference), a secret ARN or a parameter name."""
+    for name in names:
         value = _value(environ, name)
         if value is not None:
-            reference = None if name == "DATABASE_URL" else value
+            reference = None if name in ("DATABASE_URL", "DATABASE_READ_URL") else value
             return UrlSource(cast(UrlSourceKind, name), reference, max_age)
-    raise MissingDatabaseUrlError(
-        "no database URL configured: set DATABASE_URL, or DATABASE_SECRET_ARN (Secrets Manager), "
-        "or DATABASE_URL_PARAMETER (SSM SecureString)"
-    )
+    return None
+
+
+def _load_database(environ: Mapping[str, str], source: UrlSource, *, force_fetch: bool) -> DatabaseUrl:
+    if source.reference is None:
+        return _decode(environ[source.kind].strip(), source)
+    return _fetch_database(source, force_fetch=force_fetch)
 
 
 def _fetch_database(source: UrlSource, *, force_fetch: bool) -> DatabaseUrl:
@@ -431,7 +499,7 @@ def _fetch_database(source: UrlSource, *, force_fetch: bool) -> DatabaseUrl:
 
     value: str | bytes
     try:
-        if source.kind == "DATABASE_SECRET_ARN":
+        if source.kind in _SECRET_KINDS:
             value = parameters.get_secret(source.reference, max_age=source.max_age, force_fetch=force_fetch)
         else:
             value = parameters.get_parameter(

@@ -32,6 +32,8 @@ class DatabaseTarget:
     password: str = field(repr=False)
     pooler_url: str = field(repr=False)
     standin_control: str | None = None
+    # The read replica's pooled URL (the stack's hot standby through the stand-in; TEST_DATABASE_READ_URL on Neon).
+    read_url: str | None = field(default=None, repr=False)
 
 
 def _target() -> DatabaseTarget:
@@ -50,6 +52,7 @@ def _target() -> DatabaseTarget:
             local_stack=False,
             password=unquote(urlsplit(pooled).password or ""),
             pooler_url=pooled,
+            read_url=os.environ.get("TEST_DATABASE_READ_URL") or None,
         )
     state = stack.up()
     return DatabaseTarget(
@@ -61,6 +64,7 @@ def _target() -> DatabaseTarget:
         password=state.password,
         pooler_url=state.pgbouncer_database_url,
         standin_control=state.standin_control,
+        read_url=state.database_read_url,
     )
 
 

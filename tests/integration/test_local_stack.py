@@ -165,7 +165,11 @@ def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> No
     )
     pooled = exports["DATABASE_URL"].strip("'")
     assert _psql(pooled, "select 1").stdout.strip() == "1"
-    servers = ("STACK_STANDIN_PORT", "STACK_PGBOUNCER_PORT", "STACK_POSTGRES_PORT")
+    # The read replica: a hot standby of this stack's Postgres, through the stand-in's second endpoint.
+    replica = exports["DATABASE_READ_URL"].strip("'")
+    assert "ep-local-stack-read-123456-pooler." in replica
+    assert _psql(replica, "select pg_is_in_recovery(), current_database()").stdout.strip() == "t|neondb"
+    servers = ("STACK_STANDIN_PORT", "STACK_PGBOUNCER_PORT", "STACK_POSTGRES_PORT", "STACK_STANDBY_PORT")
     ports = [int(exports[name].strip("'")) for name in servers]
     assert all(_port_open(port) for port in ports)
 
@@ -173,5 +177,6 @@ def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> No
     assert not any(_port_open(port) for port in ports)
     status = subprocess.run([*cli, "status"], env=separate_stack, cwd=ROOT, capture_output=True, text=True)
     assert '"postgres": false' in status.stdout
+    assert '"standby": false' in status.stdout
     assert '"pgbouncer": false' in status.stdout
     assert '"neon_standin": false' in status.stdout

@@ -212,3 +212,50 @@ def test_the_control_cli_reads_the_address_from_the_environment(database: Databa
                          timeout=30, check=False)  # fmt: skip
     assert bad.returncode == 1
     assert "seconds" in bad.stderr
+
+
+def test_the_replica_endpoint_is_a_compute_of_its_own(
+    database: DatabaseTarget, pooled: DatabaseUrl, standin: StandinControl
+) -> None:
+    assert database.read_url is not None
+    replica_url = parse_database_url(database.read_url)
+    primary, replica = _connect(pooled), _connect(replica_url)
+    try:
+        assert _select(replica, "select pg_is_in_recovery(), current_database()") == [True, "neondb"]
+        assert _select(primary, "select pg_is_in_recovery()") == [False]
+        env = {**os.environ, "NEON_STANDIN_CONTROL": database.standin_control or ""}
+        cli = [sys.executable, "-m", "tools.neon_standin", "ctl", "--endpoint", "replica"]
+        subprocess.run([*cli, "suspend"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
+        with pytest.raises((pg8000.dbapi.DatabaseError, pg8000.dbapi.InterfaceError)):
+            _select(replica, "select 1")  # its session ended with the replica's compute
+        assert _select(primary, "select 1") == [1]  # the primary's did not
+        subprocess.run([*cli, "refuse", "endpoint_disabled", "--sticky"], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=30, check=True)  # fmt: skip
+        assert _refusal(replica_url) == _neon("The endpoint has been disabled. Enable it using Neon API and retry.")
+        _connect(pooled).close()  # the primary's endpoint still accepts
+    finally:
+        primary.close()
+        with contextlib.suppress(OSError, pg8000.dbapi.InterfaceError):
+            replica.close()
+    replica_status = standin.on("replica").endpoint_status()
+    assert replica_status["suspended"] is True
+    assert replica_status["counters"]["refused"]["endpoint_disabled"] >= 1
+    assert standin.endpoint_status()["suspended"] is False
+
+
+@pytest.mark.local_stack
+def test_pause_replay_stops_the_standby_replaying_until_resumed(database: DatabaseTarget) -> None:
+    env = {**os.environ, "NEON_STANDIN_CONTROL": database.standin_control or ""}
+    cli = [sys.executable, "-m", "tools.neon_standin", "ctl"]
+    try:
+        paused = subprocess.run([*cli, "pause-replay"], env=env, cwd=ROOT, capture_output=True, text=True,
+                                timeout=30, check=True)  # fmt: skip
+        assert '"replay": "pause' in paused.stdout  # "pause requested", then "paused"
+    finally:
+        resumed = subprocess.run([*cli, "resume-replay"], env=env, cwd=ROOT, capture_output=True, text=True,
+                                 timeout=30, check=True)  # fmt: skip
+    assert '"replay": "not paused"' in resumed.stdout
+    primary_only = subprocess.run([*cli, "--endpoint", "primary", "pause-replay"], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert primary_only.returncode == 1
+    assert "read replica only" in primary_only.stderr

@@ -446,16 +446,24 @@ def test_the_purge_interval_default_matches_the_default_schedule() -> None:
 
 
 def test_the_api_5xx_alarm_is_a_percentage_of_requests() -> None:
-    (alarm,) = [
-        r["Properties"]
-        for r in TEMPLATE["Resources"].values()
-        if r["Type"] == "AWS::CloudWatch::Alarm" and "Metrics" in r["Properties"]
-    ]
+    alarm = TEMPLATE["Resources"]["Api5xxRateAlarm"]["Properties"]
     by_id = {query["Id"]: query for query in alarm["Metrics"]}
     (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
     assert "100 * errors / requests" in returned["Expression"]
     assert by_id["errors"]["MetricStat"]["Metric"]["MetricName"] == "5xx"
     assert by_id["requests"]["MetricStat"]["Metric"]["MetricName"] == "Count"
+
+
+def test_the_replica_fallback_alarm_is_a_percentage_of_read_only_units() -> None:
+    alarm = TEMPLATE["Resources"]["DbReplicaFallbackAlarm"]["Properties"]
+    by_id = {query["Id"]: query for query in alarm["Metrics"]}
+    (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
+    assert "100 * fallbacks / (fallbacks + reads)" in returned["Expression"]
+    assert by_id["fallbacks"]["MetricStat"]["Metric"]["MetricName"] == "DbReplicaFallback"
+    assert by_id["reads"]["MetricStat"]["Metric"]["MetricName"] == "DbReplicaReads"
+    assert alarm["Threshold"] == {"Ref": "ReplicaFallbackPercentAlarm"}
+    # Without a replica there is no data: never an alarm.
+    assert alarm["TreatMissingData"] == "notBreaching"
 
 
 @pytest.mark.parametrize(

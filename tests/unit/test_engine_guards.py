@@ -3,6 +3,7 @@
 import sys
 import types
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def _settings() -> Settings:
         {"execution_options": {"postgresql_readonly": True}},
     ],
 )
-def test_the_factory_refuses_options_unsafe_behind_a_transaction_pooler(options: dict[str, object]) -> None:
+def test_the_factory_refuses_options_unsafe_behind_a_transaction_pooler(options: dict[str, Any]) -> None:
     with pytest.raises(UnsafeEngineOptionError, match="SET LOCAL") as raised:
         db.build_engine(_settings(), **options)
     assert "secret-pw" not in str(raised.value)

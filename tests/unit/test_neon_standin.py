@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
 from tools.neon_standin import (
     MISSING_ENDPOINT,
     REFUSALS,
+    Config,
     FrameTracker,
+    Route,
     Scenario,
+    Standin,
+    StandinError,
     _Refused,
     admin_shutdown_error,
     endpoint_from_sni,
@@ -20,6 +25,7 @@ from tools.neon_standin import (
     neon_error,
     parse_fields,
     resolve_endpoint,
+    routed,
     split_options,
 )
 
@@ -135,3 +141,31 @@ def test_scripted_refusals_are_one_shot_counted_or_sticky() -> None:
     assert taken == ["compute_unreachable", "compute_unreachable", "endpoint_disabled", "endpoint_disabled"]
     assert Scenario(refusals={"quota_exceeded": 1}).take_refusal() == "quota_exceeded"
     assert Scenario().take_refusal() is None
+
+
+def test_each_endpoint_is_a_compute_of_its_own_named_by_id_or_role(tmp_path: Path) -> None:
+    config = Config(
+        listen_port=1, control_port=2, upstream_port=3, cert=tmp_path / "c", key=tmp_path / "k", ca=tmp_path / "a",
+        routes=(Route("ep-a-1"), Route("ep-b-2", role="replica", database_suffix="_replica")), domain="d",
+    )  # fmt: skip
+    standin = Standin(config)
+    standin.handle({"op": "refuse", "kind": "endpoint_disabled", "times": None, "endpoint": "replica"})
+    standin.handle({"op": "suspend", "endpoint": "ep-b-2-pooler"})
+    status = standin.handle({"op": "status"})
+    assert status["endpoints"]["ep-b-2"]["scenario"]["refusals"] == {"endpoint_disabled": None}
+    assert status["endpoints"]["ep-b-2"]["suspended"] is True
+    assert status["endpoints"]["ep-b-2"]["counters"]["suspends"] == 1
+    assert status["endpoints"]["ep-a-1"]["scenario"]["refusals"] == {}
+    # The top level is the primary's state, and the totals.
+    assert (status["suspended"], status["counters"]["suspends"]) == (False, 1)
+    standin.handle({"op": "reset"})  # no endpoint: all of them
+    assert standin.handle({"op": "status"})["endpoints"]["ep-b-2"]["suspended"] is False
+    with pytest.raises(StandinError, match="unknown endpoint 'ep-c-3'"):
+        standin.handle({"op": "status", "endpoint": "ep-c-3"})
+
+
+def test_a_replica_endpoints_sessions_reach_the_poolers_database_for_it() -> None:
+    replica = Route("ep-b-2", role="replica", database_suffix="_replica")
+    assert routed({"user": "u", "database": "neondb"}, replica)["database"] == "neondb_replica"
+    assert routed({"user": "u"}, replica)["database"] == "u_replica"  # Postgres' default: the user's name
+    assert routed({"user": "u", "database": "neondb"}, Route("ep-a-1"))["database"] == "neondb"

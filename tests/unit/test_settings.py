@@ -470,3 +470,156 @@ def test_database_variables_lists_every_variable_the_settings_read() -> None:
     source = (ROOT / "lib" / "dbkit" / "settings.py").read_text(encoding="utf-8")
     read = set(re.findall(r'"((?:DB|DATABASE|DIRECT_DATABASE)_[A-Z_]+|APP_ENV)"', source))
     assert read == set(DATABASE_VARIABLES)
+
+
+# --- the read replica -------------------------------------------------------------------------------------------
+
+NEON_READ_POOLED = "ep-quiet-lake-654321-pooler.us-east-2.aws.neon.tech"
+READ_PASSWORD = "Rd7-pw-LEAKCHECK"
+READ_URL = f"postgresql://neondb_owner:{READ_PASSWORD}@{NEON_READ_POOLED}/neondb?sslmode=require"
+
+
+def test_no_replica_unless_a_read_url_is_set() -> None:
+    settings = _settings(**LAMBDA, DB_REPLICA_MAX_LAG="5")
+    assert settings.replica is None
+    assert "read replica" not in settings.describe()
+
+
+def test_the_replica_gets_the_primarys_mode_pool_limits_and_tls_policy() -> None:
+    settings = _settings(**LAMBDA, DATABASE_READ_URL=READ_URL, DB_STATEMENT_TIMEOUT="20", DB_DRIVER="stock")
+    assert settings.replica is not None
+    replica = settings.replica.settings
+    assert replica.database.host == NEON_READ_POOLED
+    assert replica.database.password == READ_PASSWORD
+    assert replica.source == UrlSource("DATABASE_READ_URL")
+    assert (replica.mode, replica.pool, replica.statement_timeout, replica.driver) == (
+        "serverless",
+        settings.pool,
+        20.0,
+        "stock",
+    )
+    assert replica.database.sslmode == "verify-full"  # upgraded like the primary's
+    assert replica.host_kind is HostKind.NEON_POOLER
+    assert (settings.replica.max_lag, settings.replica.connect_budget) == (None, 1.0)
+
+
+def test_replica_max_lag_and_connect_budget() -> None:
+    settings = _settings(DATABASE_READ_URL=READ_URL, DB_REPLICA_MAX_LAG="2.5", DB_REPLICA_CONNECT_BUDGET="0.3")
+    assert settings.replica is not None
+    assert (settings.replica.max_lag, settings.replica.connect_budget) == (2.5, 0.3)
+    assert _settings(DATABASE_READ_URL=READ_URL, DB_REPLICA_MAX_LAG="0").replica.max_lag == 0.0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("DB_REPLICA_MAX_LAG", "-1", "expected a number of seconds >= 0"),
+        ("DB_REPLICA_MAX_LAG", "5s", "expected a number of seconds >= 0"),
+        ("DB_REPLICA_CONNECT_BUDGET", "0", "expected a number of seconds > 0"),
+    ],
+)
+def test_bad_replica_numbers_name_the_variable(name: str, value: str, accepted: str) -> None:
+    with pytest.raises(InvalidSettingError) as caught:
+        _settings(DATABASE_READ_URL=READ_URL, **{name: value})
+    assert str(caught.value) == f"{name}={value!r} is not valid: {accepted}"
+
+
+def test_serverless_refuses_a_direct_replica_host_naming_the_variable_and_the_pooled_host() -> None:
+    direct = READ_URL.replace("-pooler", "")
+    with pytest.raises(PoolerRequiredError, match=f"^DATABASE_READ_URL: .*use the pooled hostname {NEON_READ_POOLED} "):
+        _settings(**LAMBDA, DATABASE_READ_URL=direct)
+
+
+def test_serverless_refuses_an_unlisted_replica_host() -> None:
+    url = f"postgresql://u:{READ_PASSWORD}@replica.internal:6432/db?sslmode=verify-full"
+    with pytest.raises(PoolerRequiredError, match=r"^DATABASE_READ_URL: .*add it to DB_POOLER_HOSTS"):
+        _settings(**LAMBDA, DATABASE_READ_URL=url, DB_POOLER_HOSTS="pgbouncer.internal:6432")
+    listed = _settings(**LAMBDA, DATABASE_READ_URL=url, DB_POOLER_HOSTS="replica.internal:6432")
+    assert listed.replica is not None
+    assert listed.replica.settings.host_kind is HostKind.LISTED_POOLER
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"sslmode=require": "sslmode=disable"}, InsecureTransportError, "sslmode=disable is refused in serverless"),
+        ({"sslmode=require": "sslmode=bogus"}, InvalidDatabaseUrlError, "sslmode"),
+        ({"sslmode=require": "sslmode=require&options=-c%20work_mem%3D1MB"}, InvalidDatabaseUrlError, "SET LOCAL"),
+    ],
+)
+def test_the_replica_url_follows_the_primarys_tls_and_pooler_rules(
+    change: dict[str, str], error: type[Exception], message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = READ_URL
+    for old, new in change.items():
+        url = url.replace(old, new)
+    with pytest.raises(error, match=message) as caught:
+        _settings(**LAMBDA, DATABASE_READ_URL=url)
+    assert str(caught.value).startswith("DATABASE_READ_URL: ")
+    assert READ_PASSWORD not in f"{caught.value!r} {caught.value}"
+    assert READ_PASSWORD not in caplog.text
+
+
+def test_the_replicas_endpoint_option_is_checked_against_its_host() -> None:
+    settings = _settings(**LAMBDA, DATABASE_READ_URL=READ_URL + "&options=endpoint%3Dep-quiet-lake-654321")
+    assert settings.replica is not None
+    assert settings.replica.settings.database.endpoint_id == "ep-quiet-lake-654321"
+    assert any("contradicts the host" in warning for warning in settings.replica.settings.warnings)
+    consistent = _settings(**LAMBDA, DATABASE_READ_URL=READ_URL + "&options=endpoint%3Dep-quiet-lake-654321-pooler")
+    assert consistent.replica is not None
+    assert consistent.replica.settings.warnings == ()
+
+
+def test_describe_names_the_replica_without_its_password() -> None:
+    settings = _settings(**LAMBDA, DATABASE_READ_URL=READ_URL, DB_REPLICA_MAX_LAG="3")
+    line = settings.describe()["read replica"]
+    assert NEON_READ_POOLED in line
+    assert "max lag 3s" in line
+    assert "DATABASE_READ_URL" in line
+    assert READ_PASSWORD not in json.dumps(settings.describe()) + repr(settings)
+
+
+def test_migrations_never_read_the_replica_variables() -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:never-fetched-AbCdEf"
+    settings = Settings.for_migration({"DIRECT_DATABASE_URL": DIRECT_URL, "DATABASE_READ_SECRET_ARN": arn})
+    assert settings.replica is None
+
+
+def test_replica_secret_and_parameter_sources(aws: Aws) -> None:
+    arn = aws.secret(READ_URL)
+    settings = Settings.from_env({"DATABASE_URL": POOLED_URL, "DATABASE_READ_SECRET_ARN": arn, **LAMBDA})
+    assert settings.replica is not None
+    assert settings.replica.settings.source == UrlSource("DATABASE_READ_SECRET_ARN", arn)
+    assert settings.replica.settings.url_from_secret_store
+    assert settings.replica.settings.database.password == READ_PASSWORD
+    aws.ssm.put_parameter(Name="/notes/database-read-url", Value=READ_URL, Type="SecureString")
+    from_parameter = Settings.from_env(
+        {"DATABASE_URL": POOLED_URL, "DATABASE_READ_URL_PARAMETER": "/notes/database-read-url"}
+    )
+    assert from_parameter.replica is not None
+    assert str(from_parameter.replica.settings.source) == "DATABASE_READ_URL_PARAMETER=/notes/database-read-url"
+    assert from_parameter.replica.settings.database.host == NEON_READ_POOLED
+
+
+def test_the_read_url_variable_wins_over_the_read_secret(aws: Aws) -> None:
+    settings = _settings(DATABASE_READ_URL=READ_URL, DATABASE_READ_SECRET_ARN="arn:aws:secretsmanager:x:1:secret:y")
+    assert settings.replica is not None
+    assert settings.replica.settings.source.kind == "DATABASE_READ_URL"
+
+
+def test_a_rotated_replica_secret_is_re_read_from_its_own_source(aws: Aws) -> None:
+    arn = aws.secret(READ_URL)
+    settings = Settings.from_env({"DATABASE_URL": POOLED_URL, "DATABASE_READ_SECRET_ARN": arn, **LAMBDA})
+    assert settings.replica is not None
+    aws.secrets.put_secret_value(SecretId=arn, SecretString=READ_URL.replace(READ_PASSWORD, "rotated-read-pw"))
+    refreshed = refresh_database_url(settings.replica.settings)
+    assert refreshed.database.password == "rotated-read-pw"
+    assert refreshed.database.host == NEON_READ_POOLED
+    assert refreshed.database.sslmode == "verify-full"
+
+
+def test_a_bad_replica_secret_names_its_variable(aws: Aws) -> None:
+    arn = aws.secret(json.dumps({"password": READ_PASSWORD}))
+    with pytest.raises(DatabaseUrlSourceError, match=r"^DATABASE_READ_SECRET_ARN=arn:") as caught:
+        Settings.from_env({"DATABASE_URL": POOLED_URL, "DATABASE_READ_SECRET_ARN": arn})
+    assert READ_PASSWORD not in str(caught.value)

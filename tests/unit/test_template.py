@@ -224,6 +224,60 @@ def test_functions_get_exactly_the_configured_database_source(source: str) -> No
         assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(environment)
 
 
+READ_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-replica-url-GhIjKl"
+READ_PARAMETER_NAME = "/neon/prod/database-read-url"
+READ_SOURCES: dict[str, dict[str, str]] = {
+    "secret": {"DatabaseReadSecretArn": READ_SECRET_ARN},
+    "parameter": {"DatabaseReadUrlParameterName": READ_PARAMETER_NAME},
+}
+
+
+@pytest.mark.parametrize("source", sorted(READ_SOURCES))
+def test_a_read_replica_reaches_the_api_only_and_its_role_may_read_that_url(source: str) -> None:
+    overrides = {**DATABASE_SOURCES["secret"], **READ_SOURCES[source], "DbReplicaMaxLag": "2.5"}
+    api = function_config("ApiFunction", parameters=overrides).environment
+    purge = function_config("PurgeFunction", parameters=overrides).environment
+    expected = (
+        {"DATABASE_READ_SECRET_ARN": READ_SECRET_ARN}
+        if source == "secret"
+        else {"DATABASE_READ_URL_PARAMETER": READ_PARAMETER_NAME}
+    )
+    names = ("DATABASE_READ_SECRET_ARN", "DATABASE_READ_URL_PARAMETER", "DATABASE_READ_URL")
+    assert {name: api[name] for name in names if name in api} == expected
+    assert api["DB_REPLICA_MAX_LAG"] == "2.5"
+    # The scheduled purge writes: it never gets the replica (nor the right to read its URL).
+    assert not {*names, "DB_REPLICA_MAX_LAG"} & set(purge)
+    read_grant = (
+        {"secretsmanager:GetSecretValue": [SECRET_ARN, READ_SECRET_ARN]}
+        if source == "secret"
+        else {
+            "secretsmanager:GetSecretValue": [SECRET_ARN],
+            "ssm:GetParameter": ["arn:aws:ssm:us-east-1:123456789012:parameter/neon/prod/database-read-url"],
+        }
+    )
+    api_grants = grants(role_of("ApiFunction"), overrides)
+    assert {action: api_grants[action] for action in read_grant} == read_grant
+    purge_grants = grants(role_of("PurgeFunction"), overrides)
+    assert purge_grants["secretsmanager:GetSecretValue"] == [SECRET_ARN]
+    assert "ssm:GetParameter" not in purge_grants
+
+
+def test_without_a_replica_the_api_gets_no_replica_variable() -> None:
+    api = function_config("ApiFunction", parameters=DATABASE_SOURCES["secret"]).environment
+    assert not [name for name in api if name.startswith(("DATABASE_READ", "DB_REPLICA"))]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [({}, True), (READ_SOURCES["secret"], True), (READ_SOURCES["parameter"], True),
+     ({**READ_SOURCES["secret"], **READ_SOURCES["parameter"]}, False)],
+    ids=["none", "secret", "parameter", "both"],
+)  # fmt: skip
+def test_deploy_rule_allows_at_most_one_read_replica_source(overrides: dict[str, str], accepted: bool) -> None:
+    (assertion,) = TEMPLATE["Rules"]["AtMostOneReadReplicaSource"]["Assertions"]
+    assert Resolver(TEMPLATE, overrides=overrides).resolve(assertion["Assert"]) is accepted
+
+
 def test_stage_and_pool_parameters_reach_the_functions() -> None:
     environment = function_config("ApiFunction", parameters={"Stage": "staging", "DbPool": "nullpool"}).environment
     assert (environment["APP_ENV"], environment["DB_POOL"]) == ("staging", "nullpool")
