@@ -7,7 +7,6 @@ paused), and every unit must still answer: from the primary, with one log line a
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -40,7 +39,6 @@ from tools import stack
 from tools.neon_standin import StandinControl
 from tools.proxy import Proxy
 
-STOCK = os.environ.get("DB_DRIVER") == "stock"
 FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
 WHO = "select pg_is_in_recovery()"
 
@@ -541,14 +539,15 @@ def test_a_replica_that_stops_answering_mid_unit_leaves_the_primary_half_the_tim
             proxy.blackhole = False
     (fallback,) = run.fallbacks()
     assert fallback["reason"] == "replica connection lost"
-    # Half of what was left (4 s less the 0.5 s answer margin) on the replica, then the primary answered.
-    assert 1.5 < elapsed < 2.5
+    # The replica had half of what was left (4 s less the 0.5 s answer margin, so 1.75 s), then the primary answered,
+    # all before the invocation's answer margin (a deadline, not a speed: the upper bound is the margin itself).
+    assert 1.5 < elapsed < 3.5
 
 
 # --- round trips --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(STOCK, reason="round-trip counts of the pipelined driver")
+@pytest.mark.pipelined_driver
 def test_a_warm_read_on_the_replica_is_one_round_trip_with_the_lag_guard(
     database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch, probe_table: None
 ) -> None:
