@@ -107,10 +107,10 @@ test-load: stack-up  ## hundreds of simulated execution environments through the
 conformance: venv  ## SQLAlchemy's and pg8000's own suites: the kit's drivers vs stock, on a throwaway cluster (ARGS=--help)
 	@$(PYTHON) -m tools.conformance $(ARGS)
 
-bench: migrate  ## round trips, server hold, cold start and scale: template vs seed and psycopg 3; writes bench/results.md (~6 min)
+bench: migrate  ## round trips, server hold, cold start and scale: template vs seed and psycopg 3; writes bench/results.md (~6½ min)
 	@$(PYTHON) -m tools.bench
 
-bench-coldstart: migrate  ## only the deployed cold start (built artifact, read-only, under awslambdaric); prints, writes nothing
+bench-coldstart: migrate  ## only the deployed cold start (built artifact, read-only, under awslambdaric); prints, writes nothing (~2 min)
 	@$(PYTHON) -m tools.bench --coldstart-only
 
 fmt: venv  ## format and auto-fix with ruff

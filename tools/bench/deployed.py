@@ -57,23 +57,28 @@ MACHINE_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm6
 ENGINE_MODULES = frozenset(
     {"lib.dbkit.pg8000_internals", "lib.dbkit.pg_dbapi", "lib.dbkit.pg_pipeline", "lib.dbkit.pg_errors"}
 )
-# Printed by the entry modules once imported: INIT's imports are the -X importtime lines before it (the runtime client
-# imports the handler module with importlib.import_module, which -X importtime does not report itself).
+# Printed by the entry modules once imported, with the clock (CLOCK_MONOTONIC, the bench's perf_counter too) when their
+# import began and ended: INIT splits into the runtime's start and the handler's import, and INIT's imports are the
+# -X importtime lines before it (the runtime client imports the handler module with importlib.import_module, which
+# -X importtime does not report itself).
 INIT_MARKER = "--- bench: handler module imported ---"
+_CLOCK = "import sys, time\n\n_began = time.perf_counter()\n"
+_MARK = f"print({INIT_MARKER!r}, _began, time.perf_counter(), file=sys.stderr, flush=True)\n"
 ENTRY_MODULES = {
     "bench_api": (
         '"""handlers.api with the ORM loaded, as the naive baseline and the sample app\'s ORM models load it."""\n'
-        "import sys\n\n"
-        "import sqlalchemy.orm  # noqa: F401\n\n"
-        "from handlers.api import handler  # noqa: F401\n\n"
-        f"print({INIT_MARKER!r}, file=sys.stderr, flush=True)\n"
+        + _CLOCK
+        + "import sqlalchemy.orm  # noqa: E402, F401\n"
+        + "from handlers.api import handler  # noqa: E402, F401\n\n"
+        + _MARK
     ),
     "bench_naive": (
         '"""The naive baseline: a typical app\'s imports at its top, and a handler that needs none of them."""\n'
-        f"import sys, {', '.join(NAIVE_BASELINE)}  # noqa: F401, E401\n\n"
-        f"print({INIT_MARKER!r}, file=sys.stderr, flush=True)\n\n\n"
-        "def handler(event, context):\n"
-        '    return {"statusCode": 200, "body": ""}\n'
+        + _CLOCK
+        + f"import {', '.join(NAIVE_BASELINE)}  # noqa: E401, E402, F401\n\n"
+        + _MARK
+        + "\n\ndef handler(event, context):\n"
+        + '    return {"statusCode": 200, "body": ""}\n'
     ),
 }
 
@@ -101,14 +106,24 @@ VARIANTS = (API_SOURCE, API_BYTECODE, NAIVE_SOURCE, NAIVE_BYTECODE)
 
 @dataclass(frozen=True)
 class Sample:
-    """One cold start: INIT and the first invocation, in milliseconds."""
+    """One cold start, ms: INIT (the runtime's start, then the handler module's import), the first invocation."""
 
     init_ms: float
     first_ms: float
+    startup_ms: float = 0.0
+    import_ms: float = 0.0
 
 
 def _init(sample: Sample) -> float:
     return sample.init_ms
+
+
+def _import(sample: Sample) -> float:
+    return sample.import_ms
+
+
+def _startup(sample: Sample) -> float:
+    return sample.startup_ms
 
 
 def _first(sample: Sample) -> float:
@@ -282,7 +297,7 @@ def cold_start(
     extra: Mapping[str, str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-) -> InvokeResult:
+) -> tuple[InvokeResult, Sample]:
     """One new execution environment of `variant` from `code_root`: INIT, then one invocation with `event`.
 
     `extra` is added to the function's environment; `environ` supplies the database as for the local Lambda (default:
@@ -310,11 +325,20 @@ def cold_start(
         result = environment.invoke(invocation, config.timeout_seconds)
     finally:
         environment.close()
-    if result.status_code != variant.status or result.init_duration_ms is None:
+    marker = next((line for line in result.logs.splitlines() if line.startswith(INIT_MARKER)), "")
+    if result.status_code != variant.status or result.init_duration_ms is None or not marker:
         raise RuntimeError(
-            f"{variant.name}: expected HTTP {variant.status}, got {result.response!r}\n{result.logs[-2000:]}"
+            f"{variant.name}: expected HTTP {variant.status} after the INIT marker, got {result.response!r}\n"
+            f"{result.logs[-2000:]}"
         )
-    return result
+    began, ended = (float(value) for value in marker.removeprefix(INIT_MARKER).split())
+    sample = Sample(
+        init_ms=result.init_duration_ms,
+        first_ms=result.duration_ms,
+        startup_ms=(began - environment.started_at) * 1000,
+        import_ms=(ended - began) * 1000,
+    )
+    return result, sample
 
 
 def parse_importtime(log: str) -> tuple[ImportEntry, ...]:
@@ -381,7 +405,7 @@ def _profile(
     init_runs: list[tuple[ImportEntry, ...]] = []
     first_runs: list[tuple[ImportEntry, ...]] = []
     for _ in range(runs):
-        result = cold_start(variant, code_root, config, python, event, {"PYTHONPROFILEIMPORTTIME": "1"})
+        result, _ = cold_start(variant, code_root, config, python, event, {"PYTHONPROFILEIMPORTTIME": "1"})
         init, marker, first = result.logs.partition(INIT_MARKER)
         if not marker:
             raise RuntimeError(f"{variant.name}: no end-of-INIT marker in its output:\n{result.logs[-2000:]}")
@@ -414,10 +438,9 @@ def measure_deployed(runs: int = DEFAULT_RUNS, log: Callable[[str], None] = prin
         for round_number in range(runs + 1):
             shift = round_number % len(VARIANTS)
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                result = cold_start(variant, trees[variant.bytecode], config, python, event)
+                _, sample = cold_start(variant, trees[variant.bytecode], config, python, event)
                 if round_number:
-                    assert result.init_duration_ms is not None
-                    samples[variant].append(Sample(result.init_duration_ms, result.duration_ms))
+                    samples[variant].append(sample)
         log("import profiles of the deployed INIT (-X importtime) ...")
         api_profile = _profile(API_BYTECODE, with_bytecode, config, python, event)
         naive_profile = _profile(NAIVE_BYTECODE, with_bytecode, config, python, event)
@@ -438,6 +461,10 @@ def measure_deployed(runs: int = DEFAULT_RUNS, log: Callable[[str], None] = prin
 # The report.
 
 
+def _relative(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
@@ -449,14 +476,13 @@ def _megabytes(size: int) -> str:
 def samples_table(result: DeployedColdStart) -> str:
     """Medians per variant, and each ratio of the targets side by side."""
     lines = [
-        "| variant | INIT ms | first invocation ms | INIT + first ms |",
-        "|---|---|---|---|",
+        "| variant | INIT ms | runtime start ms | handler import ms | first invocation ms | INIT + first ms |",
+        "|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
-        init = result.median(variant, _init)
-        first = result.median(variant, _first)
         total = statistics.median(sample.init_ms + sample.first_ms for sample in result.samples[variant])
-        lines.append(f"| {variant.name} | {_ms(init)} | {_ms(first)} | {_ms(total)} |")
+        cells = [result.median(variant, field) for field in (_init, _startup, _import, _first)]
+        lines.append(f"| {variant.name} | {' | '.join(_ms(cell) for cell in cells)} | {_ms(total)} |")
     return "\n".join(lines)
 
 
@@ -464,6 +490,11 @@ def ratios_table(result: DeployedColdStart) -> str:
     rows = [
         ("handlers.api INIT, bytecode / no bytecode", result.bytecode_ratio, f"≤ {BYTECODE_TARGET}x"),
         ("handlers.api INIT / naive baseline INIT, both with bytecode", result.naive_ratio, f"≤ {NAIVE_TARGET}x"),
+        (
+            "handlers.api import / naive baseline import (INIT less the runtime's start), both with bytecode",
+            result.ratio(API_BYTECODE, NAIVE_BYTECODE, _import),
+            "",
+        ),
         ("handlers.api INIT / naive baseline INIT, both without bytecode", result.ratio(API_SOURCE, NAIVE_SOURCE), ""),
         ("naive baseline INIT, bytecode / no bytecode", result.ratio(NAIVE_BYTECODE, NAIVE_SOURCE), ""),
         ("handlers.api first invocation, bytecode / no bytecode", result.ratio(API_BYTECODE, API_SOURCE, _first), ""),
@@ -575,10 +606,20 @@ def section(result: DeployedColdStart) -> str:
     return "\n".join(
         [
             f"The ApiFunction artifact built by tools/sam/Makefile's steps for {result.python.runtime} on this "
-            f"machine ({result.architecture}), with and without its bytecode, each copied to a read-only folder; each "
-            f"sample is a new execution environment: `python -m awslambdaric <handler>` on Python "
-            f"{result.python.version} polling a local Runtime API, as Lambda's Python runtime starts a function. "
-            "INIT = process start until the runtime client first asks for an event (the handler module imported); "
+            f"machine ({result.architecture}), with and without its bytecode, each copied to a read-only folder"
+            + (
+                " (the bench runs as root, whom folder modes do not stop: `PYTHONDONTWRITEBYTECODE=1` plays Lambda's "
+                "read-only mount, and after the runs the bench checks that nothing was written)"
+                if os.geteuid() == 0
+                else ""
+            )
+            + f"; each sample is a new execution environment: `python -m awslambdaric <handler>` on Python "
+            f"{result.python.version} ({_relative(result.python.executable)}, whose packages play Lambda's "
+            "/var/runtime: awslambdaric, boto3) polling a local Runtime API, as Lambda's Python runtime starts a "
+            "function, with the artifact first on its path. "
+            "INIT = process start until the runtime client first asks for an event: the runtime's start (interpreter "
+            "and runtime client, until the handler module begins) and the handler module's import (clocked by the "
+            "module itself); "
             f"first invocation = `{FIRST_EVENT}` handed out until answered (handlers.api: engine, new TLS + SCRAM "
             "connection to the local stack, query, 404; the baseline answers a constant). *handlers.api (+ "
             "sqlalchemy.orm)* imports sqlalchemy.orm first, as the naive baseline and the sample app's ORM models "
