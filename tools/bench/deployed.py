@@ -48,7 +48,7 @@ MAKEFILE = ROOT / "tools" / "sam" / "Makefile"
 FIRST_EVENT = "api-10-get-note-unknown-id"
 DEFAULT_RUNS = 9
 # Import profiles per variant: one -X importtime run is as noisy as one cold start; a per-module median is steadier.
-PROFILE_RUNS = 3
+PROFILE_RUNS = 5
 TOP_IMPORTS = 15
 BYTECODE_TARGET = 0.5
 NAIVE_TARGET = 0.9
@@ -393,24 +393,28 @@ def _line_keys(run: Sequence[ImportEntry]) -> list[tuple[str, int]]:
     return keys
 
 
-def _profile(
-    variant: Variant,
+def _profiles(
+    variants: Sequence[Variant],
     code_root: Path,
     config: FunctionConfig,
     python: RuntimePython,
     event: dict[str, Any],
     runs: int = PROFILE_RUNS,
-) -> Profile:
-    init_runs: list[tuple[ImportEntry, ...]] = []
-    first_runs: list[tuple[ImportEntry, ...]] = []
+) -> list[Profile]:
+    """Import profiles of the variants' cold starts, the variants interleaved like the timed rounds."""
+    init_runs: list[list[tuple[ImportEntry, ...]]] = [[] for _ in variants]
+    first_runs: list[list[tuple[ImportEntry, ...]]] = [[] for _ in variants]
     for _ in range(runs):
-        result, _ = cold_start(variant, code_root, config, python, event, {"PYTHONPROFILEIMPORTTIME": "1"})
-        init, marker, first = result.logs.partition(INIT_MARKER)
-        if not marker:
-            raise RuntimeError(f"{variant.name}: no end-of-INIT marker in its output:\n{result.logs[-2000:]}")
-        init_runs.append(parse_importtime(init))
-        first_runs.append(parse_importtime(first))
-    return Profile(median_profile(init_runs), median_profile(first_runs))
+        for index, variant in enumerate(variants):
+            result, _ = cold_start(variant, code_root, config, python, event, {"PYTHONPROFILEIMPORTTIME": "1"})
+            init, marker, first = result.logs.partition(INIT_MARKER)
+            if not marker:
+                raise RuntimeError(f"{variant.name}: no end-of-INIT marker in its output:\n{result.logs[-2000:]}")
+            init_runs[index].append(parse_importtime(init))
+            first_runs[index].append(parse_importtime(first))
+    return [
+        Profile(median_profile(init), median_profile(first)) for init, first in zip(init_runs, first_runs, strict=True)
+    ]
 
 
 def measure_deployed(runs: int = DEFAULT_RUNS, log: Callable[[str], None] = print) -> DeployedColdStart | str:
@@ -441,8 +445,7 @@ def measure_deployed(runs: int = DEFAULT_RUNS, log: Callable[[str], None] = prin
                 if round_number:
                     samples[variant].append(sample)
         log("import profiles of the deployed INIT (-X importtime) ...")
-        api_profile = _profile(API_BYTECODE, with_bytecode, config, python, event)
-        naive_profile = _profile(NAIVE_BYTECODE, with_bytecode, config, python, event)
+        api_profile, naive_profile = _profiles((API_BYTECODE, NAIVE_BYTECODE), with_bytecode, config, python, event)
     return DeployedColdStart(
         python=python,
         architecture=host_architecture(),
