@@ -12,7 +12,8 @@ RUNTIME_VENV = .venv-$(RUNTIME_PYTHON)
 PORT ?= 3000
 
 .PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate revision demo api test check lint types pytest \
-        pytest-runtime test-unit test-integration test-faults test-load bench fmt clean doctor neon-ctl conformance
+        pytest-runtime test-unit test-integration test-faults test-load bench bench-coldstart fmt clean doctor neon-ctl \
+        conformance
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
@@ -106,8 +107,11 @@ test-load: stack-up  ## hundreds of simulated execution environments through the
 conformance: venv  ## SQLAlchemy's and pg8000's own suites: the kit's drivers vs stock, on a throwaway cluster (ARGS=--help)
 	@$(PYTHON) -m tools.conformance $(ARGS)
 
-bench: migrate  ## round trips, server hold, cold start and scale: template vs seed and psycopg 3; writes bench/results.md (~6 min)
+bench: migrate  ## round trips, server hold, cold start and scale: template vs seed and psycopg 3; writes bench/results.md (~6½ min)
 	@$(PYTHON) -m tools.bench
+
+bench-coldstart: migrate  ## only the deployed cold start (built artifact, read-only, under awslambdaric); prints, writes nothing (~2 min)
+	@$(PYTHON) -m tools.bench --coldstart-only
 
 fmt: venv  ## format and auto-fix with ruff
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
+from handlers import init_done
 from lib.dbkit.invocation import lambda_entry
 from lib.dbkit.lambda_events import check_http_api_event
 from lib.dbkit.observability import logger, metrics
@@ -22,3 +23,6 @@ adapter = Mangum(app, lifespan="off")
 @lambda_entry
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return adapter(check_http_api_event(event), context)
+
+
+init_done()

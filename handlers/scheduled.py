@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
+from handlers import init_done
 from lib.dbkit.invocation import lambda_entry
 from lib.dbkit.lambda_events import check_scheduled_event
 from lib.dbkit.observability import logger, metrics
@@ -17,3 +18,6 @@ from lib.sample_app.purge import run_scheduled
 @lambda_entry
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return run_scheduled(check_scheduled_event(event))
+
+
+init_done()

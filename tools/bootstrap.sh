@@ -8,6 +8,9 @@
 #                               .venv-3.13 with requirements-dev.txt when a python3.13 is installed (PATH or pyenv):
 #                               the local Lambda runtime runs functions on it, and `make test` runs the integration
 #                               tier on it once more; without such an interpreter it says so and does nothing
+#   tools/bootstrap.sh python 3.13
+#                               the path of a python3.13 that runs (PATH or pyenv), exit 1 when there is none; the
+#                               SAM build compiles the artifact's bytecode with it (tools/sam/compile_bytecode.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -125,5 +128,6 @@ case "${1:-}" in
   system) system ;;
   venv) venv ;;
   runtime-venv) runtime_venv "${2:-}" ;;
-  *) echo "usage: $0 system|venv|runtime-venv X.Y" >&2; exit 2 ;;
+  python) find_python_version "${2:?usage: $0 python X.Y}" ;;
+  *) echo "usage: $0 system|venv|runtime-venv X.Y|python X.Y" >&2; exit 2 ;;
 esac

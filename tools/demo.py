@@ -64,7 +64,7 @@ def _summary(results: list[tuple[str, InvokeResult]], runtime: LocalLambda) -> N
         print(
             f"  {function_id}: {sum(r.function_id == function_id for _, r in results)} invocations in "
             f"{len(environments)} execution environment(s), {engines[function_id]} database engine(s) created; "
-            f"{runtime.python(function_id).describe()}"
+            f"{runtime.describe(function_id)}"
         )
     print(
         "With Docker, `sam local invoke <Function> -e events/<file>` runs the same events in Lambda's image "

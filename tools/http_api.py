@@ -229,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def announce(environment: ExecutionEnvironment) -> None:
         print(
-            f"[{environment.id}] new execution environment (pid {environment.pid}): local runtime API, "
-            f"{environment.python.describe()}",
+            f"[{environment.id}] new execution environment (pid {environment.pid}): {environment.describe()}",
             file=sys.stderr,
             flush=True,
         )
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {function_id} ({config.handler}): {routes}\n"
             f"    timeout {config.timeout_seconds} s, up to {limit} execution environments, each: "
-            f"local runtime API, {runtime.python(function_id).describe()}",
+            f"{runtime.describe(function_id)}",
             flush=True,
         )
     guarded = sorted({route.authorization for _, route in server.routes} - {"NONE"})

@@ -5,7 +5,8 @@
 
 The function runs where Lambda's Python runtime runs it: in `python -m awslambdaric <handler>` (AWS's runtime interface
 client) polling a local runtime API (tools.local_lambda), on the Python its Runtime names when that is installed
-(tools.runtime_python). Handler, timeout, memory and environment come from template.yaml; the database URL from
+(tools.runtime_python), from its `sam build` artifact when that is current, else from the source tree, saying which
+(tools.function_code). Handler, timeout, memory and environment come from template.yaml; the database URL from
 DATABASE_URL when set, else from the local stack's .stack/env. Each run starts a new execution environment, so it is
 a cold start (`make demo` and `make api` keep environments warm). START/END/REPORT and the function's output go to
 stderr, the response JSON to stdout. Exit status: 0 success, 1 the function failed or timed out, 2 bad usage.
@@ -52,11 +53,8 @@ def sam_local_env_vars(stack_env: Mapping[str, str], ca_path: str = CONTAINER_CA
 
 
 def environment_line(environment: ExecutionEnvironment) -> str:
-    """What an execution environment really is: its id, process, runtime client and Python."""
-    return (
-        f"new execution environment {environment.id} (pid {environment.pid}): "
-        f"local runtime API, {environment.python.describe()}"
-    )
+    """What an execution environment really is: its id, process, runtime client, Python and code."""
+    return f"new execution environment {environment.id} (pid {environment.pid}): {environment.describe()}"
 
 
 def read_event(config: FunctionConfig, path: Path) -> Any:

@@ -5,7 +5,9 @@ template.yaml), polling its own runtime API (tools.runtime_api). The first invoc
 start (the runtime client imports the handler module: the Init Duration); later ones are warm and reuse the module
 state (the engine, the settings). An environment takes one invocation at a time: concurrent invocations get more
 environments, up to the function's reserved concurrency; idle ones are reused. An invocation that outlives the
-function's timeout kills its environment, so the next one is cold, as in Lambda.
+function's timeout kills its environment, so the next one is cold, as in Lambda. The code comes from the function's
+`sam build` artifact when that is current and built for the interpreter, else from the source tree
+(tools.function_code); the tools print which.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from tools.function_code import FunctionCode, function_code
 from tools.function_config import FunctionConfig, function_config, function_environment, region
 from tools.lambda_context import ACCOUNT_ID, log_stream_name
 from tools.runtime_api import ACCEPTED, Answer, NextInvocation, RuntimeApiServer
@@ -145,9 +148,12 @@ class ExecutionEnvironment:
         environment_id: str,
         variables: Mapping[str, str],
         log_sink: LogSink,
+        *,
+        code: FunctionCode | None = None,
     ) -> None:
         self.config = config
         self.python = python
+        self.code = code
         self.id = environment_id
         self._log_sink = log_sink
         self._changed = threading.Condition()
@@ -185,6 +191,11 @@ class ExecutionEnvironment:
         self._output_closed = threading.Event()
         threading.Thread(target=self._read_output, name=f"{self.id}-output", daemon=True).start()
         threading.Thread(target=self._watch_exit, name=f"{self.id}-exit", daemon=True).start()
+
+    def describe(self) -> str:
+        """What runs here: the runtime client, its Python, and where the code comes from."""
+        line = f"local runtime API, {self.python.describe()}"
+        return f"{line}; {self.code.describe()}" if self.code is not None else line
 
     @property
     def alive(self) -> bool:
@@ -475,7 +486,9 @@ class LocalLambda:
 
     `parameters` override template parameter defaults; `environ` supplies DATABASE_URL/DB_POOLER_HOSTS (default:
     os.environ, then .stack/env); `log_sink` receives every line an environment prints, as it is printed, and the
-    START/END/REPORT lines. close() (or leaving the `with` block) kills every environment it started.
+    START/END/REPORT lines; `build_dir` is where `sam build` left the artifacts (default: .aws-sam/build beside the
+    code), `artifacts=False` always runs the source tree. close() (or leaving the `with` block) kills every
+    environment it started.
     """
 
     def __init__(
@@ -487,6 +500,8 @@ class LocalLambda:
         log_sink: LogSink = _discard,
         on_new_environment: Callable[[ExecutionEnvironment], None] | None = None,
         python_for: Callable[[str], RuntimePython] = runtime_python,
+        build_dir: Path | None = None,
+        artifacts: bool = True,
     ) -> None:
         self.template_path = template_path
         self.parameters = dict(parameters or {})
@@ -494,9 +509,12 @@ class LocalLambda:
         self._log_sink = log_sink
         self._on_new_environment = on_new_environment
         self._python_for = python_for
+        self._build_dir = build_dir
+        self._artifacts = artifacts
         self._lock = threading.Lock()
         self._configs: dict[str, FunctionConfig] = {}
         self._pythons: dict[str, RuntimePython] = {}
+        self._codes: dict[str, FunctionCode] = {}
         self._idle: dict[str, list[ExecutionEnvironment]] = {}
         self._environments: dict[str, list[ExecutionEnvironment]] = {}
         self._counters: dict[str, int] = {}
@@ -510,7 +528,10 @@ class LocalLambda:
         self.close()
 
     def config(self, function_id: str) -> FunctionConfig:
-        """The function's configuration from the template (read once)."""
+        """The function's configuration from the template (read once), its code root where the code is run from."""
+        return replace(self._template_config(function_id), code_root=self.code(function_id).root)
+
+    def _template_config(self, function_id: str) -> FunctionConfig:
         with self._lock:
             if function_id not in self._configs:
                 self._configs[function_id] = function_config(
@@ -520,11 +541,28 @@ class LocalLambda:
 
     def python(self, function_id: str) -> RuntimePython:
         """The interpreter the function's environments run on."""
-        runtime = self.config(function_id).runtime
+        runtime = self._template_config(function_id).runtime
         with self._lock:
             if function_id not in self._pythons:
                 self._pythons[function_id] = self._python_for(runtime)
             return self._pythons[function_id]
+
+    def code(self, function_id: str) -> FunctionCode:
+        """Where the function's code is run from: its sam build artifact when usable, else the source tree."""
+        config = self._template_config(function_id)
+        python = self.python(function_id)
+        with self._lock:
+            if function_id not in self._codes:
+                self._codes[function_id] = (
+                    function_code(config, python, build_dir=self._build_dir)
+                    if self._artifacts
+                    else FunctionCode(config.code_root, False, "artifacts not used for this run")
+                )
+            return self._codes[function_id]
+
+    def describe(self, function_id: str) -> str:
+        """What the function's environments run: the runtime client, its Python, and where the code comes from."""
+        return f"local runtime API, {self.python(function_id).describe()}; {self.code(function_id).describe()}"
 
     def environments(self, function_id: str | None = None) -> list[ExecutionEnvironment]:
         """Every environment started so far (dead ones included), in start order."""
@@ -569,6 +607,7 @@ class LocalLambda:
     def _acquire(self, config: FunctionConfig) -> ExecutionEnvironment:
         function_id = config.logical_id
         python = self.python(function_id)
+        code = self.code(function_id)
         with self._lock:
             if self._closed:
                 raise InvocationRefusedError("the local Lambda is shut down")
@@ -585,7 +624,9 @@ class LocalLambda:
                 )
             number = self._counters[function_id] = self._counters.get(function_id, 0) + 1
             variables = self._variables(config, python)
-            environment = ExecutionEnvironment(config, python, f"{function_id}-{number}", variables, self._log_sink)
+            environment = ExecutionEnvironment(
+                config, python, f"{function_id}-{number}", variables, self._log_sink, code=code
+            )
             self._environments.setdefault(function_id, []).append(environment)
         if self._on_new_environment is not None:
             self._on_new_environment(environment)

@@ -6,12 +6,14 @@ Two builds: one for this machine's Python and architecture, whose artifacts must
 interpreter that sees nothing but the artifact and the standard library; and one for the template's default runtime
 and architecture (what `sam deploy` ships), whose artifacts must hold compiled wheels for that platform. Every artifact
 must hold handlers/ and lib/ and nothing of tests/, events/, tools/, the project's other files or the local Lambda's
-runtime client (awslambdaric).
+runtime client (awslambdaric), and bytecode for its runtime's Python beside every module: unchecked-hash, written by
+that version (its magic number), and none for another version.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shutil
@@ -59,6 +61,8 @@ FORBIDDEN_ENTRIES = (
     ".git",
 )
 MACHINE_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+# PEP 552 flags of an unchecked hash-based .pyc: valid whatever the sources' timestamps, never re-validated.
+UNCHECKED_HASH_FLAGS = 0b01
 # The wheel every build must contain compiled for its target: it proves pip resolved the right platform.
 COMPILED_PROBE = "pydantic_core"
 SO_ARCH = {"arm64": "aarch64", "x86_64": "x86_64"}
@@ -85,6 +89,11 @@ class Target:
     @property
     def build_dir(self) -> Path:
         return BUILD_ROOT / f"{self.runtime}-{self.architecture}"
+
+    @property
+    def cache_tag(self) -> str:
+        """The tag of this runtime's bytecode files (cpython-313)."""
+        return f"cpython-{self.python_version.replace('.', '')}"
 
 
 def host_target() -> Target:
@@ -141,26 +150,71 @@ def build(target: Target, sam: Path, env: Mapping[str, str]) -> float:
     return _step(f"sam build ({target.runtime}, {target.architecture})", argv, build_env)
 
 
-def check_artifact(target: Target, function_id: str) -> None:
-    """The artifact of one function holds runtime code only, for the right platform, and imports its handler."""
+def check_artifact(target: Target, function_id: str, *, magic: bytes | None = None) -> None:
+    """The artifact of one function holds runtime code only, for the right platform, and imports its handler.
+
+    `magic`: the bytecode magic number of the target's Python, when known; every .pyc must carry it.
+    """
     artifact = target.build_dir / function_id
     if not artifact.is_dir():
         raise CheckFailedError(f"{function_id}: no artifact at {artifact}")
     entries = {path.name for path in artifact.iterdir()}
     missing = [name for name in REQUIRED_ENTRIES if name not in entries]
     leaked = sorted(entries.intersection(FORBIDDEN_ENTRIES))
-    pycache = sorted(
-        str(p.relative_to(artifact)) for name in REQUIRED_ENTRIES for p in artifact.glob(f"{name}/**/*.pyc")
-    )
-    if missing or leaked or pycache:
+    if missing or leaked:
         raise CheckFailedError(
-            f"{function_id} ({target.runtime}, {target.architecture}): missing {missing}, must not contain {leaked}, "
-            f"stray bytecode {pycache[:3]}"
+            f"{function_id} ({target.runtime}, {target.architecture}): missing {missing}, must not contain {leaked}"
         )
     _check_compiled_wheels(target, function_id, artifact)
+    _check_bytecode(target, function_id, artifact, magic)
     if target.importable:
         _check_import(target, function_id, artifact)
     print(f"--- artifact {function_id} ({target.runtime}, {target.architecture}): ok", flush=True)
+
+
+def _check_bytecode(target: Target, function_id: str, artifact: Path, magic: bytes | None) -> None:
+    """Beside every module, its target-version bytecode (unchecked-hash); no other .pyc anywhere."""
+    sources = [path for path in artifact.rglob("*.py") if "__pycache__" not in path.parts]
+    expected = {path.parent / "__pycache__" / f"{path.stem}.{target.cache_tag}.pyc": path for path in sources}
+    found = set(artifact.rglob("*.pyc"))
+    without = sorted(str(source.relative_to(artifact)) for pyc, source in expected.items() if pyc not in found)
+    other = sorted(str(path.relative_to(artifact)) for path in found - expected.keys())
+    headers = {path: _header(path) for path in found & expected.keys()}
+    checked = sorted(
+        str(path.relative_to(artifact))
+        for path, header in headers.items()
+        if int.from_bytes(header[4:8], "little") != UNCHECKED_HASH_FLAGS
+    )
+    magics = {header[:4] for header in headers.values()}
+    wrong_magic = len(magics) > 1 or (magic is not None and bool(magics - {magic}))
+    if without or other or checked or wrong_magic:
+        raise CheckFailedError(
+            f"{function_id} ({target.runtime}, {target.architecture}): bytecode: {len(without)} module(s) without "
+            f"{target.cache_tag} bytecode {without[:3]}, {len(other)} other .pyc file(s) {other[:3]}, "
+            f"{len(checked)} not unchecked-hash {checked[:3]}, magic numbers {sorted(m.hex() for m in magics)}"
+            + (f" (want {magic.hex()})" if magic is not None else "")
+        )
+
+
+def _header(pyc: Path) -> bytes:
+    with pyc.open("rb") as file:
+        return file.read(8)
+
+
+def bytecode_magic(python_version: str) -> bytes | None:
+    """The bytecode magic number of a Python version: this interpreter's, or a pythonX.Y found as the build finds it."""
+    if python_version == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return importlib.util.MAGIC_NUMBER
+    found = subprocess.run(
+        [str(ROOT / "tools" / "bootstrap.sh"), "python", python_version], capture_output=True, text=True, check=False
+    )
+    if found.returncode != 0:
+        return None
+    probe = "import importlib.util, sys; sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())"
+    completed = subprocess.run(
+        [found.stdout.strip(), "-I", "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    return bytes.fromhex(completed.stdout) if completed.returncode == 0 else None
 
 
 def _check_compiled_wheels(target: Target, function_id: str, artifact: Path) -> None:
@@ -177,15 +231,23 @@ def _check_import(target: Target, function_id: str, artifact: Path) -> None:
     )
     module_name, _, attribute = config.handler.rpartition(".")
     # -I -S: no user site, no site-packages, no PYTHONPATH, so the artifact is all there is on sys.path;
-    # -B: leave the artifact as built.
+    # -B: leave the artifact as built. SourceLoader.source_to_code runs only for a module without usable bytecode.
     probe = (
-        "import importlib, sys\n"
+        "import importlib, importlib._bootstrap_external as external, sys\n"
+        "compiled = []\n"
+        "to_code = external.SourceLoader.source_to_code\n"
+        "def counting(self, data, path, **options):\n"
+        "    compiled.append(path)\n"
+        "    return to_code(self, data, path, **options)\n"
+        "external.SourceLoader.source_to_code = counting\n"
         f"sys.path.insert(0, {str(artifact)!r})\n"
         f"module = importlib.import_module({module_name!r})\n"
         f"assert callable(getattr(module, {attribute!r})), 'handler is not callable'\n"
         "outside = sorted({m.__file__ for m in list(sys.modules.values())\n"
         "    if getattr(m, '__file__', None) and 'site-packages' in m.__file__})\n"
         "assert not outside, f'imported from outside the artifact: {outside[:3]}'\n"
+        f"mine = [path for path in compiled if path.startswith({str(artifact)!r})]\n"
+        "assert not mine, f'compiled from source at import (no usable bytecode): {len(mine)}, {mine[:3]}'\n"
     )
     env = {
         **config.environment,
@@ -232,8 +294,11 @@ def run(sam_bin: Path, *, include_default_target: bool = True) -> None:
         targets.append(default)
     for target in targets:
         build(target, sam_bin / "sam", env)
+        magic = bytecode_magic(target.python_version)
+        if magic is None:
+            raise CheckFailedError(f"no python{target.python_version} to read its bytecode magic number from")
         for function_id in functions:
-            check_artifact(target, function_id)
+            check_artifact(target, function_id, magic=magic)
     print(
         f"sam-check ok: template lint + validate, {len(targets)} build(s), "
         f"{len(targets) * len(functions)} artifact(s) checked in {time.monotonic() - started:.1f} s",

@@ -178,10 +178,34 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class _ErrorsDocumentedOnDemand(FastAPI):
+    """The app as it serves requests: its OpenAPI document, when asked for, comes from one that documents the errors.
+
+    FastAPI builds a pydantic field for each documented response of each route as the route is added, and only the
+    OpenAPI document ever uses them; building fifty at every cold start for a document the deployed API never serves
+    (API Gateway routes only the API's own paths) is INIT time spent for nothing (bench/results.md).
+    """
+
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            self.openapi_schema = _build(documented=True).openapi()
+        return self.openapi_schema
+
+
 def create_app() -> FastAPI:
     """The API app; no lifespan work: the engine is built lazily once per execution environment (lib.dbkit.engine)."""
+    return _build(documented=False)
+
+
+def _build(*, documented: bool) -> FastAPI:
     # redirect_slashes=False: Starlette's redirect for "/notes/" builds its Location from the Host header.
-    app = FastAPI(title="Notes API", docs_url=None, redoc_url=None, responses=_ERRORS, redirect_slashes=False)
+    app = (FastAPI if documented else _ErrorsDocumentedOnDemand)(
+        title="Notes API",
+        docs_url=None,
+        redoc_url=None,
+        responses=_ERRORS if documented else None,
+        redirect_slashes=False,
+    )
     _add_routes(app)
     _add_error_handlers(app)
     app.add_middleware(

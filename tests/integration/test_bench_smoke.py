@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ import pytest
 from lib.dbkit.dsn import parse_database_url
 from lib.dbkit.settings import DATABASE_VARIABLES
 from tests.integration.conftest import DatabaseTarget
+from tests.support.secrets import assert_no_secret
 from tests.support.urls import connect_address, with_port
-from tools.bench import orm
+from tools.bench import deployed, orm
 from tools.bench.coldstart import NAIVE_BASELINE, dependencies_of
 from tools.bench.environments import run_processes
 from tools.bench.negotiation import measure_new_connections
@@ -33,7 +35,9 @@ from tools.bench.profiles import (
 )
 from tools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, orm_scenarios, seed_note
 from tools.events import load_event
+from tools.function_config import function_config
 from tools.proxy import Proxy
+from tools.runtime_python import runtime_python
 
 pytestmark = pytest.mark.integration
 
@@ -231,6 +235,36 @@ def test_naive_import_baseline_names_the_stack_a_typical_app_imports() -> None:
         "pg8000",
         "aws_lambda_powertools",
     }
+
+
+def test_the_deployed_cold_start_runs_the_built_artifact_read_only_under_the_runtime_client(
+    database: DatabaseTarget, schema: None, tmp_path: Path
+) -> None:
+    config = function_config(deployed.FUNCTION_ID)
+    python = runtime_python(config.runtime)
+    if not python.matches:
+        pytest.skip(f"the deployed cold start runs on {config.runtime}: {python.describe()}")
+    built = tmp_path / "build"
+    size = deployed.build(built, config.runtime.removeprefix("python"), bytecode=True)
+    sources = [path for path in built.rglob("*.py") if "__pycache__" not in path.parts]
+    assert size.pyc_files == len(sources) > 0
+    environ = {"DATABASE_URL": database.pooled_url, "DB_POOLER_HOSTS": database.pooler_hosts}
+    event = load_event(deployed.FIRST_EVENT)
+    profile = {"PYTHONPROFILEIMPORTTIME": "1"}
+    # Leaving the block checks that nothing was written to the read-only copy.
+    with deployed.read_only_copy(built, tmp_path / "task", python, bytecode=True) as task:
+        api, sample = deployed.cold_start(deployed.API_BYTECODE, task, config, python, event, profile, environ=environ)
+        naive, _ = deployed.cold_start(deployed.NAIVE_BYTECODE, task, config, python, event, environ=environ)
+    assert (api.status_code, naive.status_code) == (404, 200)
+    assert api.cold
+    # INIT is the runtime's start and then the handler module's import, each clocked on its own.
+    assert 0 < sample.startup_ms < sample.init_ms
+    assert 0 < sample.import_ms < sample.init_ms
+    init, marker, _ = api.logs.partition(deployed.INIT_MARKER)
+    assert marker
+    imported = {entry.module for entry in deployed.parse_importtime(init)}
+    assert {"sqlalchemy.orm", "handlers.api", "lib.dbkit.engine", "awslambdaric.bootstrap"} <= imported
+    assert_no_secret(database.password, api.logs, naive.logs)
 
 
 def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:

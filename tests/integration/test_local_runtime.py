@@ -7,6 +7,8 @@ runtime API on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -177,6 +179,7 @@ def test_the_handler_runs_under_awslambdaric_with_the_templates_environment(
     assert "hello from the handler" in result.logs
     assert result.cold
     assert result.init_duration_ms is not None
+    assert "; code: the source tree (no artifact in .aws-sam/build/EchoFunction" in runtime.describe("EchoFunction")
 
 
 def test_functions_run_on_the_python_their_runtime_names_when_it_is_installed(runtime: LocalLambda) -> None:
@@ -189,6 +192,36 @@ def test_functions_run_on_the_python_their_runtime_names_when_it_is_installed(ru
     else:
         assert not result.python.matches
         assert "NOT python3.13: no .venv-3.13" in result.python.describe()
+
+
+def test_a_current_sam_build_artifact_is_what_the_environments_run_and_they_say_so(template: Path) -> None:
+    project = template.parent
+    for name in ("handlers", "lib"):
+        (project / name).mkdir()
+    artifact = project / ".aws-sam" / "build" / "EchoFunction"
+    for name in ("handlers", "lib", "pydantic_core"):
+        (artifact / name).mkdir(parents=True)
+    shutil.copy(project / "echo.py", artifact / "echo.py")
+    with LocalLambda(template_path=template) as runtime:
+        assert "; code: the source tree (.aws-sam/build/EchoFunction is not built for Python" in runtime.describe(
+            "EchoFunction"
+        )
+        major, minor = runtime.python("EchoFunction").version.split(".")[:2]
+        # The wheel that says which Python and machine an artifact was built for.
+        (artifact / "pydantic_core" / f"_core.cpython-{major}{minor}-{platform.machine()}-linux-gnu.so").touch()
+    with LocalLambda(template_path=template) as runtime:
+        result = _echo(runtime)
+        assert (result.response["cwd"], result.response["env"]["LAMBDA_TASK_ROOT"]) == (str(artifact),) * 2
+        assert "; code: the sam build artifact (.aws-sam/build/EchoFunction: no bytecode" in runtime.describe(
+            "EchoFunction"
+        )
+    (project / "lib" / "edited.py").write_text("", encoding="utf-8")
+    with LocalLambda(template_path=template) as runtime:
+        assert _echo(runtime).response["cwd"] == str(project)
+        assert (
+            "; code: the source tree (.aws-sam/build/EchoFunction is out of date: lib/edited.py is not in it"
+            in runtime.describe("EchoFunction")
+        )
 
 
 def test_each_invocation_gets_its_own_trace_id_in_the_handlers_environment(runtime: LocalLambda) -> None:

@@ -13,15 +13,10 @@ from pathlib import Path
 
 from lib.dbkit.dsn import parse_database_url
 from tools import stack
+from tools.bench import deployed as deployed_coldstart
 from tools.bench import report
-from tools.bench.coldstart import (
-    DEFAULT_RUNS,
-    NAIVE_BASELINE,
-    RUNTIME_CLIENT,
-    TOP_IMPORTS,
-    ImportTiming,
-    measure_imports,
-)
+from tools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports
+from tools.bench.deployed import DeployedColdStart, measure_deployed
 from tools.bench.environments import PROCESS_COUNTS, REQUESTS_PER_PROCESS
 from tools.bench.negotiation import COUNT_DELAY_MS, NewConnection, measure_new_connections
 from tools.bench.negotiation import table as negotiation_table
@@ -101,12 +96,13 @@ def _document(
     new_connections: list[NewConnection],
     imports: list[ImportTiming],
     scale: list[LoadResult],
+    deployed: DeployedColdStart | str | None,
     *,
     runs: int,
     import_runs: int,
     seconds: float,
 ) -> str:
-    found = report.targets(rows, steps, imports, scale)
+    found = report.targets(rows, steps, imports, scale, deployed if isinstance(deployed, DeployedColdStart) else None)
     met = sum(t.met for t in found)
     versions = ", ".join(f"{name} {version(name)}" for name in PACKAGES)
     parts = [
@@ -171,28 +167,21 @@ def _document(
         "",
         negotiation_table(new_connections),
         "",
-        "## Cold start (INIT: import of the handler module, no database)",
+        "## Cold start as deployed",
         "",
-        f"{import_runs} rounds of fresh interpreters, the variants back to back in each round; import ms are medians, "
-        "a ratio is the median of the rounds' ratios (quartiles in brackets: how noisy one round is). The clock starts "
-        "after interpreter start-up. *Naive baseline*: `import " + ", ".join(NAIVE_BASELINE) + "`, what a typical "
-        "app on this stack imports at its top. *INIT under the runtime client*: importing `"
-        + RUNTIME_CLIENT
-        + "` (AWS's runtime interface client, as the Lambda Python runtime starts) and then the handler module, as "
-        "the client's INIT does before it asks for the first event (no Runtime API server is involved: only the "
-        "import work is timed).",
+        deployed_coldstart.section(deployed)
+        if isinstance(deployed, DeployedColdStart)
+        else f"(skipped: {deployed or 'not run'})",
         "",
-        report.naive_table(imports) if imports else "(skipped)",
+        "## Import time in the dev venv (what our modules add to their libraries)",
         "",
-        "Against each handler's own dependencies: *deps alone* imports exactly the third-party modules our modules "
-        "import at top level. *Added after deps*: one run with `python -X importtime` that imports the dependencies "
-        "first: the self time of every module the handler adds, and the largest of them.",
+        f"Each handler module imported in a fresh interpreter of the dev venv (its `__pycache__` warm), against "
+        f"importing exactly the third-party modules our modules import at top level; {import_runs} rounds, the two "
+        "back to back in each; import ms are medians, a ratio is the median of the rounds' ratios (quartiles in "
+        "brackets). *Added after deps*: one run with `python -X importtime` that imports the dependencies first: the "
+        "self time of every module the handler adds, and the largest of them.",
         "",
         report.import_table(imports) if imports else "(skipped)",
-        "",
-        f"The {TOP_IMPORTS} largest cumulative imports of handlers.api (one `python -X importtime` run):",
-        "",
-        report.top_imports_table(imports) if imports else "(skipped)",
         "",
         "## Scale",
         "",
@@ -233,17 +222,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes", type=int, nargs="*", default=list(PROCESS_COUNTS), help="N environment processes; none: skip"
     )
-    parser.add_argument("--no-imports", action="store_true", help="skip the cold-start measurement")
+    parser.add_argument("--no-imports", action="store_true", help="skip both cold-start measurements")
+    parser.add_argument(
+        "--deployed-runs", type=int, default=deployed_coldstart.DEFAULT_RUNS, help="deployed cold-start rounds"
+    )
+    parser.add_argument(
+        "--coldstart-only",
+        action="store_true",
+        help="only the deployed cold start (make bench-coldstart): print its section, write nothing",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write ('-' for none)")
     args = parser.parse_args(argv)
+    if args.coldstart_only:
+        result = measure_deployed(args.deployed_runs, log=_log)
+        print(deployed_coldstart.section(result) if isinstance(result, DeployedColdStart) else f"skipped: {result}")
+        return 0 if isinstance(result, DeployedColdStart) else 1
     started = time.perf_counter()
     _log("round trips through the proxy (seed, psycopg 3 x3, template stock, template) ...")
     rows, steps = _round_trips(args.runs)
     _log("new connections through the Neon stand-in: SSLRequest vs direct TLS ...")
     new_connections = _new_connections(args.runs)
     imports: list[ImportTiming] = []
+    deployed: DeployedColdStart | str | None = None
     if not args.no_imports:
-        _log(f"handler import times ({args.import_runs} fresh processes each) ...")
+        deployed = measure_deployed(args.deployed_runs, log=_log)
+        _log(f"handler import times in the dev venv ({args.import_runs} fresh processes each) ...")
         imports = measure_imports(args.import_runs)
     scale: list[LoadResult] = []
     if args.scale or args.processes:
@@ -255,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         new_connections,
         imports,
         scale,
+        deployed,
         runs=args.runs,
         import_runs=args.import_runs,
         seconds=time.perf_counter() - started,

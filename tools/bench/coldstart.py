@@ -1,4 +1,8 @@
-"""Cold start: import time of each handler module, as a ratio to importing its third-party dependencies alone."""
+"""Import time of each handler module in the dev venv, as a ratio to importing its third-party dependencies alone.
+
+What our own modules add on top of the libraries they use. The cold start as deployed (the built artifact, read-only,
+under the runtime client, against the naive baseline) is tools.bench.deployed.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +18,12 @@ from tools.paths import ROOT
 HANDLERS = ("handlers.api", "handlers.scheduled")
 OWN_PACKAGES = frozenset({"lib", "handlers"})
 TARGET_RATIO = 1.15
-# What a typical app on the same stack imports at its top (the ORM for its Session included): handlers.api must cost
-# at most NAIVE_TARGET_RATIO of it.
+# What a typical app on the same stack imports at its top (the ORM for its Session included): the deployed cold start
+# of handlers.api is held against it (tools.bench.deployed).
 NAIVE_BASELINE = ("fastapi", "mangum", "sqlalchemy", "sqlalchemy.orm", "pg8000", "aws_lambda_powertools")
-NAIVE_TARGET_RATIO = 0.9
-NAIVE_HANDLER = "handlers.api"
-# AWS's runtime interface client, as the Lambda Python runtime starts a function: its bootstrap module, then the
-# handler's module (what awslambdaric.bootstrap does at INIT before it asks the Runtime API for the first event).
-RUNTIME_CLIENT = "awslambdaric.bootstrap"
 # Fresh-process import times on a busy 2-core machine vary by ±20 % from one process to the next; 11 rounds keep
 # the median's own uncertainty near 6 %.
 DEFAULT_RUNS = 11
-TOP_IMPORTS = 15
 
 # Runs in a fresh interpreter: the clock starts after interpreter start-up, so only the imports are timed.
 _TIMED_IMPORT = """
@@ -101,21 +99,10 @@ class ImportTiming:
     runs: int
     added_ms: float
     excess: tuple[tuple[str, float], ...]
-    # handlers.api only: against the naive baseline, and INIT under the runtime interface client.
-    naive_ms: float | None = None
-    naive_ratio: float | None = None
-    naive_quartiles: tuple[float, float] | None = None
-    runtime_client_ms: float | None = None
-    runtime_client_alone_ms: float | None = None
-    top: tuple[tuple[str, float], ...] = ()
 
     @property
     def met(self) -> bool:
         return self.ratio <= TARGET_RATIO
-
-    @property
-    def naive_met(self) -> bool | None:
-        return None if self.naive_ratio is None else self.naive_ratio <= NAIVE_TARGET_RATIO
 
 
 def _environment() -> dict[str, str]:
@@ -157,17 +144,6 @@ def _excess(handler: str, dependencies: tuple[str, ...]) -> list[tuple[str, floa
     return sorted(costs, key=lambda cost: -cost[1])
 
 
-def top_cumulative(handler: str, count: int = TOP_IMPORTS) -> list[tuple[str, float]]:
-    """The `count` largest cumulative import times (ms) of one `python -X importtime` run importing the handler."""
-    log = _python("-X", "importtime", "-c", f"import {handler}")
-    costs: list[tuple[str, float]] = []
-    for line in log.splitlines():
-        fields = [part.strip() for part in line.removeprefix("import time:").split("|")]
-        if line.startswith("import time:") and len(fields) == 3 and fields[1].isdigit():
-            costs.append((fields[2], int(fields[1]) / 1000))
-    return sorted(costs, key=lambda cost: -cost[1])[:count]
-
-
 def _quartiles(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -183,22 +159,13 @@ def measure_imports(runs: int = DEFAULT_RUNS) -> list[ImportTiming]:
         # One throw-away run each so both sides start with compiled bytecode on disk.
         _timed(dependencies)
         _timed((handler,))
-        naive = handler == NAIVE_HANDLER
         handler_ms: list[float] = []
         dependencies_ms: list[float] = []
-        naive_ms: list[float] = []
-        client_ms: list[float] = []
-        client_alone_ms: list[float] = []
         for _ in range(runs):
             dependencies_ms.append(_timed(dependencies))
             handler_ms.append(_timed((handler,)))
-            if naive:
-                naive_ms.append(_timed(NAIVE_BASELINE))
-                client_alone_ms.append(_timed((RUNTIME_CLIENT,)))
-                client_ms.append(_timed((RUNTIME_CLIENT, handler)))
         # A ratio is the median of back-to-back rounds: a round shares the machine's load of the moment.
         ratios = [h / d for h, d in zip(handler_ms, dependencies_ms, strict=True)]
-        naive_ratios = [h / n for h, n in zip(handler_ms, naive_ms, strict=True)] if naive else []
         excess = _excess(handler, dependencies)
         timings.append(
             ImportTiming(
@@ -211,12 +178,6 @@ def measure_imports(runs: int = DEFAULT_RUNS) -> list[ImportTiming]:
                 runs=runs,
                 added_ms=sum(ms for _, ms in excess),
                 excess=tuple(excess[:5]),
-                naive_ms=statistics.median(naive_ms) if naive else None,
-                naive_ratio=statistics.median(naive_ratios) if naive else None,
-                naive_quartiles=_quartiles(naive_ratios) if naive else None,
-                runtime_client_ms=statistics.median(client_ms) if naive else None,
-                runtime_client_alone_ms=statistics.median(client_alone_ms) if naive else None,
-                top=tuple(top_cumulative(handler)) if naive else (),
             )
         )
     return timings
