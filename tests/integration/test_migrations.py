@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,25 +90,27 @@ def admin_engine(database: DatabaseTarget) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def throwaway(database: DatabaseTarget, admin_engine: Engine) -> Iterator[Throwaway]:
+@contextmanager
+def _throwaway_database(database: DatabaseTarget, admin_engine: Engine) -> Iterator[Throwaway]:
     name = f"test_migrations_{uuid.uuid4().hex[:12]}"
     _autocommit(admin_engine, f"CREATE DATABASE {name}")
     try:
         yield Throwaway(name, with_database(database.direct_url, name), database.pooler_hosts)
     finally:
         _autocommit(admin_engine, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def throwaway(database: DatabaseTarget, admin_engine: Engine) -> Iterator[Throwaway]:
+    with _throwaway_database(database, admin_engine) as made:
+        yield made
 
 
 @pytest.fixture
 def other_throwaway(database: DatabaseTarget, admin_engine: Engine) -> Iterator[Throwaway]:
     """A second throwaway database, for comparing two ways of making the same schema."""
-    name = f"test_migrations_{uuid.uuid4().hex[:12]}"
-    _autocommit(admin_engine, f"CREATE DATABASE {name}")
-    try:
-        yield Throwaway(name, with_database(database.direct_url, name), database.pooler_hosts)
-    finally:
-        _autocommit(admin_engine, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with _throwaway_database(database, admin_engine) as made:
+        yield made
 
 
 def schema_of(target: Throwaway) -> dict[str, str]:
