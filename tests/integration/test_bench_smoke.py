@@ -107,13 +107,13 @@ def test_orm_rows_run_the_same_units_on_the_template_and_a_peer(bench: Bench, sc
     counts: dict[str, list[int]] = {}
     try:
         for profile in (template, seed):
-            note_id = seed_note(profile)
-            delete_ids = profile.orm(orm.OrmUnit("seed", lambda s: orm.new_note_ids(s, 2)))
-            for scenario in orm_scenarios(note_id, delete_ids):
+            item_ids = profile.orm(orm.OrmUnit("prepare", lambda s: orm.prepare(s, 3)))
+            for scenario in orm_scenarios(item_ids):
                 assert scenario.action(profile)  # warm
                 action = functools.partial(scenario.action, profile)
                 counts.setdefault(scenario.name, []).append(measure(bench.proxy, bench.pings, action).round_trips)
     finally:
+        template.orm(orm.OrmUnit("drop", orm.drop))
         template.close()
         seed.close()
     # Template (pipelined, run_in_session) vs the guide's Session on stock pg8000 with pre-ping.

@@ -139,12 +139,12 @@ def _document(
         "that; +20 ms is a cross-region link). Every request goes through the real handler with an events/ file and "
         "a fake Lambda context.",
         "",
-        "The ORM rows run the same Session code (tools/bench/orm.py, on the sample's Note model) as one unit of work "
-        "each, inside a fake invocation: on the template profiles through `run_in_session` (get by key and the page "
-        "with `single_statement=True, read_only=True`, the insert with `single_statement=True`, update and delete "
-        "as ordinary units, where COMMIT rides with the flush's one statement on the pipelined driver); on the peers "
-        "as a guide writes it, `with Session(engine) as session, session.begin(): ...`. psycopg autocommit commits "
-        "each statement on its own, so its get-modify-flush is two transactions and not atomic.",
+        "The ORM rows run the same Session code (tools/bench/orm.py, on the bench's own table, not the app's) as one "
+        "unit of work each, inside a fake invocation: on the template profiles through `run_in_session` (get by key "
+        "and the page with `single_statement=True, read_only=True`, the insert with `single_statement=True`, update "
+        "and delete as ordinary units, where COMMIT rides with the flush's one statement on the pipelined driver); on "
+        "the peers as a guide writes it, `with Session(engine) as session, session.begin(): ...`. psycopg autocommit "
+        "commits each statement on its own, so its get-modify-flush is two transactions and not atomic.",
         "",
         report.side_by_side_table(rows),
         "",

@@ -161,9 +161,10 @@ def orm_scenario(unit: orm.OrmUnit) -> Scenario:
     return Scenario(unit.name, run)
 
 
-def orm_scenarios(note_id: str, delete_ids: list[uuid.UUID]) -> list[Scenario]:
-    """The ORM units of the round-trip table, in table order."""
-    key = uuid.UUID(note_id)
+def orm_scenarios(item_ids: list[uuid.UUID]) -> list[Scenario]:
+    """The ORM units of the round-trip table, in table order, on the rows orm.prepare made (the first is read and
+    modified, the others deleted one per run)."""
+    key, *delete_ids = item_ids
     units = [
         orm.get_by_key(key),
         orm.select_page(),
@@ -333,11 +334,12 @@ def run_all(
     for profile in profiles:
         profile.activate()
         note_ids[profile.name] = seed_note(profile)
-        delete_ids = profile.orm(
-            orm.OrmUnit("seed notes to delete", lambda s: orm.new_note_ids(s, runs_per_scenario(runs)))
+        item_ids = profile.orm(
+            orm.OrmUnit("prepare the ORM table", lambda s: orm.prepare(s, 1 + runs_per_scenario(runs)))
         )
-        for scenario in [*scenarios(note_ids[profile.name]), *orm_scenarios(note_ids[profile.name], delete_ids)]:
+        for scenario in [*scenarios(note_ids[profile.name]), *orm_scenarios(item_ids)]:
             rows.append(run_scenario(proxy, pings, profile, scenario, runs, console))
+        profile.orm(orm.OrmUnit("drop the ORM table", orm.drop))
         steps.append(driver_steps(proxy, pings, profile))
         profile.close()
     return rows, steps
