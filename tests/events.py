@@ -1,6 +1,6 @@
-"""The sample-event helpers live in tools.events (the bench uses them too and must not import tests/)."""
+"""The sample-event helpers live in devtools.events (the bench uses them too and must not import tests/)."""
 
-from tools.events import (
+from devtools.events import (
     EVENTS_DIR,
     event_names,
     load_event,

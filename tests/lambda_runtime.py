@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.lambda_context import FakeLambdaContext
 from lib.dbkit import engine, settings
 from lib.dbkit.settings import READ_URL_VARIABLES, URL_VARIABLES
-from tools.lambda_context import FakeLambdaContext
 
 __all__ = ["FakeLambdaContext", "configure_serverless", "reset_database_state"]
 

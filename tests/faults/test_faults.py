@@ -11,6 +11,8 @@ import pg8000.dbapi
 import pytest
 from sqlalchemy import Engine, text
 
+from devtools import stack
+from devtools.proxy import Proxy
 from lib.dbkit import pg_pipeline
 from lib.dbkit.engine import build_engine
 from lib.dbkit.settings import Settings
@@ -21,8 +23,6 @@ from tests.support import figures
 from tests.support.logs import JsonLines, captured_logs
 from tests.support.secrets import assert_no_secret
 from tests.support.urls import connect_address, pooler_entry, with_port
-from tools import stack
-from tools.proxy import Proxy
 
 _TERMINATE_OTHERS = text(
     """

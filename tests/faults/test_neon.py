@@ -1,6 +1,6 @@
 """Neon's refusals and scale to zero, played by the local Neon stand-in, through the real API handler.
 
-Each scenario switches the stand-in (tools/neon_standin.py) at run time, invokes handlers.api.handler with a file from
+Each scenario sets the stand-in (devtools/neon_standin.py) at run time, invokes handlers.api.handler with a file from
 events/ and a Lambda context, and checks the answer, the time it took, how many connection attempts reached the
 stand-in, and what the logs say.
 """
@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import Engine
 
+from devtools.neon_standin import StandinControl
 from handlers.api import handler
 from lib.dbkit.engine import build_engine
 from lib.dbkit.settings import Settings
@@ -26,7 +27,6 @@ from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import JsonLines, captured_logs
 from tests.support.secrets import assert_no_secret, secrets_manager
-from tools.neon_standin import StandinControl
 
 pytestmark = pytest.mark.neon_standin
 

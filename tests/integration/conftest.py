@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from devtools import stack
+from devtools.neon_standin import StandinControl
 from tests.support.http_api import ApiServer, running_api
-from tools import stack
-from tools.neon_standin import StandinControl
 
 
 @dataclass(frozen=True)
 class DatabaseTarget:
     """Where integration tests connect: a pooled (transaction-mode) URL and a direct URL, both Neon-console style.
 
-    Locally the pooled URL goes through the Neon stand-in (tools/neon_standin.py) to PgBouncer; ``pooler_url``
+    Locally the pooled URL goes through the Neon stand-in (devtools/neon_standin.py) to PgBouncer; ``pooler_url``
     is PgBouncer itself, for tests of the driver and the pooler that stock pg8000 (no ``hostaddr``) must reach.
     Against TEST_DATABASE_URL both are that URL, and there is no stand-in to control.
     """
@@ -76,7 +76,7 @@ def database() -> DatabaseTarget:
 @pytest.fixture(scope="session")
 def schema(database: DatabaseTarget) -> None:
     """The schema, migrated once to both Alembic heads over the direct URL (harmless if it is there already)."""
-    from tools import migrate
+    from devtools import migrate
 
     migrate.upgrade({"DIRECT_DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
 

@@ -13,17 +13,12 @@ from typing import Any
 
 import pytest
 
-from lib.dbkit.dsn import parse_database_url
-from lib.dbkit.settings import DATABASE_VARIABLES
-from tests.integration.conftest import DatabaseTarget
-from tests.support.secrets import assert_no_secret
-from tests.support.urls import connect_address, with_port
-from tools.bench import deployed, orm
-from tools.bench.coldstart import NAIVE_BASELINE, dependencies_of
-from tools.bench.environments import run_processes
-from tools.bench.negotiation import measure_new_connections
-from tools.bench.pooler_stats import PoolerConsole
-from tools.bench.profiles import (
+from devtools.bench import deployed, orm
+from devtools.bench.coldstart import NAIVE_BASELINE, dependencies_of
+from devtools.bench.environments import run_processes
+from devtools.bench.negotiation import measure_new_connections
+from devtools.bench.pooler_stats import PoolerConsole
+from devtools.bench.profiles import (
     PingCounter,
     Profile,
     SeedProfile,
@@ -33,11 +28,16 @@ from tools.bench.profiles import (
     set_database_environment,
     template_environment,
 )
-from tools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, orm_scenarios, seed_note
-from tools.events import load_event
-from tools.function_config import function_config
-from tools.proxy import Proxy
-from tools.runtime_python import runtime_python
+from devtools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, orm_scenarios, seed_note
+from devtools.events import load_event
+from devtools.function_config import function_config
+from devtools.proxy import Proxy
+from devtools.runtime_python import runtime_python
+from lib.dbkit.dsn import parse_database_url
+from lib.dbkit.settings import DATABASE_VARIABLES
+from tests.integration.conftest import DatabaseTarget
+from tests.support.secrets import assert_no_secret
+from tests.support.urls import connect_address, with_port
 
 pytestmark = pytest.mark.integration
 

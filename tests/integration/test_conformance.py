@@ -3,7 +3,7 @@
 SQLAlchemy's compliance tests and pg8000's own tests (from the pinned releases' sdists, cached in .cache/) run on a
 throwaway cluster on SQLAlchemy's/pg8000's stock driver and on both kit drivers; pg8000's on every route (Postgres,
 PgBouncer, TLS by SSLRequest, direct TLS). Any test that passes on stock and not on a kit driver fails this, unless
-tools/conformance/allowlist.toml gives its reason. The full suites run in `make conformance` and its CI workflow.
+devtools/conformance/allowlist.toml gives its reason. The full suites run in `make conformance` and its CI workflow.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tools import stack
-from tools.conformance import cluster as clusters
-from tools.conformance import drivers, harness, results, sources
+from devtools import stack
+from devtools.conformance import cluster as clusters
+from devtools.conformance import drivers, harness, results, sources
 
 # Not .stack/conformance: a `make conformance` in the same checkout keeps its own cluster.
 HOME = stack.STACK_DIR / "conformance-subset"

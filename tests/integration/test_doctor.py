@@ -7,9 +7,9 @@ import socket
 import subprocess
 import sys
 
+from devtools.paths import ROOT
 from lib.dbkit.dsn import parse_database_url
 from tests.integration.conftest import DatabaseTarget
-from tools.paths import ROOT
 
 
 def _doctor(*argv: str, url: str, pooler_hosts: str, password: str) -> tuple[int, dict[str, str]]:

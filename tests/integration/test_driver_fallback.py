@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from devtools.paths import ROOT
 from tests.integration.conftest import DatabaseTarget
-from tools.paths import ROOT
 
-# Installed by tools/bootstrap.sh (OTHER_PG8000).
+# Installed by devtools/bootstrap.sh (OTHER_PG8000).
 RELEASES = ROOT / ".venv" / "pg8000"
 WARNING = "pipelined pg8000 driver unavailable; using SQLAlchemy's stock pg8000 dialect"
 

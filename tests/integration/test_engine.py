@@ -17,6 +17,8 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
+from devtools import stack
+from devtools.proxy import Proxy
 from lib.dbkit import engine as db
 from lib.dbkit import invocation, pg8000_internals, pg_pipeline
 from lib.dbkit.errors import CommitOutcomeUnknownError, DatabaseUnavailableError, PoolExhaustedError
@@ -29,8 +31,6 @@ from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_
 from tests.support.logs import captured_logs
 from tests.support.proxied import ReplyLost
 from tests.support.urls import connect_address, pooler_entry, with_port
-from tools import stack
-from tools.proxy import Proxy
 
 STOCK = os.environ.get("DB_DRIVER") == "stock"
 

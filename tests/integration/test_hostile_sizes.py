@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from devtools.paths import ROOT
 from handlers.api import handler
 from tests.events import load_event, with_query
 from tests.integration.conftest import DatabaseTarget
@@ -23,7 +24,6 @@ from tests.integration.test_fuzz_api import assert_error_shape
 from tests.lambda_runtime import FakeLambdaContext
 from tests.support import figures
 from tests.support.hostile import METHODS, SHAPES, SIZE_BUDGET, hostile_event
-from tools.paths import ROOT
 
 MAX_ANSWER_BYTES = 64 * 1024
 # The function's response payload (the HTTP answer inside Lambda's JSON, escaped again) is far from Lambda's 6 MB.

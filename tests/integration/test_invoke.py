@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from devtools import invoke as local_invoke
+from devtools.function_config import function_config
+from devtools.invoke import invoke
+from devtools.local_lambda import LocalLambda
+from devtools.paths import ROOT
+from devtools.sam_template import function_ids, load_template
 from tests.events import event_names
 from tests.integration.conftest import DatabaseTarget
 from tests.integration.test_api import EXPECTED_STATUS
 from tests.integration.test_scheduled import EXPECTED_OUTCOME
 from tests.support.secrets import assert_no_secret
-from tools import invoke as local_invoke
-from tools.function_config import function_config
-from tools.invoke import invoke
-from tools.local_lambda import LocalLambda
-from tools.paths import ROOT
-from tools.sam_template import function_ids, load_template
 
 FUNCTIONS = function_ids(load_template())
 
@@ -136,7 +136,7 @@ def test_demo_shares_one_warm_environment_per_function_and_says_what_runs(
 ) -> None:
     environment = {**os.environ, **database_env}
     completed = subprocess.run(
-        [sys.executable, "-m", "tools.demo", "--log-level", "INFO"],
+        [sys.executable, "-m", "devtools.demo", "--log-level", "INFO"],
         cwd=ROOT,
         env=environment,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The local Lambda (tools.local_lambda) driving AWS's real runtime client, awslambdaric, with handlers made here.
+"""The local Lambda (devtools.local_lambda) driving AWS's real runtime client, awslambdaric, with handlers made here.
 
 Loopback only, no database: each execution environment is a `python -m awslambdaric` process polling its own
 runtime API on 127.0.0.1.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tools.local_lambda import (
+from devtools.local_lambda import (
     PAYLOAD_LIMIT_BYTES,
     ErrorKind,
     InvokeResult,
@@ -25,7 +25,7 @@ from tools.local_lambda import (
     RequestTooLargeError,
     TooManyRequestsError,
 )
-from tools.paths import ROOT
+from devtools.paths import ROOT
 
 TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
@@ -254,7 +254,7 @@ def test_a_raising_handler_is_reported_as_the_runtime_client_reports_it_and_the_
     assert (failed.error["errorType"], failed.error["errorMessage"]) == ("ValueError", "asked to fail")
     # The stack starts in the handler, as in Lambda: no frame of the local runtime's own code.
     assert failed.error["stackTrace"][0].startswith(f'  File "{template.parent / "echo.py"}"')
-    assert not any("tools/" in frame for frame in failed.error["stackTrace"])
+    assert not any("devtools/" in frame for frame in failed.error["stackTrace"])
     assert "[ERROR] ValueError: asked to fail" in failed.logs
     after = _echo(runtime)
     assert (after.cold, after.environment_id) == (False, failed.environment_id)

@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlsplit
 import pg8000.native
 import pytest
 
+from devtools import stack
+from devtools.paths import ROOT
 from tests.integration.conftest import DatabaseTarget
 from tests.support.urls import with_params
-from tools import stack
-from tools.paths import ROOT
 
 pytestmark = pytest.mark.local_stack
 
@@ -147,7 +147,7 @@ def test_stack_files_are_ignored_by_git() -> None:
 def separate_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {**os.environ, "NEON_STACK_DIR": str(tmp_path / "stack")}
     yield env
-    subprocess.run([sys.executable, "-m", "tools.stack", "clean"], env=env, cwd=ROOT, check=False)
+    subprocess.run([sys.executable, "-m", "devtools.stack", "clean"], env=env, cwd=ROOT, check=False)
 
 
 def _port_open(port: int) -> bool:
@@ -157,7 +157,7 @@ def _port_open(port: int) -> bool:
 
 
 def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> None:
-    cli = [sys.executable, "-m", "tools.stack"]
+    cli = [sys.executable, "-m", "devtools.stack"]
     subprocess.run([*cli, "up"], env=separate_stack, cwd=ROOT, check=True, capture_output=True)
     env_file = Path(separate_stack["NEON_STACK_DIR"]) / "env"
     exports = dict(

@@ -18,11 +18,11 @@ from typing import Any
 import pg8000.dbapi
 import pytest
 
+from devtools.neon_standin import MISSING_ENDPOINT, StandinControl, parse_fields
+from devtools.paths import ROOT
 from lib.dbkit import pg_pipeline
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from tests.integration.conftest import DatabaseTarget
-from tools.neon_standin import MISSING_ENDPOINT, StandinControl, parse_fields
-from tools.paths import ROOT
 
 pytestmark = pytest.mark.neon_standin
 
@@ -202,7 +202,7 @@ def test_a_suspend_ends_open_sessions_with_57p01_and_the_next_connect_wakes_the_
 def test_the_control_cli_reads_the_address_from_the_environment(database: DatabaseTarget) -> None:
     assert database.standin_control is not None
     env = {**os.environ, "NEON_STANDIN_CONTROL": database.standin_control}
-    cli = [sys.executable, "-m", "tools.neon_standin", "ctl"]
+    cli = [sys.executable, "-m", "devtools.neon_standin", "ctl"]
     refused = subprocess.run([*cli, "refuse", "too_many_connections", "--times", "3"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     assert '"too_many_connections": 3' in refused.stdout
@@ -224,7 +224,7 @@ def test_the_replica_endpoint_is_a_compute_of_its_own(
         assert _select(replica, "select pg_is_in_recovery(), current_database()") == [True, "neondb"]
         assert _select(primary, "select pg_is_in_recovery()") == [False]
         env = {**os.environ, "NEON_STANDIN_CONTROL": database.standin_control or ""}
-        cli = [sys.executable, "-m", "tools.neon_standin", "ctl", "--endpoint", "replica"]
+        cli = [sys.executable, "-m", "devtools.neon_standin", "ctl", "--endpoint", "replica"]
         subprocess.run([*cli, "suspend"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
         with pytest.raises((pg8000.dbapi.DatabaseError, pg8000.dbapi.InterfaceError)):
             _select(replica, "select 1")  # its session ended with the replica's compute
@@ -246,7 +246,7 @@ def test_the_replica_endpoint_is_a_compute_of_its_own(
 @pytest.mark.local_stack
 def test_pause_replay_stops_the_standby_replaying_until_resumed(database: DatabaseTarget) -> None:
     env = {**os.environ, "NEON_STANDIN_CONTROL": database.standin_control or ""}
-    cli = [sys.executable, "-m", "tools.neon_standin", "ctl"]
+    cli = [sys.executable, "-m", "devtools.neon_standin", "ctl"]
     try:
         paused = subprocess.run([*cli, "pause-replay"], env=env, cwd=ROOT, capture_output=True, text=True,
                                 timeout=30, check=True)  # fmt: skip

@@ -1,6 +1,6 @@
 """lib.dbkit.pg_pipeline through PgBouncer (transaction mode, TLS, SCRAM): round trips, pooler safety, errors, types.
 
-Round trips are client→server flights counted by tools.proxy; "stock" rows pin pg8000's own figures, so a
+Round trips are client→server flights counted by devtools.proxy; "stock" rows pin pg8000's own figures, so a
 change in either shows up here.
 """
 
@@ -23,10 +23,10 @@ from pg8000.dbapi import DatabaseError
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.pool import QueuePool
 
+from devtools.proxy import Proxy
 from lib.dbkit import pg8000_internals, pg_pipeline
 from lib.dbkit.dsn import DatabaseUrl, parse_database_url
 from tests.integration.conftest import DatabaseTarget
-from tools.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""tools.proxy against a loopback line-echo server: flight counting, latency and faults."""
+"""devtools.proxy against a loopback line-echo server: flight counting, latency and faults."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tools.proxy import Proxy
+from devtools.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 

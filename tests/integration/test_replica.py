@@ -20,6 +20,9 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from devtools import stack
+from devtools.neon_standin import StandinControl
+from devtools.proxy import Proxy
 from lib.dbkit import engine as db
 from lib.dbkit import invocation
 from lib.dbkit.errors import InvalidLsnError
@@ -35,9 +38,6 @@ from tests.support.logs import JsonLines, captured_logs
 from tests.support.proxied import flights
 from tests.support.secrets import assert_no_secret
 from tests.support.urls import connect_address, pooler_entry, with_port
-from tools import stack
-from tools.neon_standin import StandinControl
-from tools.proxy import Proxy
 
 FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
 WHO = "select pg_is_in_recovery()"
@@ -511,7 +511,7 @@ def test_no_request_fails_because_the_replica_is_away(
 def replica_behind_proxy(
     database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch, **extra: str
 ) -> Iterator[Proxy]:
-    """The app with its read replica reached through tools/proxy.py (round trips counted, faults on demand)."""
+    """The app with its read replica reached through devtools/proxy.py (round trips counted, faults on demand)."""
     host, port = connect_address(replica_url)
     with Proxy(host, port) as proxy:
         _configure(monkeypatch, database, with_port(replica_url, proxy.port), **extra)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 import lib.sample_app.purge
+from devtools.proxy import Proxy
 from handlers.scheduled import handler
 from lib.dbkit.engine import EngineHolder, execution_environment, run_in_transaction
 from lib.dbkit.errors import InvalidEventError
@@ -20,7 +21,6 @@ from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from tests.support.logs import captured_logs
 from tests.support.urls import connect_address, pooler_entry, with_port
-from tools.proxy import Proxy
 
 JOB = lib.sample_app.purge.JOB_NAME
 EXPECTED_OUTCOME = {"scheduled-01-purge": "ran", "scheduled-02-wrong-event-type": InvalidEventError}

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, ForeignKey, String, delete, func, insert, sel
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.orm.exc import DetachedInstanceError, StaleDataError
 
+from devtools.proxy import Proxy
 from lib.dbkit import engine as db
 from lib.dbkit import invocation
 from lib.dbkit.errors import CommitOutcomeUnknownError, SingleStatementError, UnitOfWorkError
@@ -35,7 +36,6 @@ from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import FakeLambdaContext, configure_serverless
 from tests.support.logs import captured_logs
 from tests.support.proxied import ReplyLost, flights, proxied_app
-from tools.proxy import Proxy
 
 STOCK = os.environ.get("DB_DRIVER") == "stock"
 

@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, inspect, text
 
+from devtools import stack
 from lib.dbkit import engine as db
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.settings import Settings
 from tests.integration.conftest import DatabaseTarget
 from tests.lambda_runtime import configure_serverless
 from tests.support.urls import with_params
-from tools import stack
 
 DRIVER = os.environ.get("DB_DRIVER", "pipeline")
 

@@ -20,6 +20,7 @@ import pg8000.dbapi
 import pytest
 from sqlalchemy import text
 
+from devtools.paths import ROOT
 from handlers.api import handler as api_handler
 from lib.dbkit import engine as db
 from lib.dbkit import invocation
@@ -31,7 +32,6 @@ from tests.lambda_runtime import FakeLambdaContext, configure_serverless, reset_
 from tests.support.logs import captured_logs
 from tests.support.secrets import as_text, assert_no_secret
 from tests.support.urls import connect_address, pooler_entry, with_params, with_port
-from tools.paths import ROOT
 
 WRONG_PASSWORD = "not-the-password-0123456789"
 DEADLINE_MS = 4_000

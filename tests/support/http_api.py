@@ -1,4 +1,4 @@
-"""`make api`'s server (python -m tools.http_api) as a subprocess on a free port, for tests that speak real HTTP."""
+"""`make api`'s server (python -m devtools.http_api) as a subprocess on a free port, for tests that speak real HTTP."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.paths import ROOT
+from devtools.paths import ROOT
 
 _URL = re.compile(r"^Local HTTP API .* on (http://127\.0\.0\.1:\d+)$")
 _NEW_ENVIRONMENT = re.compile(r"^\[(?P<id>[^\]]+)\] new execution environment \(pid (?P<pid>\d+)\)")
@@ -96,7 +96,7 @@ def running_api(
 ) -> Iterator[ApiServer]:
     """Start the server on a free port with `environ` added to ours; on exit, stop it as Ctrl-C does and check
     that it ended every execution environment it started."""
-    command = [sys.executable, "-m", "tools.http_api", "--port", "0"]
+    command = [sys.executable, "-m", "devtools.http_api", "--port", "0"]
     if template is not None:
         command += ["--template", str(template)]
     for parameter in parameters:

@@ -1,4 +1,4 @@
-"""The app behind tools/proxy.py: round trips counted, replies lost on demand (integration tests share these)."""
+"""The app behind devtools/proxy.py: round trips counted, replies lost on demand (integration tests share these)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from devtools.proxy import Proxy
 from tests.lambda_runtime import configure_serverless
 from tests.support.urls import connect_address, pooler_entry, with_port
-from tools.proxy import Proxy
 
 
 @contextmanager

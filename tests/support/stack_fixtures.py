@@ -2,7 +2,7 @@
 
 The app's modules are imported inside the fixtures, not here: conftest files are imported while pytest's output
 capture is off, and the Powertools logger binds whatever sys.stdout is when lib.dbkit.observability is first imported
-(tools.invoke's log recording relies on it being pytest's stream).
+(devtools.invoke's log recording relies on it being pytest's stream).
 """
 
 from __future__ import annotations

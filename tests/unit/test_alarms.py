@@ -26,9 +26,9 @@ import pytest
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-from tools.function_config import function_config
-from tools.paths import ROOT
-from tools.sam_template import Resolver, function_ids, function_properties, load_template
+from devtools.function_config import function_config
+from devtools.paths import ROOT
+from devtools.sam_template import Resolver, function_ids, function_properties, load_template
 
 TEMPLATE = load_template()
 SOURCE_ROOTS = (ROOT / "lib", ROOT / "handlers")

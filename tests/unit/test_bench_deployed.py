@@ -1,4 +1,4 @@
-"""tools.bench.deployed's arithmetic on made-up samples and profiles (the real run is `make bench-coldstart`)."""
+"""devtools.bench.deployed's arithmetic on made-up samples and profiles (the real run is `make bench-coldstart`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.bench.deployed import (
+from devtools.bench.deployed import (
     API_BYTECODE,
     API_SOURCE,
     NAIVE_BYTECODE,
@@ -22,7 +22,7 @@ from tools.bench.deployed import (
     read_only_copy,
     top_imports_table,
 )
-from tools.runtime_python import RuntimePython
+from devtools.runtime_python import RuntimePython
 
 LOG = """\
 import time: self [us] | cumulative | imported package

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from tools.conformance import gate, harness, results, sources, watch
-from tools.conformance.drivers import KIT_PIPELINE, KIT_STOCK, STOCK
-from tools.conformance.results import Allowance, RunKey, RunResult
+from devtools.conformance import gate, harness, results, sources, watch
+from devtools.conformance.drivers import KIT_PIPELINE, KIT_STOCK, STOCK
+from devtools.conformance.results import Allowance, RunKey, RunResult
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">

@@ -1,4 +1,4 @@
-"""tools.function_code: a local run uses the sam build artifact only when it is current and runs here."""
+"""devtools.function_code: a local run uses the sam build artifact only when it is current and runs here."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.function_code import function_code
-from tools.function_config import FunctionConfig
-from tools.runtime_python import RuntimePython
+from devtools.function_code import function_code
+from devtools.function_config import FunctionConfig
+from devtools.runtime_python import RuntimePython
 
 PYTHON = RuntimePython(Path(sys.executable), "3.13.0", "python3.13", matches=True)
 TAG = f"cpython-313-{platform.machine()}-linux-gnu"

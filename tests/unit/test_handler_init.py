@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tools.paths import ROOT
+from devtools.paths import ROOT
 
 PROBE = """
 import gc, json, sys

@@ -1,4 +1,4 @@
-"""tools.http_api_events: routes, the payload 2.0 event API Gateway sends, and its response rules, as data."""
+"""devtools.http_api_events: routes, the payload 2.0 event API Gateway sends, and its response rules, as data."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from lib.dbkit.lambda_events import check_http_api_event
-from tests.events import load_event
-from tools.http_api_events import (
+from devtools.http_api_events import (
     HttpRequest,
     MalformedResponseError,
     RouteMatch,
@@ -19,7 +17,9 @@ from tools.http_api_events import (
     http_api_event,
     match_route,
 )
-from tools.http_routes import HttpRoute, template_routes
+from devtools.http_routes import HttpRoute, template_routes
+from lib.dbkit.lambda_events import check_http_api_event
+from tests.events import load_event
 
 API_ROUTES = template_routes()
 DEFAULT = RouteMatch("ApiFunction", HttpRoute(None, None), {})

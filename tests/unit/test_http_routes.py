@@ -1,4 +1,4 @@
-"""tools.http_routes: the template's HTTP API routes, from the functions' SAM HttpApi events, with authorization."""
+"""devtools.http_routes: the template's HTTP API routes, from the functions' SAM HttpApi events, with authorization."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.http_routes import HttpRoute, template_routes
-from tools.sam_template import TemplateError
+from devtools.http_routes import HttpRoute, template_routes
+from devtools.sam_template import TemplateError
 
 IMPLICIT_API = """\
 Transform: AWS::Serverless-2016-10-31

@@ -1,4 +1,4 @@
-"""The fake Lambda context (tools.lambda_context) against the real one: awslambdaric's LambdaContext."""
+"""The fake Lambda context (devtools.lambda_context) against the real one: awslambdaric's LambdaContext."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from awslambdaric import lambda_context as real_context
 
-from tools.lambda_context import Client, ClientContext, CognitoIdentity, FakeLambdaContext
+from devtools.lambda_context import Client, ClientContext, CognitoIdentity, FakeLambdaContext
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
 

@@ -1,4 +1,4 @@
-"""tools.sam_template, tools.function_config and tools.invoke without running anything: template reading, errors."""
+"""devtools.sam_template, devtools.function_config and devtools.invoke: template reading, errors, no runs."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools import invoke as local_invoke
-from tools.function_config import (
+from devtools import invoke as local_invoke
+from devtools.function_config import (
     InvokeUsageError,
     database_environment,
     function_config,
     function_environment,
 )
-from tools.invoke import invoke, sam_local_env_vars
-from tools.paths import ROOT
-from tools.sam_template import (
+from devtools.invoke import invoke, sam_local_env_vars
+from devtools.paths import ROOT
+from devtools.sam_template import (
     NO_VALUE,
     CfnLoader,
     Resolver,
@@ -28,7 +28,7 @@ from tools.sam_template import (
     load_template,
     merge_globals,
 )
-from tools.stack import read_env
+from devtools.stack import read_env
 
 FAKE_TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
@@ -137,7 +137,7 @@ def test_events_belong_to_a_function_by_its_handler_module_name() -> None:
 def test_database_comes_from_the_environment_first_then_the_stack_env_file(tmp_path: Path) -> None:
     stack_env = tmp_path / "env"
     stack_env.write_text(
-        "# written by tools.stack\nexport DATABASE_URL='postgresql://stack'\nexport DB_POOLER_HOSTS='localhost:6432'\n",
+        "# by devtools.stack\nexport DATABASE_URL='postgresql://stack'\nexport DB_POOLER_HOSTS='localhost:6432'\n",
         encoding="utf-8",
     )
     assert read_env(stack_env)["DB_POOLER_HOSTS"] == "localhost:6432"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from tools import migrate
-from tools.paths import ROOT
+from devtools import migrate
+from devtools.paths import ROOT
 
 LEGACY_SCHEMA = ROOT / "tests" / "integration" / "legacy_schema"
 

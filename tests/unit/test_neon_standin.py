@@ -1,4 +1,4 @@
-"""tools.neon_standin without the network: Neon's endpoint rules, its error frames, what it forwards."""
+"""devtools.neon_standin without the network: Neon's endpoint rules, its error frames, what it forwards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.neon_standin import (
+from devtools.neon_standin import (
     MISSING_ENDPOINT,
     REFUSALS,
     Config,

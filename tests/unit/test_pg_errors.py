@@ -5,6 +5,7 @@ import pg8000.dbapi
 import pytest
 import sqlalchemy.exc
 
+from devtools.paths import ROOT
 from lib.dbkit.errors import (
     DatabaseLoginError,
     DatabaseProviderRefusedError,
@@ -24,7 +25,6 @@ from lib.dbkit.pg_errors import (
     sqlstate,
     tls_refused,
 )
-from tools.paths import ROOT
 
 
 def _server_error(code: str, message: str = "server says no") -> pg8000.dbapi.DatabaseError:

@@ -1,4 +1,4 @@
-"""tools.preview: the AWS steps of the preview workflow, against moto (SSM), botocore's Stubber and a fake gateway."""
+"""devtools.preview: the AWS steps of the preview workflow, against moto (SSM), botocore's Stubber, a fake gateway."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.stub import Stubber  # type: ignore[import-untyped]
 from moto import mock_aws
 
-from tools.preview import (
+from devtools.preview import (
     PreviewError,
     Response,
     bearer,

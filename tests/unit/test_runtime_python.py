@@ -1,11 +1,11 @@
-"""tools.runtime_python: the interpreter a function runs on, and what the tools say about it."""
+"""devtools.runtime_python: the interpreter a function runs on, and what the tools say about it."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from tools.runtime_python import runtime_python
+from devtools.runtime_python import runtime_python
 
 
 def _fake_interpreter(path: Path, version: str) -> Path:
@@ -28,7 +28,7 @@ def test_without_that_venv_the_fallback_runs_and_the_tools_say_so(tmp_path: Path
     assert chosen.executable == Path(sys.executable)
     assert chosen.version == ".".join(map(str, sys.version_info[:3]))
     assert not chosen.matches
-    assert "NOT python3.99: no .venv-3.99; `tools/bootstrap.sh runtime-venv 3.99`" in chosen.describe()
+    assert "NOT python3.99: no .venv-3.99; `devtools/bootstrap.sh runtime-venv 3.99`" in chosen.describe()
 
 
 def test_a_venv_of_another_version_does_not_count(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""tools/sam/compile_bytecode.sh, the build step that ships bytecode: right version, unchecked-hash, or a clear no."""
+"""devtools/sam/compile_bytecode.sh, the build step shipping bytecode: right version, unchecked-hash, or a clear no."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tools.paths import ROOT
-from tools.sam_check import UNCHECKED_HASH_FLAGS
+from devtools.paths import ROOT
+from devtools.sam_check import UNCHECKED_HASH_FLAGS
 
-SCRIPT = ROOT / "tools" / "sam" / "compile_bytecode.sh"
+SCRIPT = ROOT / "devtools" / "sam" / "compile_bytecode.sh"
 HOST_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 HOST_TAG = sys.implementation.cache_tag
 

@@ -1,4 +1,4 @@
-"""tools.sam_check's artifact inspection on hand-made artifacts (the real builds run in `make sam-check`)."""
+"""devtools.sam_check's artifact inspection on hand-made artifacts (the real builds run in `make sam-check`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import sam_check
-from tools.sam_check import CheckFailedError, Target, bytecode_magic, check_artifact, default_target
+from devtools import sam_check
+from devtools.sam_check import CheckFailedError, Target, bytecode_magic, check_artifact, default_target
 
 ARM_313 = Target(python_version="3.13", architecture="arm64", importable=False)
 MODULES = ("handlers/__init__.py", "handlers/api.py", "lib/__init__.py", "pydantic_core/__init__.py")
@@ -43,7 +43,7 @@ def test_a_runtime_only_artifact_for_the_right_platform_passes(artifact: Path) -
     check_artifact(ARM_313, "ApiFunction")
 
 
-@pytest.mark.parametrize("leaked", ["tests", "events", "tools", "template.yaml", ".stack", "awslambdaric"])
+@pytest.mark.parametrize("leaked", ["tests", "events", "devtools", "template.yaml", ".stack", "awslambdaric"])
 def test_project_files_in_the_artifact_fail_the_check(artifact: Path, leaked: str) -> None:
     (artifact / leaked).mkdir()
     with pytest.raises(CheckFailedError, match=f"must not contain \\['{leaked}'\\]"):

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from devtools.http_routes import template_routes
+from devtools.sam_cli import RoutesCase, SamCliRoute, TranslateCase, ask, routes_from
 from lib.sample_app.api import create_app
-from tools.http_routes import template_routes
-from tools.sam_cli import RoutesCase, SamCliRoute, TranslateCase, ask, routes_from
 
 SECRET = {"DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-pooled-url-AbCdEf"}
 JWT = {"Auth": "jwt", "JwtIssuer": "https://issuer.example", "JwtAudience": "notes,admin"}

@@ -17,6 +17,7 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
+from devtools.paths import ROOT
 from lib.dbkit.dsn import parse_database_url
 from lib.dbkit.errors import (
     ConfigError,
@@ -40,7 +41,6 @@ from lib.dbkit.settings import (
     get_settings,
     refresh_database_url,
 )
-from tools.paths import ROOT
 
 PASSWORD = "Zq9-pw-LEAKCHECK"
 NEON_POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from devtools.function_config import function_config
+from devtools.paths import ROOT
+from devtools.sam_template import NO_VALUE, Resolver, function_ids, function_properties, load_template
 from lib.dbkit.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
 from lib.dbkit.settings import Settings
-from tools.function_config import function_config
-from tools.paths import ROOT
-from tools.sam_template import NO_VALUE, Resolver, function_ids, function_properties, load_template
 
 TEMPLATE = load_template()
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-pooled-url-AbCdEf"
@@ -463,10 +463,10 @@ def _make_default(path: Path, variable: str) -> str:
 
 def test_build_makefiles_default_to_the_templates_runtime_and_architecture() -> None:
     parameters = Resolver(TEMPLATE).parameters
-    build_makefile = ROOT / "tools" / "sam" / "Makefile"
+    build_makefile = ROOT / "devtools" / "sam" / "Makefile"
     assert f"python{_make_default(build_makefile, 'LAMBDA_PYTHON_VERSION')}" == parameters["PythonRuntime"]
     assert _make_default(build_makefile, "LAMBDA_ARCHITECTURE") == parameters["Architecture"]
-    verbs = ROOT / "tools" / "sam.mk"
+    verbs = ROOT / "devtools" / "sam.mk"
     assert _make_default(verbs, "SAM_PYTHON_RUNTIME") == parameters["PythonRuntime"]
     assert _make_default(verbs, "SAM_ARCHITECTURE") == parameters["Architecture"]
 
@@ -474,8 +474,8 @@ def test_build_makefiles_default_to_the_templates_runtime_and_architecture() -> 
 @pytest.mark.parametrize("function_id", function_ids(TEMPLATE))
 def test_every_function_is_built_by_the_runtime_only_makefile(function_id: str) -> None:
     metadata = TEMPLATE["Resources"][function_id]["Metadata"]
-    assert (metadata["BuildMethod"], metadata["ContextPath"]) == ("makefile", "tools/sam")
-    targets = (ROOT / "tools" / "sam" / "Makefile").read_text(encoding="utf-8")
+    assert (metadata["BuildMethod"], metadata["ContextPath"]) == ("makefile", "devtools/sam")
+    targets = (ROOT / "devtools" / "sam" / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^(?:\S+ )*build-{function_id}\b.*:", targets, re.MULTILINE)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.paths import ROOT
+from devtools.paths import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 FULL_SHA = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")
@@ -46,7 +46,9 @@ def step_index(job_steps: list[dict[str, Any]], *, uses: str | None = None, run:
 
 
 def make_targets() -> set[str]:
-    text = "".join(path.read_text(encoding="utf-8") for path in (ROOT / "Makefile", *sorted(ROOT.glob("tools/*.mk"))))
+    text = "".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "Makefile", *sorted(ROOT.glob("devtools/*.mk")))
+    )
     return {target for line in re.findall(r"^([a-zA-Z][\w -]*):(?!=)", text, re.MULTILINE) for target in line.split()}
 
 
@@ -136,7 +138,7 @@ def test_preview_migrates_then_tests_then_deploys_then_smoke_tests() -> None:
     check = step_index(job, run="make check")
     credentials = step_index(job, uses=OIDC_ACTION)
     deploy = step_index(job, run="sam deploy")
-    smoke = step_index(job, run="tools.preview smoke")
+    smoke = step_index(job, run="devtools.preview smoke")
     assert branch < migrate < check < credentials < deploy < smoke
     assert job[migrate]["env"] == {"DIRECT_DATABASE_URL": "${{ steps.branch.outputs.db_url }}"}
     assert job[check]["env"] == {
@@ -152,7 +154,7 @@ def test_preview_deploys_the_pr_stack_with_the_pooled_string_and_cleans_everythi
     preview = load("preview.yml")
     assert preview["env"]["STACK_NAME"] == "neon-notes-pr-${{ github.event.pull_request.number }}"
     job = steps(preview, "deploy")
-    store = job[step_index(job, run="tools.preview put-database-url")]
+    store = job[step_index(job, run="devtools.preview put-database-url")]
     assert store["env"] == {"DATABASE_URL": "${{ steps.branch.outputs.db_url_pooled }}"}
     deploy = shlex.split(job[step_index(job, run="sam deploy")]["run"])
     assert "DatabaseUrlParameterName=${DATABASE_URL_PARAMETER}" in deploy
@@ -161,7 +163,7 @@ def test_preview_deploys_the_pr_stack_with_the_pooled_string_and_cleans_everythi
     cleanup = preview["jobs"]["cleanup"]
     assert "== 'closed'" in cleanup["if"]
     cleanup_steps = cleanup["steps"]
-    assert step_index(cleanup_steps, run="tools.preview delete") < step_index(
+    assert step_index(cleanup_steps, run="devtools.preview delete") < step_index(
         cleanup_steps, uses="neondatabase/delete-branch-action"
     )
     assert preview["jobs"]["comment"]["needs"] == "deploy"
@@ -206,12 +208,12 @@ def test_migrate_uses_the_given_direct_string_without_the_local_stack() -> None:
     (rule,) = re.findall(r"^migrate:.*\n\t.*$", makefile, re.MULTILINE)
     assert "$(if $(DIRECT_DATABASE_URL),,stack-up)" in rule
     assert "$(if $(DIRECT_DATABASE_URL),,$(WITH_STACK_ENV))" in rule
-    # Alembic: the kit's history, then the app's (tools/migrate.py); the old numbered-SQL runner is gone.
-    assert rule.endswith("$(PYTHON) -m tools.migrate")
+    # Alembic: the kit's history, then the app's (devtools/migrate.py); the old numbered-SQL runner is gone.
+    assert rule.endswith("$(PYTHON) -m devtools.migrate")
 
 
 def test_the_deploy_roles_may_use_every_transform_the_template_declares() -> None:
-    from tools.sam_template import load_template
+    from devtools.sam_template import load_template
 
     declared = load_template()["Transform"]
     transforms = {name.removeprefix("AWS::") for name in (declared if isinstance(declared, list) else [declared])}
@@ -231,7 +233,7 @@ def test_the_deploy_roles_may_use_every_transform_the_template_declares() -> Non
 
 
 def test_the_deploy_roles_trust_only_this_repositorys_pull_requests_and_production_environment() -> None:
-    from tools.sam_template import load_template
+    from devtools.sam_template import load_template
 
     infra = load_template(ROOT / "infra" / "github-oidc.yaml")
     resources = infra["Resources"]
@@ -267,7 +269,7 @@ def test_conformance_runs_make_conformance_on_pull_requests_and_main_and_keeps_i
 
 
 def test_dependency_watch_is_weekly_and_tests_the_newest_releases_with_conformance_and_both_drivers() -> None:
-    from tools.conformance.sources import WATCHED_PACKAGES
+    from devtools.conformance.sources import WATCHED_PACKAGES
 
     workflow = load("dependency-watch.yml")
     assert workflow["permissions"] == {}
@@ -286,7 +288,7 @@ def test_dependency_watch_is_weekly_and_tests_the_newest_releases_with_conforman
     assert all(package in installed for package in WATCHED_PACKAGES)
     conformance = step_index(job_steps, run="make conformance ARGS=--unpinned")
     tiers = step_index(job_steps, run="make --no-print-directory pytest pytest-runtime")
-    report = step_index(job_steps, run="tools.conformance watch-report")
+    report = step_index(job_steps, run="devtools.conformance watch-report")
     fail = step_index(job_steps, run="exit 1")
     assert install < conformance < tiers < report < fail
     # Every check runs and is reported even when an earlier one failed; the workflow still fails visibly.
@@ -296,7 +298,7 @@ def test_dependency_watch_is_weekly_and_tests_the_newest_releases_with_conforman
     assert job_steps[fail]["if"] == "steps.report.outputs.verdict != 'pass'"
     # The gate is widened in this checkout only from the conformance results, before the tiers run on it.
     tier_script = job_steps[tiers]["run"]
-    assert tier_script.index("tools.conformance range --write") < tier_script.index("make --no-print-directory")
+    assert tier_script.index("devtools.conformance range --write") < tier_script.index("make --no-print-directory")
     assert set(job["outputs"]) == {"verdict", "proposal", "report"}
 
 

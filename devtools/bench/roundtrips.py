@@ -1,0 +1,345 @@
+"""Round trips, new connections, server hold time and wall time per request, between the app and PgBouncer.
+
+Round trips are counted by devtools.proxy; the time PgBouncer held a server connection comes from its SHOW STATS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event, text
+
+from devtools.bench import orm
+from devtools.bench.pooler_stats import PoolerConsole
+from devtools.bench.profiles import PingCounter, Profile
+from devtools.events import load_event, with_json_body, with_note_id
+from devtools.proxy import Proxy
+
+# +20 ms per direction is a cross-region link; +2 ms a Lambda function and its database in one region.
+DELAYS_MS = (0.0, 2.0, 20.0)
+STEPS_DELAY_MS = 2.0
+# Idle time after which the template pings once before reusing a connection, for the "after idle" row only.
+SHORT_IDLE_PING_SECONDS = 0.1
+_SETTLE_QUIET_S = 0.03
+_SETTLE_TIMEOUT_S = 5.0
+_SKIPPED_ATTEMPTS = 20
+
+
+class BenchError(RuntimeError):
+    """A scenario did not do what it should (wrong status, skipped job): its figures would mean nothing."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured action."""
+
+    round_trips: int
+    connections: int
+    pings: int
+    wall_ms: float
+    # Milliseconds PgBouncer held a server connection for this action (SHOW STATS total_xact_time), and the
+    # transactions it counted; None without a console.
+    hold_ms: float | None = None
+    transactions: int | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One scenario of one profile: counts over every sample at every delay (a range when they differ), medians.
+
+    round_trips_at: the range at each delay (a split TLS flight at +0 ms shows there).
+    """
+
+    scenario: str
+    profile: str
+    round_trips: tuple[int, int]
+    connections: tuple[int, int]
+    pings: tuple[int, int]
+    wall_ms: dict[float, float]
+    hold_ms: dict[float, float] = field(default_factory=dict)
+    transactions: tuple[int, int] | None = None
+    round_trips_at: dict[float, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """An action on a profile; `fresh` starts a new execution environment before every run, else one warm-up.
+
+    An action returning False did not do its work (a skipped purge): the sample is taken again.
+    """
+
+    name: str
+    action: Callable[[Profile], bool]
+    fresh: bool = False
+    idle_s: float | None = None
+
+
+def _settle(proxy: Proxy) -> None:
+    """Wait until the proxy saw nothing new for a while: closing traffic lands after close() returns."""
+    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    quiet = _SETTLE_QUIET_S + 2 * proxy.delay_ms / 1000
+    last = proxy.stats
+    changed = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.005)
+        now = proxy.stats
+        if (now.client_flights, now.open_connections, now.connections) != (
+            last.client_flights,
+            last.open_connections,
+            last.connections,
+        ):
+            last, changed = now, time.monotonic()
+        elif time.monotonic() - changed >= quiet:
+            return
+
+
+def measure(
+    proxy: Proxy, pings: PingCounter, action: Callable[[], Any], console: PoolerConsole | None = None
+) -> Sample:
+    """Round trips of one action: client flights minus the Terminate of each connection closed (nobody waits)."""
+    _settle(proxy)
+    open_before = proxy.stats.open_connections
+    proxy.reset_stats()
+    pings_before = pings.count
+    totals_before = console.totals() if console else None
+    started = time.perf_counter()
+    action()
+    wall_ms = (time.perf_counter() - started) * 1000
+    _settle(proxy)
+    stats = proxy.stats
+    closed = open_before + stats.connections - stats.open_connections
+    sample = Sample(stats.client_flights - closed, stats.connections, pings.count - pings_before, wall_ms)
+    if console is None or totals_before is None:
+        return sample
+    held = console.totals() - totals_before
+    return dataclasses.replace(sample, hold_ms=held.xact_time_us / 1000, transactions=held.transactions)
+
+
+def _expect(response: dict[str, Any], status: int, what: str) -> dict[str, Any]:
+    if response.get("statusCode") != status:
+        raise BenchError(f"{what}: expected HTTP {status}, got {response.get('statusCode')}: {response.get('body')}")
+    return response
+
+
+def create_note_event(*, ttl_seconds: int = 600) -> dict[str, Any]:
+    """POST /notes with a unique title; notes expire so repeated bench runs leave nothing behind for long."""
+    body = {"title": f"bench {uuid.uuid4()}", "body": "round-trip benchmark", "ttl_seconds": ttl_seconds}
+    return with_json_body(load_event("api-02-create-note"), body)
+
+
+def get_note_event(note_id: str) -> dict[str, Any]:
+    return with_note_id(load_event("api-10-get-note-unknown-id"), note_id)
+
+
+def seed_note(profile: Profile) -> str:
+    """A note for the GET /notes/{id} rows (lives an hour)."""
+    import json
+
+    response = _expect(profile.api(create_note_event(ttl_seconds=3600)), 201, "POST /notes")
+    note_id: str = json.loads(response["body"])["id"]
+    return note_id
+
+
+def _scheduled(profile: Profile) -> bool:
+    # Skipped when another purge run (a test on the shared stack) holds the lease: that sample does not count.
+    return not profile.scheduled(load_event("scheduled-01-purge"))["skipped"]
+
+
+def orm_scenario(unit: orm.OrmUnit) -> Scenario:
+    """An ORM unit of work run the profile's way (devtools.bench.profiles: `orm`)."""
+
+    def run(profile: Profile) -> bool:
+        profile.orm(unit)
+        return True
+
+    return Scenario(unit.name, run)
+
+
+def orm_scenarios(item_ids: list[uuid.UUID]) -> list[Scenario]:
+    """The ORM units of the round-trip table, in table order, on the rows orm.prepare made (the first is read and
+    modified, the others deleted one per run)."""
+    key, *delete_ids = item_ids
+    units = [
+        orm.get_by_key(key),
+        orm.select_page(),
+        orm.insert_one(),
+        orm.get_modify_flush(key),
+        orm.get_and_delete(delete_ids),
+    ]
+    return [orm_scenario(unit) for unit in units]
+
+
+def runs_per_scenario(runs: int) -> int:
+    """How many times run_scenario runs a warm scenario's action: a warm-up and `runs` samples per delay."""
+    return len(DELAYS_MS) * (runs + 1)
+
+
+def scenarios(note_id: str) -> list[Scenario]:
+    """The request mix of the round-trip table, in table order."""
+
+    def api(event_factory: Callable[[], dict[str, Any]], status: int, what: str) -> Callable[[Profile], bool]:
+        return lambda profile: bool(_expect(profile.api(event_factory()), status, what))
+
+    get_note = api(lambda: get_note_event(note_id), 200, "GET /notes/{id}")
+    return [
+        Scenario("warm GET /notes/{id}", get_note),
+        Scenario("warm POST /notes", api(create_note_event, 201, "POST /notes")),
+        Scenario("warm GET /notes", api(lambda: load_event("api-07-list-notes"), 200, "GET /notes")),
+        Scenario("warm GET /health", api(lambda: load_event("api-01-health"), 200, "GET /health")),
+        Scenario("warm scheduled purge (1 batch)", _scheduled),
+        Scenario("first request of a new environment (GET /notes/{id})", get_note, fresh=True),
+        Scenario(f"GET /notes/{{id}} after {SHORT_IDLE_PING_SECONDS:g} s idle*", get_note, idle_s=0.15),
+    ]
+
+
+def run_scenario(
+    proxy: Proxy,
+    pings: PingCounter,
+    profile: Profile,
+    scenario: Scenario,
+    runs: int,
+    console: PoolerConsole | None = None,
+) -> Row:
+    """Every delay in DELAYS_MS, `runs` samples each."""
+    samples: dict[float, list[Sample]] = {}
+    for delay in DELAYS_MS:
+        proxy.delay_ms = delay
+        if scenario.idle_s is not None:
+            profile.new_environment(idle_ping_seconds=SHORT_IDLE_PING_SECONDS)
+        if not scenario.fresh:
+            scenario.action(profile)
+        samples[delay] = []
+        for _ in range(runs):
+            if scenario.fresh:
+                profile.new_environment()
+            if scenario.idle_s is not None:
+                time.sleep(scenario.idle_s)
+            samples[delay].append(_sample(proxy, pings, profile, scenario, console))
+    proxy.delay_ms = 0
+    if scenario.idle_s is not None:
+        profile.new_environment()
+    every = [sample for taken in samples.values() for sample in taken]
+    held = {
+        delay: statistics.median(s.hold_ms for s in taken if s.hold_ms is not None)
+        for delay, taken in samples.items()
+        if all(s.hold_ms is not None for s in taken)
+    }
+    transactions = [s.transactions for s in every if s.transactions is not None]
+    return Row(
+        scenario=scenario.name,
+        profile=profile.name,
+        round_trips=_span(s.round_trips for s in every),
+        connections=_span(s.connections for s in every),
+        pings=_span(s.pings for s in every),
+        wall_ms={delay: statistics.median(s.wall_ms for s in taken) for delay, taken in samples.items()},
+        hold_ms=held,
+        transactions=_span(transactions) if transactions else None,
+        round_trips_at={delay: _span(s.round_trips for s in taken) for delay, taken in samples.items()},
+    )
+
+
+def _sample(
+    proxy: Proxy, pings: PingCounter, profile: Profile, scenario: Scenario, console: PoolerConsole | None
+) -> Sample:
+    done: list[bool] = []
+    for _ in range(_SKIPPED_ATTEMPTS):
+        done.clear()
+        sample = measure(proxy, pings, lambda: done.append(scenario.action(profile)), console)
+        if done[0]:
+            return sample
+        time.sleep(0.25)
+    raise BenchError(f"{scenario.name} was skipped {_SKIPPED_ATTEMPTS} times in a row (purge lease held elsewhere)")
+
+
+def _span(values: Any) -> tuple[int, int]:
+    listed = list(values)
+    return min(listed), max(listed)
+
+
+# Driver steps: the pieces a request is made of, measured on the profile's engine directly.
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Round trips of each driver step for one profile."""
+
+    profile: str
+    connect: int
+    first_connect_init: int
+    begin_and_statement: int
+    commit: int
+    rollback: int
+    ping: int
+
+
+def driver_steps(proxy: Proxy, pings: PingCounter, profile: Profile) -> Steps:
+    """Connect, SQLAlchemy's first-connect initialisation, BEGIN + one parameterised statement, COMMIT, ROLLBACK."""
+    # Not at 0 ms: there the startup message can trail the server's TLS session ticket and count as a flight.
+    proxy.delay_ms = STEPS_DELAY_MS
+    profile.new_environment()
+    engine = profile.engine()
+    at_connect: list[int] = []
+    # insert=True: runs right after the DB-API connect, before the dialect's first-connect initialisation.
+    event.listen(engine, "connect", lambda *_: at_connect.append(proxy.stats.client_flights), insert=True)
+    statement = text("SELECT CAST(:v AS int)")
+    connection = None
+
+    def open_connection() -> None:
+        nonlocal connection
+        connection = engine.connect()
+
+    opened = measure(proxy, pings, open_connection)
+    assert connection is not None
+    try:
+        begin = measure(proxy, pings, lambda: connection.execute(statement, {"v": 1}))
+        commit = measure(proxy, pings, connection.commit)
+        connection.execute(statement, {"v": 2})
+        rollback = measure(proxy, pings, connection.rollback)
+        dbapi = connection.connection.dbapi_connection
+        assert dbapi is not None
+        ping = measure(proxy, pings, lambda: engine.dialect.do_ping(dbapi))
+    finally:
+        connection.close()
+        profile.new_environment()
+        proxy.delay_ms = 0
+    connect = at_connect[0] if at_connect else opened.round_trips
+    return Steps(
+        profile=profile.name,
+        connect=connect,
+        first_connect_init=opened.round_trips - connect,
+        begin_and_statement=begin.round_trips,
+        commit=commit.round_trips,
+        rollback=rollback.round_trips,
+        ping=ping.round_trips,
+    )
+
+
+def run_all(
+    proxy: Proxy,
+    pings: PingCounter,
+    profiles: Sequence[Profile],
+    runs: int,
+    note_ids: dict[str, str],
+    console: PoolerConsole | None = None,
+) -> tuple[list[Row], list[Steps]]:
+    """Every scenario for every profile (profile by profile, each its own environment), then the driver steps."""
+    rows: list[Row] = []
+    steps: list[Steps] = []
+    for profile in profiles:
+        profile.activate()
+        note_ids[profile.name] = seed_note(profile)
+        item_ids = profile.orm(
+            orm.OrmUnit("prepare the ORM table", lambda s: orm.prepare(s, 1 + runs_per_scenario(runs)))
+        )
+        for scenario in [*scenarios(note_ids[profile.name]), *orm_scenarios(item_ids)]:
+            rows.append(run_scenario(proxy, pings, profile, scenario, runs, console))
+        profile.orm(orm.OrmUnit("drop the ORM table", orm.drop))
+        steps.append(driver_steps(proxy, pings, profile))
+        profile.close()
+    return rows, steps

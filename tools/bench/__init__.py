@@ -1,4 +1,0 @@
-"""`make bench`: database round trips, cold start and scale of this template against the seed configuration.
-
-Run with ``python -m tools.bench`` (the stack must be up and migrated: ``make bench`` does both).
-"""
