@@ -62,10 +62,10 @@ lint: lint-workflows lint-templates  ## ruff (lint + format check), import-linte
 types:  ## mypy --strict over handlers, lib, tests, devtools
 	@$(BIN)/mypy
 
-STOCK_DRIVER_TESTS := tests/integration/test_engine.py tests/integration/test_api.py tests/integration/test_scheduled.py \
-	tests/integration/test_sqlalchemy_semantics.py tests/integration/test_session.py tests/integration/test_replica.py
+STOCK_DRIVER_TESTS := tests/kit/integration/test_engine.py tests/app/integration/test_api.py tests/app/integration/test_scheduled.py \
+	tests/kit/integration/test_sqlalchemy_semantics.py tests/kit/integration/test_session.py tests/kit/integration/test_replica.py
 
-# sam-venv: tests/unit/test_sam_cli.py asks SAM CLI (in .venv-sam) for the routes and the translated template.
+# sam-venv: devtools/tests/unit/test_sam_cli.py asks SAM CLI (in .venv-sam) for the routes and the translated template.
 pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on SQLAlchemy's stock pg8000 dialect
 	@$(BIN)/pytest
 	@DB_DRIVER=stock $(BIN)/pytest -q -m "not pipelined_driver" $(STOCK_DRIVER_TESTS)
@@ -73,14 +73,14 @@ pytest: sam-venv  ## the whole pytest suite, then the engine/API tests again on 
 # Not run again on the runtime's Python: the functions these tests drive through the local Lambda already ran on it
 # in the first pass (the local runtime picks .venv-3.13 whatever runs pytest), and the others test our devtools
 # (test_conformance: the conformance subset, once per `make test` is its budget; `make conformance` runs it all).
-RUNTIME_PASS_SKIPS := test_fuzz_api test_http_api test_invoke test_local_runtime test_local_stack test_proxy test_bench_smoke \
-	test_conformance
+RUNTIME_PASS := tests/kit/integration tests/app/integration devtools/tests/integration
+RUNTIME_PASS_SKIPS := tests/app/integration/test_fuzz_api.py $(addprefix devtools/tests/integration/,test_http_api.py \
+	test_invoke.py test_local_runtime.py test_local_stack.py test_proxy.py test_bench_smoke.py test_conformance.py)
 
 pytest-runtime:  ## the integration tier's in-process tests again on the deployed runtime's Python (.venv-3.13)
 	@if [ -x $(RUNTIME_VENV)/bin/pytest ]; then \
-		echo "[pytest-runtime] tests/integration on $$($(RUNTIME_VENV)/bin/python --version) ($(RUNTIME_VENV)), as $(SAM_PYTHON_RUNTIME)"; \
-		$(RUNTIME_VENV)/bin/pytest tests/integration -p no:cacheprovider \
-			$(foreach test,$(RUNTIME_PASS_SKIPS),--ignore=tests/integration/$(test).py); \
+		echo "[pytest-runtime] integration tests on $$($(RUNTIME_VENV)/bin/python --version) ($(RUNTIME_VENV)), as $(SAM_PYTHON_RUNTIME)"; \
+		$(RUNTIME_VENV)/bin/pytest $(RUNTIME_PASS) -p no:cacheprovider $(foreach test,$(RUNTIME_PASS_SKIPS),--ignore=$(test)); \
 	else \
 		echo "[pytest-runtime] skipped: no $(RUNTIME_VENV) (no python$(RUNTIME_PYTHON) on this machine; see devtools/bootstrap.sh)"; \
 	fi
@@ -90,19 +90,19 @@ check: lint types pytest pytest-runtime  ## lint + types + the whole pytest suit
 test: venv  ## everything CI runs: install, start the stack, lint, types, all tests, SAM checks
 	@$(PYTHON) -m devtools.stack run -- $(MAKE) --no-print-directory check sam-check
 
-test-unit: venv sam-venv  ## the unit tier only (no network)
-	@$(BIN)/pytest tests/unit
+test-unit: venv sam-venv  ## the unit tier only (no network): the kit's, the app's and the tooling's
+	@$(BIN)/pytest -m unit
 
-test-integration: stack-up  ## the integration tier against the local stack
-	@$(BIN)/pytest tests/integration
+test-integration: stack-up  ## the integration tier against the local stack: the kit's, the app's and the tooling's
+	@$(BIN)/pytest -m integration
 
 test-faults: stack-up  ## fault injection (proxy faults, server restarts) with requests flowing; restarts the local stack's servers
-	@$(BIN)/pytest tests/faults
+	@$(BIN)/pytest tests/kit/faults
 
 test-load: stack-up  ## hundreds of simulated execution environments through the pooler
-	@$(BIN)/pytest tests/load
+	@$(BIN)/pytest tests/kit/load
 
-# Not part of `make test` (a representative subset is: tests/integration/test_conformance.py); CI runs it in its own
+# Not part of `make test` (a representative subset is: devtools/tests/integration/test_conformance.py); CI runs it in its own
 # workflow (.github/workflows/conformance.yml) and the weekly dependency watch on the newest releases.
 conformance: venv  ## SQLAlchemy's and pg8000's own suites: the kit's drivers vs stock, on a throwaway cluster (ARGS=--help)
 	@$(PYTHON) -m devtools.conformance $(ARGS)

@@ -59,7 +59,7 @@ find_python() {
 }
 
 # pg8000 releases the suite runs the handlers on besides the pinned one: one inside the pipelined driver's tested
-# range and one outside it (the stock dialect must take over). Keep in step with tests/integration/test_driver_fallback.py.
+# range and one outside it (the stock dialect must take over). Keep in step with tests/kit/integration/test_driver_fallback.py.
 OTHER_PG8000="1.31.4 1.30.5"
 
 # A pythonX.Y that really runs: pyenv's shims exist for every installed version but refuse to run one that is not

@@ -3,7 +3,7 @@
 Field for field it is what awslambdaric's LambdaContext holds when the Python runtime calls a handler: strings where
 the runtime reads environment variables (memory_limit_in_mb is "512", not 512), an epoch-millisecond deadline,
 `identity` always an object and `client_context` None unless the invoker sent one.
-tests/unit/test_lambda_context.py compares it with the real class.
+devtools/tests/unit/test_lambda_context.py compares it with the real class.
 """
 
 from __future__ import annotations

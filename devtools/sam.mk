@@ -2,7 +2,7 @@
 SAM_VENV := .venv-sam
 SAM_BIN := $(SAM_VENV)/bin
 SAM_ENV := SAM_CLI_TELEMETRY=0 SAM_CLI_DISABLE_UPDATE_CHECK=1 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
-# Same defaults as template.yaml's PythonRuntime/Architecture parameters (tests/unit/test_template.py checks).
+# Same defaults as template.yaml's PythonRuntime/Architecture parameters (tests/kit/unit/test_template.py checks).
 SAM_PYTHON_RUNTIME ?= python3.13
 SAM_ARCHITECTURE ?= arm64
 

@@ -206,9 +206,9 @@ def fetch_trees(versions: dict[str, str], suites: Iterable[str]) -> dict[str, Pa
     return {package: sources.fetch(package, versions[package]).root for package in sorted(packages)}
 
 
-# The representative subset `make test` runs (tests/integration/test_conformance.py): a few tests of each cause the
-# full run found (exception classes, default schema, isolation level, closed-connection semantics), every driver,
-# every route.
+# The representative subset `make test` runs (devtools/tests/integration/test_conformance.py): a few tests of each
+# cause the full run found (exception classes, default schema, isolation level, closed-connection semantics), every
+# driver, every route.
 SUBSET: Final = {
     "sqlalchemy-compliance": Selection(
         keyword="ExceptionTest or WeCanSetDefaultSchemaWEventsTest or IsolationLevelTest"

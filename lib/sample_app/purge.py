@@ -2,7 +2,7 @@
 
 # On Core (run_in_transaction, a Connection), not a Session: each batch is one hand-written statement (the lease and
 # both deletes, one round trip), so the ORM would add only its import: ~65 ms (a quarter) more INIT, measured, for a
-# function that is cold at nearly every scheduled run (tests/integration/test_bench_smoke.py keeps it out).
+# function that is cold at nearly every scheduled run (devtools/tests/integration/test_bench_smoke.py keeps it out).
 
 from __future__ import annotations
 

@@ -1,0 +1,158 @@
+"""The pytest plugin every test tier loads (pyproject: ``-p devtools.pytest_plugin``): tiers, stack, events, invocation.
+
+App tests, the kit's tiers and the tooling's own tests use the same fixtures:
+
+- ``database``: where integration tests connect (the embedded local stack, started when needed, or
+  TEST_DATABASE_URL/TEST_DIRECT_DATABASE_URL); ``schema``: both Alembic histories migrated to head once.
+- ``serverless_for_module``: the functions configured for serverless mode on the pooled URL (``configure_serverless``
+  from devtools.testing.lambda_runtime does it for one test).
+- ``api_server``: `make api`'s server on a free port; ``standin``: the local Neon stand-in's scenario controls.
+- ``no_password_in_logs``: every log line of a test scanned for the database password (the fault and load tiers
+  use it on every test).
+- Events come from events/ through devtools.events (``load_event``); a handler is called as Lambda would with
+  devtools.testing.lambda_runtime.FakeLambdaContext, or through the local runtime (devtools.invoke).
+
+A test's tier is the folder it lives in (``unit``, ``integration``, ``faults``, ``load``): it gets that marker, so
+``-m unit`` selects by tier, and ``unit`` tests run with the network blocked.
+
+The app's and the kit's modules are imported inside the fixtures, not at the top: this plugin is imported while
+pytest's output capture is off, and the Powertools logger binds whatever sys.stdout is when
+lib.dbkit.observability is first imported (devtools.invoke's log recording relies on it being pytest's stream).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from devtools.testing.database import DatabaseTarget, target
+from lib.dbkit.settings import READ_URL_VARIABLES
+
+if TYPE_CHECKING:
+    from devtools.neon_standin import StandinControl
+    from devtools.testing.http_api import ApiServer
+
+TIERS = ("unit", "integration", "faults", "load")
+# The suite runs without a read replica (.stack/env names one, and `make test` exports it): read-only units
+# would otherwise go to the hot standby, whose replay a read right after a write may not have reached yet.
+# Tests of the replica configure it where they test it.
+REPLICA_VARIABLES = (*READ_URL_VARIABLES, "DB_REPLICA_MAX_LAG", "DB_REPLICA_CONNECT_BUDGET")
+
+
+class NetworkBlockedError(RuntimeError):
+    """A unit test tried to use the network."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.path)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_read_replica_unless_a_test_asks() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in REPLICA_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        yield
+
+
+def _blocked(*_args: Any, **_kwargs: Any) -> Any:
+    raise NetworkBlockedError("unit tests must not touch the network; move this test to an integration folder")
+
+
+@pytest.fixture(autouse=True)
+def _no_network_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests run with the network blocked: any IP socket connect or name lookup fails the test."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    original_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            _blocked()
+        original_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _blocked)
+    monkeypatch.setattr(socket, "create_connection", _blocked)
+    monkeypatch.setattr(socket, "getaddrinfo", _blocked)
+
+
+@pytest.fixture(scope="session")
+def database() -> DatabaseTarget:
+    return target()
+
+
+@pytest.fixture(scope="session")
+def schema(database: DatabaseTarget) -> None:
+    """The schema, migrated once to both Alembic heads over the direct URL (harmless if it is there already)."""
+    from devtools import migrate
+
+    migrate.upgrade({"DIRECT_DATABASE_URL": database.direct_url, "DB_POOLER_HOSTS": database.pooler_hosts})
+
+
+@pytest.fixture(scope="session")
+def api_server(database: DatabaseTarget, schema: None) -> Iterator[ApiServer]:
+    """`make api`'s server for the template, on a free port, against the test database; stopped as Ctrl-C does.
+
+    Everything it printed (the functions' logs included) is scanned for the database password at the end.
+    """
+    from devtools.testing.http_api import running_api
+    from devtools.testing.secrets import assert_no_secret
+
+    with running_api({"DATABASE_URL": database.pooled_url, "DB_POOLER_HOSTS": database.pooler_hosts}) as server:
+        yield server
+    assert_no_secret(database.password, *server.stdout, *server.stderr)
+
+
+@pytest.fixture(scope="module")
+def serverless_for_module(database: DatabaseTarget, schema: None) -> Iterator[None]:
+    """The app configured for serverless mode on the pooled URL for a whole test module (hypothesis-driven tests)."""
+    from devtools.testing.lambda_runtime import configure_serverless, reset_database_state
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
+        yield
+        reset_database_state()
+
+
+@pytest.fixture(autouse=True)
+def _needs_local_stack(request: pytest.FixtureRequest) -> None:
+    if not os.environ.get("TEST_DATABASE_URL"):
+        return
+    if request.node.get_closest_marker("local_stack") is not None:
+        pytest.skip("restarts servers of the embedded stack; not run against TEST_DATABASE_URL")
+    if request.node.get_closest_marker("neon_standin") is not None:
+        pytest.skip("plays Neon scenarios on the local Neon stand-in; not run against TEST_DATABASE_URL")
+
+
+@pytest.fixture
+def standin(database: DatabaseTarget) -> Iterator[StandinControl]:
+    """The local Neon stand-in's scenario controls, reset before and after the test."""
+    from devtools.neon_standin import StandinControl
+
+    if database.standin_control is None:
+        pytest.skip("needs the local Neon stand-in (not there with TEST_DATABASE_URL)")
+    control = StandinControl.parse(database.standin_control)
+    control.reset()
+    yield control
+    control.reset()
+
+
+@pytest.fixture
+def no_password_in_logs(database: DatabaseTarget) -> Iterator[None]:
+    """Every line the app or a library logs during the test is scanned for the database password."""
+    from devtools.testing.logs import captured_logs
+    from devtools.testing.secrets import assert_no_secret, library_logs
+
+    with captured_logs() as app_logs, library_logs() as other_logs:
+        yield
+    assert_no_secret(database.password, *app_logs.lines, *other_logs)

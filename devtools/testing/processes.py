@@ -1,0 +1,47 @@
+"""Execution environments as real OS processes (spawned: each builds its own engine) that fire one request together."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+START_TIMEOUT = 120.0
+
+
+def _environment(environ: dict[str, str], barrier: Barrier, event: dict[str, Any], results: Any, number: int) -> None:
+    os.environ.update(environ)
+    from devtools.events import load_event
+    from devtools.testing.lambda_runtime import FakeLambdaContext
+    from handlers.api import handler
+
+    # Warm up first (import, engine, a pooled connection), so the requests under test really overlap.
+    handler(load_event("api-01-health"), FakeLambdaContext())
+    barrier.wait(timeout=START_TIMEOUT)
+    response = handler(event, FakeLambdaContext())
+    results.put((number, response["statusCode"], dict(response["headers"]), json.loads(response["body"] or "null")))
+
+
+def fire_together(environ: dict[str, str], events: list[dict[str, Any]]) -> list[tuple[int, dict[str, str], Any]]:
+    """Send events[i] from process i, all released at once after each warmed up; (status, headers, body) in order."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(events))
+    results = context.Queue()
+    quiet = {**environ, "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    processes = [
+        context.Process(target=_environment, args=(quiet, barrier, event, results, number))
+        for number, event in enumerate(events)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        answers = [results.get(timeout=START_TIMEOUT + 60) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    assert all(process.exitcode == 0 for process in processes), [process.exitcode for process in processes]
+    return [(status, headers, body) for _, status, headers, body in sorted(answers, key=lambda answer: answer[0])]

@@ -1,0 +1,289 @@
+"""The `make bench` machinery on the real pooler: what the proxy counts for a few requests, and the import baseline.
+
+Counts only, no timings: a round trip is a count that cannot drift with machine load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.bench import deployed, orm
+from devtools.bench.coldstart import NAIVE_BASELINE, dependencies_of
+from devtools.bench.environments import run_processes
+from devtools.bench.negotiation import measure_new_connections
+from devtools.bench.pooler_stats import PoolerConsole
+from devtools.bench.profiles import (
+    PingCounter,
+    Profile,
+    SeedProfile,
+    TemplateProfile,
+    counting_pings,
+    quiet_app_logs,
+    set_database_environment,
+    template_environment,
+)
+from devtools.bench.roundtrips import Sample, create_note_event, get_note_event, measure, orm_scenarios, seed_note
+from devtools.events import load_event
+from devtools.function_config import function_config
+from devtools.proxy import Proxy
+from devtools.runtime_python import runtime_python
+from devtools.testing.database import DatabaseTarget
+from devtools.testing.secrets import assert_no_secret
+from devtools.testing.urls import connect_address, with_port
+from lib.dbkit.dsn import parse_database_url
+from lib.dbkit.settings import DATABASE_VARIABLES
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    proxy: Proxy
+    pings: PingCounter
+    url: str
+    pooler_hosts: str
+
+
+@pytest.fixture
+def bench(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bench]:
+    for name in DATABASE_VARIABLES:
+        # setenv first so monkeypatch restores (or removes) every variable the profiles set.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    pooled = parse_database_url(database.pooler_url)
+    with quiet_app_logs(), counting_pings() as pings, Proxy(pooled.host, pooled.port) as proxy:
+        try:
+            yield Bench(proxy, pings, with_port(database.pooler_url, proxy.port), f"{pooled.host}:{proxy.port}")
+        finally:
+            set_database_environment({})
+
+
+def _template(bench: Bench, pool: str = "tiny") -> TemplateProfile:
+    profile = TemplateProfile(pool, template_environment(bench.url, bench.pooler_hosts, pool=pool))
+    profile.activate()
+    return profile
+
+
+def _warm(bench: Bench, profile: Profile, event: dict[str, Any]) -> Sample:
+    assert profile.api(event)["statusCode"] == 200
+    response: list[int] = []
+    sample = measure(bench.proxy, bench.pings, lambda: response.append(profile.api(event)["statusCode"]))
+    assert response == [200]
+    return sample
+
+
+def _health() -> dict[str, Any]:
+    return load_event("api-01-health")
+
+
+def test_template_health_is_one_round_trip_on_the_warm_connection(bench: Bench) -> None:
+    profile = _template(bench)
+    try:
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    # Its one statement is the dialect's ping (lib.dbkit.engine.ping), counted as such; no other ping runs.
+    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 1)
+
+
+def test_template_warm_get_is_one_round_trip(bench: Bench) -> None:
+    # A single-statement unit: limits, statement and Sync in one flight, no BEGIN/COMMIT.
+    profile = _template(bench)
+    try:
+        sample = _warm(bench, profile, get_note_event(seed_note(profile)))
+    finally:
+        profile.close()
+    assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
+
+
+def test_orm_rows_run_the_same_units_on_the_template_and_a_peer(bench: Bench, schema: None) -> None:
+    template, seed = _template(bench), SeedProfile.on("seed", bench.url)
+    counts: dict[str, list[int]] = {}
+    try:
+        for profile in (template, seed):
+            item_ids = profile.orm(orm.OrmUnit("prepare", lambda s: orm.prepare(s, 3)))
+            for scenario in orm_scenarios(item_ids):
+                assert scenario.action(profile)  # warm
+                action = functools.partial(scenario.action, profile)
+                counts.setdefault(scenario.name, []).append(measure(bench.proxy, bench.pings, action).round_trips)
+    finally:
+        template.orm(orm.OrmUnit("drop", orm.drop))
+        template.close()
+        seed.close()
+    # Template (pipelined, run_in_session) vs the guide's Session on stock pg8000 with pre-ping.
+    assert counts == {
+        "ORM get by key": [1, 8],
+        "ORM select page": [1, 8],
+        "ORM one-row insert": [1, 8],
+        "ORM get-modify-flush update": [2, 11],
+        "ORM get + delete": [2, 11],
+    }
+
+
+def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -> None:
+    # 5 to connect (TCP+TLS 1.3, SCRAM x2, startup) + 1 ping; the Terminate on close is sent without waiting.
+    # With no added delay the startup message sometimes trails the server's TLS 1.3 session ticket and counts as a
+    # flight of its own; 2 ms per direction keeps the count exact, as in the bench.
+    bench.proxy.delay_ms = 2
+    profile = _template(bench, "nullpool")
+    try:
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 1)
+
+
+def test_seed_profile_pre_pings_every_checkout(bench: Bench) -> None:
+    profile = SeedProfile.on("seed", bench.url)
+    try:
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    # pre-ping (BEGIN, SELECT 1) + SELECT 1 in that transaction, then pg8000's three-round-trip ROLLBACK.
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 0, 1)
+
+
+def _warm_with_console(bench: Bench, profile: Profile, event: dict[str, Any], console: PoolerConsole) -> Sample:
+    assert profile.api(event)["statusCode"] == 200
+    statuses: list[int] = []
+    sample = measure(bench.proxy, bench.pings, lambda: statuses.append(profile.api(event)["statusCode"]), console)
+    assert statuses == [200]
+    return sample
+
+
+@pytest.mark.local_stack
+def test_pooler_console_counts_one_transaction_and_its_hold_per_warm_health(
+    bench: Bench, database: DatabaseTarget
+) -> None:
+    profile = _template(bench)
+    try:
+        with PoolerConsole(database.pooler_url) as console:
+            sample = _warm_with_console(bench, profile, _health(), console)
+    finally:
+        profile.close()
+    assert sample.transactions == 1
+    assert sample.hold_ms is not None
+    assert 0 < sample.hold_ms < sample.wall_ms
+
+
+@pytest.mark.local_stack
+def test_pooler_hold_grows_with_the_round_trips_inside_the_transaction(bench: Bench, database: DatabaseTarget) -> None:
+    # The seed's pre-ping transaction spans several client round trips, each 2 x 10 ms here: PgBouncer holds the
+    # server for all of them. psycopg in AUTOCOMMIT sends one flight: the hold does not see the added latency.
+    bench.proxy.delay_ms = 10
+    seed = SeedProfile.on("seed", bench.url)
+    autocommit = SeedProfile.psycopg("psycopg autocommit", bench.url, pool="tiny", autocommit=True)
+    try:
+        with PoolerConsole(database.pooler_url) as console:
+            seed_sample = _warm_with_console(bench, seed, _health(), console)
+            autocommit_sample = _warm_with_console(bench, autocommit, _health(), console)
+    finally:
+        seed.close()
+        autocommit.close()
+    assert seed_sample.hold_ms is not None
+    assert autocommit_sample.hold_ms is not None
+    assert seed_sample.hold_ms >= 2 * 10 * (seed_sample.round_trips - 2)
+    assert autocommit_sample.hold_ms < 10
+    assert (autocommit_sample.round_trips, autocommit_sample.transactions) == (1, 1)
+
+
+def test_psycopg_pool_of_one_runs_the_seed_app_with_begin_statement_commit(bench: Bench) -> None:
+    profile = SeedProfile.psycopg("psycopg pool1", bench.url, pool="tiny")
+    try:
+        profile.activate()
+        assert profile.api(create_note_event())["statusCode"] == 201
+        sample = _warm(bench, profile, _health())
+    finally:
+        profile.close()
+    # libpq: BEGIN, then SELECT 1, then the ROLLBACK that ends the Session; no pre-ping, no new connection.
+    assert (sample.round_trips, sample.connections, sample.pings) == (3, 0, 0)
+
+
+@pytest.mark.local_stack
+def test_environment_processes_account_for_every_request_issued(database: DatabaseTarget) -> None:
+    pooler = parse_database_url(database.pooler_url)
+    environ = template_environment(database.pooler_url, f"{pooler.host}:{pooler.port}", pool="tiny")
+    profile = TemplateProfile("template", environ)
+    with quiet_app_logs():
+        profile.activate()
+        try:
+            note_id = seed_note(profile)
+        finally:
+            profile.close()
+            set_database_environment({})
+    result = run_processes(environ, note_id, 2, database.pooler_url, requests=5)
+    assert (result.issued, result.completed, result.failed, result.not_started) == (10, 10, 0, 0)
+    assert result.error_kinds == {}
+    assert result.pooler is not None
+    # A single-statement request holds a server for well under a millisecond: the sampler may never catch one busy.
+    assert result.pooler.peak_busy_servers <= 2
+    assert result.pooler.transactions >= 10
+
+
+def test_naive_import_baseline_names_the_stack_a_typical_app_imports() -> None:
+    assert set(NAIVE_BASELINE) == {
+        "fastapi",
+        "mangum",
+        "sqlalchemy",
+        "sqlalchemy.orm",
+        "pg8000",
+        "aws_lambda_powertools",
+    }
+
+
+def test_the_deployed_cold_start_runs_the_built_artifact_read_only_under_the_runtime_client(
+    database: DatabaseTarget, schema: None, tmp_path: Path
+) -> None:
+    config = function_config(deployed.FUNCTION_ID)
+    python = runtime_python(config.runtime)
+    if not python.matches:
+        pytest.skip(f"the deployed cold start runs on {config.runtime}: {python.describe()}")
+    built = tmp_path / "build"
+    size = deployed.build(built, config.runtime.removeprefix("python"), bytecode=True)
+    sources = [path for path in built.rglob("*.py") if "__pycache__" not in path.parts]
+    assert size.pyc_files == len(sources) > 0
+    environ = {"DATABASE_URL": database.pooled_url, "DB_POOLER_HOSTS": database.pooler_hosts}
+    event = load_event(deployed.FIRST_EVENT)
+    profile = {"PYTHONPROFILEIMPORTTIME": "1"}
+    # Leaving the block checks that nothing was written to the read-only copy.
+    with deployed.read_only_copy(built, tmp_path / "task", python, bytecode=True) as task:
+        api, sample = deployed.cold_start(deployed.API_BYTECODE, task, config, python, event, profile, environ=environ)
+        naive, _ = deployed.cold_start(deployed.NAIVE_BYTECODE, task, config, python, event, environ=environ)
+    assert (api.status_code, naive.status_code) == (404, 200)
+    assert api.cold
+    # INIT is the runtime's start and then the handler module's import, each clocked on its own.
+    assert 0 < sample.startup_ms < sample.init_ms
+    assert 0 < sample.import_ms < sample.init_ms
+    init, marker, _ = api.logs.partition(deployed.INIT_MARKER)
+    assert marker
+    imported = {entry.module for entry in deployed.parse_importtime(init)}
+    assert {"sqlalchemy.orm", "handlers.api", "lib.dbkit.engine", "awslambdaric.bootstrap"} <= imported
+    assert_no_secret(database.password, api.logs, naive.logs)
+
+
+def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:
+    found = dependencies_of("handlers.scheduled")
+    assert "sqlalchemy" in found
+    assert "aws_lambda_powertools.metrics" in found
+    # The purge stays on Core connections: the ORM is not part of its import cost (lib/sample_app/purge.py).
+    assert "sqlalchemy.orm" not in found
+    assert not [name for name in found if name.split(".")[0] in {"lib", "handlers", "json", "os"}]
+    # Imported lazily (only for a secret-store URL), so not part of the handler's import cost.
+    assert "boto3" not in found
+    assert "fastapi" not in found
+
+
+@pytest.mark.neon_standin
+def test_direct_tls_saves_one_round_trip_per_new_connection(database: DatabaseTarget) -> None:
+    host, port = connect_address(database.pooled_url)
+    with Proxy(host, port) as proxy:
+        found = measure_new_connections(proxy, parse_database_url(database.pooled_url), runs=3)
+    trips = {row.negotiation: row.round_trips for row in found}
+    # TCP is not a flight of its own; SSLRequest, ClientHello, Finished + startup, two SCRAM messages.
+    assert trips == {"postgres": (5, 5), "direct": (4, 4)}

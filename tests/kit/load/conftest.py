@@ -1,0 +1,16 @@
+"""Load tests: hundreds of simulated execution environments through the pooler, scanned for password leaks."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtools.testing.figures import write_summary
+
+
+@pytest.fixture(autouse=True)
+def _every_log_line_scanned(no_password_in_logs: None) -> None:
+    """Every test of this tier has its log lines scanned for the database password (devtools.pytest_plugin)."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    write_summary(terminalreporter)
