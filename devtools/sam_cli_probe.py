@@ -8,7 +8,7 @@ The request is {"template": path, "cases": [{"kind": "routes" | "translate", "pa
   language_extensions as SAM CLI's --language-extensions flag (off by default, as in SAM CLI).
 - translate: the Resources CloudFormation gets from the template, as `sam validate --language-extensions` makes
   them: the AWS::LanguageExtensions transform first (parameters resolved), then SAM's transform.
-Only the standard library and SAM CLI's own packages are imported; the network is blocked, as in tests/unit.
+Only the standard library and SAM CLI's own packages are imported; the network is blocked, as in unit tests.
 """
 
 from __future__ import annotations
