@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import resource
 import secrets
 import shlex
@@ -534,11 +535,27 @@ def _init_standby(state: StackState) -> None:
         handle.write(_STANDBY_CONF)
 
 
+def _follow_primary_port(state: StackState, data: Path) -> bool:
+    """Point the standby's primary_conninfo at the primary's port of this start (it moves when another took it)."""
+    auto_conf = data / "postgresql.auto.conf"
+    if not auto_conf.exists():
+        return False
+    text = auto_conf.read_text()
+    followed = re.sub(r"(primary_conninfo = '.*?\bport=)\d+", rf"\g<1>{state.pg_port}", text)
+    if followed == text:
+        return False
+    auto_conf.write_text(followed)
+    return True
+
+
 def _start_standby(state: StackState) -> None:
     data = _standby_data(state)
     log = state.runtime / "standby.log"
+    moved = _follow_primary_port(state, data)
     try:
         _start_cluster(state, data, state.standby_port, log, "the hot standby")
+        if moved:  # a standby left running reads primary_conninfo again on a reload (PostgreSQL 13+)
+            psql_admin(state, "SELECT pg_reload_conf()", port=state.standby_port)
     except StackError:
         # A standby that cannot start (its primary's WAL it needs is gone, settings changed): make it again.
         _log("the hot standby did not start; making it again from the primary")

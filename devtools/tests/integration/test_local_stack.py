@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -180,3 +181,35 @@ def test_stack_down_leaves_nothing_running(separate_stack: dict[str, str]) -> No
     assert '"standby": false' in status.stdout
     assert '"pgbouncer": false' in status.stdout
     assert '"neon_standin": false' in status.stdout
+
+
+def _exports(env_file: Path) -> dict[str, str]:
+    return {
+        key: value.strip("'")
+        for key, value in (
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
+    }
+
+
+def test_the_standby_follows_the_primary_to_a_new_port(separate_stack: dict[str, str]) -> None:
+    """Another process took the primary's port while the stack was down: the standby streams from the new one."""
+    cli = [sys.executable, "-m", "devtools.stack"]
+    env_file = Path(separate_stack["NEON_STACK_DIR"]) / "env"
+    subprocess.run([*cli, "up"], env=separate_stack, cwd=ROOT, check=True, capture_output=True)
+    old_port = int(_exports(env_file)["STACK_POSTGRES_PORT"])
+    subprocess.run([*cli, "down"], env=separate_stack, cwd=ROOT, check=True, capture_output=True)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        subprocess.run([*cli, "up"], env=separate_stack, cwd=ROOT, check=True, capture_output=True)
+    exports = _exports(env_file)
+    assert int(exports["STACK_POSTGRES_PORT"]) != old_port
+    primary, replica = exports["DIRECT_DATABASE_URL"], exports["DATABASE_READ_URL"]
+    written = _psql(primary, "create table if not exists moved (id int); select pg_current_wal_insert_lsn()")
+    assert written.returncode == 0, written.stderr
+    lsn = written.stdout.split()[-1]
+    deadline = time.monotonic() + 20  # the walreceiver retries every 5 s (wal_retrieve_retry_interval)
+    while _psql(replica, f"select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn").stdout.strip() != "t":
+        assert time.monotonic() < deadline, f"the standby never replayed {lsn} from the primary's new port"
+        time.sleep(0.2)
