@@ -117,6 +117,13 @@ def test_exhaustion_becomes_a_typed_error_within_the_bound(
     assert db.run_in_transaction(_select(3)) == 3
 
 
+def _backend_alive(engine: Engine, pid: int) -> bool:
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(text("select count(*) from pg_stat_activity where pid = :pid"), {"pid": pid}).scalar()
+        )
+
+
 def test_a_terminated_backend_is_survived_by_the_next_request(
     database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +134,11 @@ def test_a_terminated_backend_is_survived_by_the_next_request(
         killer = db.build_engine(Settings.from_env({"DATABASE_URL": database.direct_url}))
         with killer.begin() as connection:
             assert connection.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+        # pg_terminate_backend only signals: wait until the backend has exited, so its FATAL is on the socket.
+        deadline = time.monotonic() + 10
+        while _backend_alive(killer, pid):
+            assert time.monotonic() < deadline, f"backend {pid} still running 10 s after pg_terminate_backend"
+            time.sleep(0.01)
         killer.dispose()
         with captured_logs() as logs:
             assert db.run_in_transaction(_select(7)) == 7
