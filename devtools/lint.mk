@@ -1,7 +1,7 @@
 # Linters for what cannot run here, included by the Makefile: the GitHub workflows (actionlint with shellcheck,
 # zizmor) and the CloudFormation templates (checkov). All run offline.
 CHECKOV_VENV := .venv-checkov
-CHECKOV_TEMPLATES := template.yaml infra/github-oidc.yaml
+CHECKOV_TEMPLATES := template.yaml observability.yaml infra/github-oidc.yaml
 
 .PHONY: checkov-venv lint-workflows lint-templates
 
@@ -17,6 +17,6 @@ lint-workflows: venv  ## actionlint (+ shellcheck on run: scripts) and zizmor on
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/actionlint
 	@$(BIN)/zizmor --offline --quiet --persona pedantic .github/workflows
 
-lint-templates: checkov-venv  ## checkov on template.yaml and infra/github-oidc.yaml; skips only inline, with a reason
+lint-templates: checkov-venv  ## checkov on template.yaml, observability.yaml, infra/github-oidc.yaml; skips only inline, with a reason
 	@$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
 		$(addprefix -f ,$(CHECKOV_TEMPLATES))

@@ -7,7 +7,9 @@ interpreter that sees nothing but the artifact and the standard library; and one
 and architecture (what `sam deploy` ships), whose artifacts must hold compiled wheels for that platform. Every artifact
 must hold handlers/ and lib/ and nothing of tests/, events/, devtools/, the project's other files or the local Lambda's
 runtime client (awslambdaric), and bytecode for its runtime's Python beside every module: unchecked-hash, written by
-that version (its magic number), and none for another version.
+that version (its magic number), and none for another version. Every nested application with a local template
+(observability.yaml) is linted too, and must come out of the build as <LogicalId>/template.yaml with the same
+resources, the built template pointing at it: what `sam deploy` then uploads.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from devtools.function_config import function_config
 from devtools.paths import ROOT
-from devtools.sam_template import TEMPLATE_PATH, Resolver, function_ids, load_template
+from devtools.sam_template import TEMPLATE_PATH, Resolver, function_ids, load_template, nested_applications
 
 BUILD_ROOT = ROOT / ".aws-sam" / "check"
 INFRA_TEMPLATE_PATH = ROOT / "infra" / "github-oidc.yaml"
@@ -172,6 +174,27 @@ def check_artifact(target: Target, function_id: str, *, magic: bytes | None = No
     print(f"--- artifact {function_id} ({target.runtime}, {target.architecture}): ok", flush=True)
 
 
+def check_nested_templates(target: Target, template_path: Path = TEMPLATE_PATH) -> int:
+    """The build holds every local nested template as <LogicalId>/template.yaml, and its template points there."""
+    built_template = target.build_dir / "template.yaml"
+    built = load_template(built_template)
+    applications = nested_applications(load_template(template_path), template_path)
+    for logical_id, application in applications.items():
+        location = built["Resources"].get(logical_id, {}).get("Properties", {}).get("Location")
+        if location != f"{logical_id}/template.yaml":
+            raise CheckFailedError(f"{logical_id}: the built template's Location is {location!r}, not the built copy")
+        if not (built_template.parent / location).is_file():
+            raise CheckFailedError(f"{logical_id}: the build has no {location}")
+        child = load_template(built_template.parent / location)
+        if set(child["Resources"]) != set(application.template["Resources"]):
+            raise CheckFailedError(
+                f"{logical_id}: the built {location} has resources {sorted(child['Resources'])}, "
+                f"{application.path.name} has {sorted(application.template['Resources'])}"
+            )
+        print(f"--- nested {logical_id} ({location}, {len(child['Resources'])} resources): ok", flush=True)
+    return len(applications)
+
+
 def _check_bytecode(target: Target, function_id: str, artifact: Path, magic: bytes | None) -> None:
     """Beside every module, its target-version bytecode (unchecked-hash); no other .pyc anywhere."""
     sources = [path for path in artifact.rglob("*.py") if "__pycache__" not in path.parts]
@@ -277,8 +300,10 @@ def run(sam_bin: Path, *, include_default_target: bool = True) -> None:
     env = sam_environment()
     started = time.monotonic()
     template = str(TEMPLATE_PATH.relative_to(ROOT))
-    # The deploy roles' template (infra/github-oidc.yaml) is plain CloudFormation: cfn-lint only.
-    templates = [template, str(INFRA_TEMPLATE_PATH.relative_to(ROOT))]
+    # The nested templates (observability.yaml) and the deploy roles' template (infra/github-oidc.yaml) are plain
+    # CloudFormation: cfn-lint only; `sam validate` reads template.yaml.
+    nested = [str(app.path.relative_to(ROOT)) for app in nested_applications(load_template()).values()]
+    templates = [template, *nested, str(INFRA_TEMPLATE_PATH.relative_to(ROOT))]
     _step("cfn-lint", [str(sam_bin / "cfn-lint"), "--include-checks", "I", "--", *templates], env)
     _step("sam validate --lint", [str(sam_bin / "sam"), "validate", "--lint"], env)
     # cfn-lint checks SAM's schema only; this is SAM's own transform, after the language extensions as in
@@ -299,9 +324,11 @@ def run(sam_bin: Path, *, include_default_target: bool = True) -> None:
             raise CheckFailedError(f"no python{target.python_version} to read its bytecode magic number from")
         for function_id in functions:
             check_artifact(target, function_id, magic=magic)
+        nested_count = check_nested_templates(target)
     print(
         f"sam-check ok: template lint + validate, {len(targets)} build(s), "
-        f"{len(targets) * len(functions)} artifact(s) checked in {time.monotonic() - started:.1f} s",
+        f"{len(targets) * len(functions)} artifact(s) and {len(targets) * nested_count} nested template(s) checked "
+        f"in {time.monotonic() - started:.1f} s",
         flush=True,
     )
 

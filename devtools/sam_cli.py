@@ -48,6 +48,16 @@ class RoutesCase:
 
 
 @dataclass(frozen=True)
+class StacksCase:
+    """Ask which stacks SAM CLI reads from the template: the root, then each nested application with a local file."""
+
+    parameters: Mapping[str, str]
+
+    def request(self) -> dict[str, Any]:
+        return {"kind": "stacks", "parameters": dict(self.parameters)}
+
+
+@dataclass(frozen=True)
 class TranslateCase:
     """Ask for the CloudFormation resources SAM makes for these parameter values (language extensions first)."""
 
@@ -66,7 +76,7 @@ def sam_python(sam_venv: Path = SAM_VENV) -> Path:
 
 
 def ask(
-    cases: Sequence[RoutesCase | TranslateCase],
+    cases: Sequence[RoutesCase | StacksCase | TranslateCase],
     *,
     template_path: Path = TEMPLATE_PATH,
     sam_venv: Path = SAM_VENV,

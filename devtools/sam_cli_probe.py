@@ -2,10 +2,12 @@
 
     .venv-sam/bin/python devtools/sam_cli_probe.py < request.json > answers.json
 
-The request is {"template": path, "cases": [{"kind": "routes" | "translate", "parameters": {...},
+The request is {"template": path, "cases": [{"kind": "routes" | "stacks" | "translate", "parameters": {...},
 "language_extensions": bool}, ...]}; the answer is one JSON value per case, in order:
 - routes: what `sam local start-api` serves, from SAM CLI's own ApiProvider: [{"function", "methods", "path"}, ...];
   language_extensions as SAM CLI's --language-extensions flag (off by default, as in SAM CLI).
+- stacks: the stacks SAM CLI's SamLocalStackProvider reads (the root, then nested applications it can build):
+  [{"path", "location", "built_template", "resources": {logical id: type}}, ...]; remote_stacks: those it cannot.
 - translate: the Resources CloudFormation gets from the template, as `sam validate --language-extensions` makes
   them: the AWS::LanguageExtensions transform first (parameters resolved), then SAM's transform.
 Only the standard library and SAM CLI's own packages are imported; the network is blocked, as in unit tests.
@@ -52,6 +54,26 @@ def api_provider_routes(template: str, parameters: dict[str, str], *, language_e
     ]
 
 
+def local_stacks(template: str, parameters: dict[str, str]) -> dict[str, Any]:
+    """The stacks SAM CLI reads from the template, as `sam build` and `sam local` see them."""
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
+    stacks, remote = SamLocalStackProvider.get_stacks(template, parameter_overrides=parameters)
+    return {
+        "stacks": [
+            {
+                "path": stack.stack_path,
+                "location": os.path.relpath(stack.location, os.path.dirname(template)),
+                # Where `sam build` writes the stack's template, relative to the build directory.
+                "built_template": stack.get_output_template_path(""),
+                "resources": {rid: resource.get("Type") for rid, resource in stack.raw_resources.items()},
+            }
+            for stack in stacks
+        ],
+        "remote_stacks": list(remote),
+    }
+
+
 class _NoManagedPolicies:
     """The template names no managed policy; nothing may ask IAM for the list."""
 
@@ -81,6 +103,8 @@ def answer(template: str, case: dict[str, Any]) -> Any:
     parameters = {str(key): str(value) for key, value in case.get("parameters", {}).items()}
     if case["kind"] == "routes":
         return api_provider_routes(template, parameters, language_extensions=bool(case.get("language_extensions")))
+    if case["kind"] == "stacks":
+        return local_stacks(template, parameters)
     if case["kind"] == "translate":
         return translated_resources(template, parameters)
     raise ValueError(f"unknown case kind {case['kind']!r}")

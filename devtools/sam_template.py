@@ -1,4 +1,4 @@
-"""Read template.yaml as data: CloudFormation short-form tags, Globals merged into functions, intrinsics resolved."""
+"""Read template.yaml as data: short-form tags, Globals merged, nested applications loaded, intrinsics resolved."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from devtools.paths import ROOT
 
 TEMPLATE_PATH = ROOT / "template.yaml"
 FUNCTION_TYPE = "AWS::Serverless::Function"
+APPLICATION_TYPE = "AWS::Serverless::Application"
+# CloudFormation names a nested stack <parent>-<logical id>-<random suffix>; the suffix the local reading uses.
+NESTED_STACK_SUFFIX = "LOCAL1NESTED"
 
 # What the pseudo parameters resolve to outside AWS; the region follows AWS_REGION when the caller passes it.
 LOCAL_PSEUDO_PARAMETERS = {
@@ -74,6 +77,41 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True)
+class NestedApplication:
+    """An AWS::Serverless::Application whose Location is a local template, which `sam build` builds and ships."""
+
+    logical_id: str
+    path: Path
+    template: dict[str, Any]
+    # As the parent writes them: intrinsics in the parent's terms.
+    parameters: dict[str, Any]
+
+
+def nested_applications(
+    template: Mapping[str, Any], template_path: Path = TEMPLATE_PATH
+) -> dict[str, NestedApplication]:
+    """The template's nested applications with a local Location (relative to the template's folder), loaded."""
+    found: dict[str, NestedApplication] = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource.get("Type") != APPLICATION_TYPE:
+            continue
+        properties = resource.get("Properties", {})
+        location = properties.get("Location")
+        if not isinstance(location, str) or "://" in location:
+            continue
+        path = template_path.parent / location
+        if not path.is_file():
+            raise TemplateError(f"{logical_id}: Location {location!r} is not a file next to {template_path.name}")
+        found[logical_id] = NestedApplication(
+            logical_id=logical_id,
+            path=path,
+            template=load_template(path),
+            parameters=dict(properties.get("Parameters", {})),
+        )
+    return found
+
+
 def function_ids(template: Mapping[str, Any]) -> list[str]:
     """Logical ids of the template's AWS::Serverless::Function resources, in template order."""
     return [rid for rid, res in template["Resources"].items() if res.get("Type") == FUNCTION_TYPE]
@@ -120,21 +158,26 @@ class Resolver:
 
     With `symbolic`, references to resources (Ref, GetAtt, ${Resource.Attribute}) are kept as written instead of
     raising UnresolvableError, so a policy can be read with its conditions and parameters evaluated.
+
+    `bound` gives parameters values already resolved elsewhere, possibly symbolic ({"Ref": "ApiFunction"}): a nested
+    template's parameters as its parent passes them (nested_resolver), so a reference reads in the parent's terms.
     """
 
     template: Mapping[str, Any]
     overrides: Mapping[str, str] = field(default_factory=dict)
     pseudo: Mapping[str, str] = field(default_factory=lambda: dict(LOCAL_PSEUDO_PARAMETERS))
     symbolic: bool = False
+    bound: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         declared = self.template.get("Parameters", {})
-        unknown = sorted(set(self.overrides) - set(declared))
+        unknown = sorted((set(self.overrides) | set(self.bound)) - set(declared))
         if unknown:
             raise TemplateError(f"unknown parameter(s) {', '.join(unknown)}; declared: {', '.join(declared)}")
         self.parameters = {
             name: str(self.overrides.get(name, spec.get("Default", ""))) for name, spec in declared.items()
         }
+        self.parameters.update({name: str(value) for name, value in self.bound.items() if not isinstance(value, dict)})
 
     def resolve(self, value: Any) -> Any:
         """The value with every intrinsic evaluated; NO_VALUE inside maps and lists drops the entry."""
@@ -184,6 +227,11 @@ class Resolver:
     def _ref(self, name: str) -> Any:
         if name == "AWS::NoValue":
             return NO_VALUE
+        if name in self.bound:
+            value = self.bound[name]
+            if isinstance(value, dict) and not self.symbolic:
+                raise UnresolvableError(f"parameter {name} is {value}, which exists only in a deployed stack")
+            return value
         if name in self.parameters:
             if self.template["Parameters"][name].get("Type") == "CommaDelimitedList":
                 # As CloudFormation does: a list, and [""] for an empty value.
@@ -203,6 +251,8 @@ class Resolver:
             name = match.group(1)
             if name in values:
                 return values[name]
+            if name in self.bound:
+                return _sub_text(self._ref(name))
             if "." in name or (self.symbolic and name not in self.parameters and name not in self.pseudo):
                 if self.symbolic:
                     return match.group(0)
@@ -210,3 +260,35 @@ class Resolver:
             return str(self._ref(name))
 
         return _SUB_VARIABLE.sub(substitute, text).replace("${!", "${")
+
+
+def _sub_text(value: Any) -> str:
+    """A value as Fn::Sub text: a symbolic Ref/GetAtt written back as ${Resource} / ${Resource.Attribute}."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return f"${{{value['Ref']}}}"
+        if set(value) == {"Fn::GetAtt"}:
+            return "${" + ".".join(value["Fn::GetAtt"]) + "}"
+        raise UnresolvableError(f"{value} cannot be written into a Fn::Sub string")
+    return str(value)
+
+
+def nested_resolver(parent: Resolver, application: NestedApplication) -> Resolver:
+    """A Resolver for a nested template, its parameters bound to what the parent passes, read in the parent's terms.
+
+    The nested stack's own AWS::StackName is what CloudFormation makes of it (<parent>-<logical id>-<suffix>), so a
+    nested template that used it where it means the parent's name would read differently from the parent's.
+    """
+    declared = application.template.get("Parameters", {})
+    required = {name for name, spec in declared.items() if "Default" not in spec}
+    missing = sorted(required - set(application.parameters))
+    if missing:
+        raise TemplateError(f"{application.logical_id}: the parent passes no value for {', '.join(missing)}")
+    bound = {name: parent.resolve(value) for name, value in application.parameters.items()}
+    nested_name = f"{parent.pseudo['AWS::StackName']}-{application.logical_id}-{NESTED_STACK_SUFFIX}"
+    return Resolver(
+        application.template,
+        pseudo={**parent.pseudo, "AWS::StackName": nested_name},
+        symbolic=parent.symbolic,
+        bound=bound,
+    )

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from devtools import sam_check
-from devtools.sam_check import CheckFailedError, Target, bytecode_magic, check_artifact, default_target
+from devtools.paths import ROOT
+from devtools.sam_check import (
+    CheckFailedError,
+    Target,
+    bytecode_magic,
+    check_artifact,
+    check_nested_templates,
+    default_target,
+)
 
 ARM_313 = Target(python_version="3.13", architecture="arm64", importable=False)
 MODULES = ("handlers/__init__.py", "handlers/api.py", "lib/__init__.py", "pydantic_core/__init__.py")
@@ -107,3 +115,44 @@ def test_the_magic_number_of_this_python_needs_no_other_interpreter() -> None:
 def test_the_deploy_target_is_the_templates_default_runtime_and_architecture() -> None:
     target = default_target()
     assert (target.runtime, target.architecture, target.importable) == ("python3.13", "arm64", False)
+
+
+@pytest.fixture
+def nested_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A build of template.yaml as `sam build` lays it out: each nested template copied to <LogicalId>/template.yaml."""
+    monkeypatch.setattr(sam_check, "BUILD_ROOT", tmp_path)
+    built = ARM_313.build_dir
+    (built / "Observability").mkdir(parents=True)
+    template = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    assert "Location: observability.yaml" in template
+    (built / "template.yaml").write_text(
+        template.replace("Location: observability.yaml", "Location: Observability/template.yaml"), encoding="utf-8"
+    )
+    shutil.copy(ROOT / "observability.yaml", built / "Observability" / "template.yaml")
+    return built
+
+
+def test_a_build_with_the_nested_template_beside_it_passes(nested_build: Path) -> None:
+    assert check_nested_templates(ARM_313) == 1
+
+
+def test_a_build_without_the_nested_template_fails_the_check(nested_build: Path) -> None:
+    shutil.rmtree(nested_build / "Observability")
+    with pytest.raises(CheckFailedError, match=r"Observability: the build has no Observability/template\.yaml"):
+        check_nested_templates(ARM_313)
+
+
+def test_a_built_template_still_pointing_at_the_source_fails_the_check(nested_build: Path) -> None:
+    built = nested_build / "template.yaml"
+    text = built.read_text(encoding="utf-8").replace("Observability/template.yaml", "observability.yaml")
+    built.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckFailedError, match=r"Location is 'observability\.yaml'"):
+        check_nested_templates(ARM_313)
+
+
+def test_a_built_nested_template_that_lost_a_resource_fails_the_check(nested_build: Path) -> None:
+    child = nested_build / "Observability" / "template.yaml"
+    text = child.read_text(encoding="utf-8").replace("  DbPoolExhaustedAlarm:\n", "  RenamedAlarm:\n")
+    child.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckFailedError, match="has resources"):
+        check_nested_templates(ARM_313)

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from devtools.http_routes import template_routes
-from devtools.sam_cli import RoutesCase, SamCliRoute, TranslateCase, ask, routes_from
+from devtools.sam_cli import RoutesCase, SamCliRoute, StacksCase, TranslateCase, ask, routes_from
+from devtools.sam_template import load_template, nested_applications
 from lib.sample_app.api import create_app
 
 SECRET = {"DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-pooled-url-AbCdEf"}
@@ -28,6 +29,8 @@ ROUTE_CASES = [(mode, extensions) for mode in AUTH_MODES for extensions in (True
 TRANSLATE_CASES: dict[str, dict[str, str]] = {
     **{mode: {**SECRET, **overrides} for mode, overrides in AUTH_MODES.items()},
     "cors": {**SECRET, "CorsAllowOrigins": CORS_ORIGINS, **THROTTLE},
+    # SAM CLI's local stand-in for the stack's name is "local"; this case names the stack as a preview would be.
+    "named": {**SECRET, "AWS::StackName": "neon-notes-pr-7"},
 }
 
 
@@ -36,8 +39,8 @@ def sam() -> dict[Any, Any]:
     """Every answer this module needs, from one run of SAM CLI's Python."""
     routes = [RoutesCase(AUTH_MODES[mode], extensions) for mode, extensions in ROUTE_CASES]
     translations = [TranslateCase(parameters) for parameters in TRANSLATE_CASES.values()]
-    answers = ask([*routes, *translations])
-    keys = [*ROUTE_CASES, *TRANSLATE_CASES]
+    answers = ask([*routes, *translations, StacksCase(SECRET)])
+    keys = [*ROUTE_CASES, *TRANSLATE_CASES, "stacks"]
     return dict(zip(keys, answers, strict=True))
 
 
@@ -174,3 +177,34 @@ def test_cors_is_off_by_default_and_lists_exactly_the_given_origins(sam: dict[An
     assert cors["allowOrigins"] == CORS_ORIGINS.split(",")
     assert cors["allowMethods"] == ["GET", "POST", "DELETE"]
     assert "*" not in str(cors)
+
+
+def test_sam_cli_reads_the_nested_observability_template_as_a_stack_it_builds(sam: dict[Any, Any]) -> None:
+    # SamLocalStackProvider is what `sam build` and `sam local` read: the root, then each nested application with a
+    # local Location, whose template `sam build` writes to <build dir>/<LogicalId>/template.yaml.
+    answer = sam["stacks"]
+    assert answer["remote_stacks"] == []
+    root, *children = answer["stacks"]
+    assert (root["path"], root["location"]) == ("", "template.yaml")
+    ours = nested_applications(load_template())
+    assert [child["path"] for child in children] == list(ours) == ["Observability"]
+    (child,) = children
+    assert child["location"] == "observability.yaml"
+    assert child["built_template"] == "Observability/template.yaml"
+    assert child["resources"] == {rid: r["Type"] for rid, r in ours["Observability"].template["Resources"].items()}
+    # What the alarms watch stays in the root; the nested stack adds no function or route (routes: tests above).
+    assert root["resources"]["Observability"] == "AWS::Serverless::Application"
+    assert "AWS::Serverless::Function" not in child["resources"].values()
+
+
+def test_sam_translates_the_nested_application_into_a_stack_of_the_local_template(sam: dict[Any, Any]) -> None:
+    # `sam deploy` replaces the TemplateURL by the uploaded copy's S3 URL; the parameters go through as written.
+    stack = sam["named"]["Observability"]
+    assert stack["Type"] == "AWS::CloudFormation::Stack"
+    assert stack["Properties"]["TemplateURL"] == "observability.yaml"
+    parameters = stack["Properties"]["Parameters"]
+    # The parent's name, the service the functions' metrics carry, whatever the nested stack is called.
+    assert parameters["ServiceName"] == "neon-notes-pr-7"
+    assert parameters["HttpApiId"] == {"Ref": "HttpApi"}
+    assert parameters["ApiFunctionName"] == {"Ref": "ApiFunction"}
+    assert set(parameters) == set(nested_applications(load_template())["Observability"].template["Parameters"])

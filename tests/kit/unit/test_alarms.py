@@ -1,4 +1,8 @@
-"""The alarms and the dashboard in template.yaml watch metrics the code really emits: name, namespace, dimensions.
+"""The alarms and the dashboard watch metrics the code really emits: name, namespace, dimensions.
+
+They live in observability.yaml, a nested application to which template.yaml passes the names of what is watched.
+Every value here is read through that wiring (devtools.sam_template.nested_resolver), so a reference reads as the
+parent's resource it ends at ({"Ref": "ApiFunction"}) and a parameter the parent stops passing fails.
 
 Nothing here lists the app's metrics a second time. Names come from the `add_metric(name=...)` calls found in the
 source under lib/ and handlers/ (wherever the modules live); the namespace and service come from importing each
@@ -28,9 +32,18 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 
 from devtools.function_config import function_config
 from devtools.paths import ROOT
-from devtools.sam_template import Resolver, function_ids, function_properties, load_template
+from devtools.sam_template import (
+    NestedApplication,
+    Resolver,
+    function_ids,
+    function_properties,
+    load_template,
+    nested_applications,
+    nested_resolver,
+)
 
 TEMPLATE = load_template()
+OBSERVABILITY: NestedApplication = nested_applications(TEMPLATE)["Observability"]
 SOURCE_ROOTS = (ROOT / "lib", ROOT / "handlers")
 COLD_START_METRIC = "ColdStart"
 # AWS's own metrics the template may use, per namespace, with the one dimension each is read by.
@@ -243,17 +256,36 @@ def contract() -> Contract:
     )
 
 
-def _resolver() -> Resolver:
-    return Resolver(TEMPLATE, symbolic=True)
+def observability_resolver(
+    overrides: Mapping[str, str] | None = None,
+    *,
+    stack_name: str | None = None,
+    application: NestedApplication = OBSERVABILITY,
+) -> Resolver:
+    """observability.yaml's values as template.yaml passes them (deployed with these parameters, under this name)."""
+    parent = Resolver(TEMPLATE, overrides=dict(overrides or {}), symbolic=True)
+    if stack_name is not None:
+        parent = Resolver(
+            TEMPLATE,
+            overrides=dict(overrides or {}),
+            pseudo={**parent.pseudo, "AWS::StackName": stack_name},
+            symbolic=True,
+        )
+    return nested_resolver(parent, application)
 
 
-def alarm_metrics(template: Mapping[str, Any] = TEMPLATE) -> list[MetricRef]:
+def alarms(template: Mapping[str, Any] = OBSERVABILITY.template) -> dict[str, Any]:
+    """Logical id -> resource of every AWS::CloudWatch::Alarm of the observability template."""
+    return {rid: r for rid, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def alarm_metrics(
+    template: Mapping[str, Any] = OBSERVABILITY.template, resolver: Resolver | None = None
+) -> list[MetricRef]:
     """Every metric every AWS::CloudWatch::Alarm reads, with intrinsics evaluated (resources stay symbolic)."""
-    resolver = Resolver(template, symbolic=True)
+    resolver = resolver or observability_resolver()
     refs: list[MetricRef] = []
-    for alarm_id, resource in template["Resources"].items():
-        if resource["Type"] != "AWS::CloudWatch::Alarm":
-            continue
+    for alarm_id, resource in alarms(template).items():
         props = resolver.resolve(resource["Properties"])
         if "MetricName" in props:
             dims = {d["Name"]: d["Value"] for d in props.get("Dimensions", [])}
@@ -279,15 +311,19 @@ def _symbolic(value: str) -> Any:
     return {"Fn::GetAtt": [resource, attribute]} if attribute else {"Ref": resource}
 
 
-def dashboard_body() -> dict[str, Any]:
-    (dashboard,) = [r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
-    body = _resolver().resolve(dashboard["Properties"]["DashboardBody"])
+def dashboard() -> dict[str, Any]:
+    (resource,) = [r for r in OBSERVABILITY.template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    return dict(resource["Properties"])
+
+
+def dashboard_body(resolver: Resolver | None = None) -> dict[str, Any]:
+    body = (resolver or observability_resolver()).resolve(dashboard()["DashboardBody"])
     return dict(json.loads(body))
 
 
-def dashboard_metrics() -> list[MetricRef]:
+def dashboard_metrics(resolver: Resolver | None = None) -> list[MetricRef]:
     refs: list[MetricRef] = []
-    for index, widget in enumerate(dashboard_body()["widgets"]):
+    for index, widget in enumerate(dashboard_body(resolver)["widgets"]):
         for line in widget["properties"].get("metrics", []):
             fields = [item for item in line if not isinstance(item, dict)]
             # CloudWatch's "..." shorthand repeats the previous line's fields; written out, each line can be checked.
@@ -300,7 +336,7 @@ def dashboard_metrics() -> list[MetricRef]:
 
 
 def problems(ref: MetricRef, emitted: Contract, template: Mapping[str, Any] = TEMPLATE) -> list[str]:
-    """Why the metric is not one the stack produces (empty when it is)."""
+    """Why the metric is not one the stack produces (empty when it is); `template`: the one holding the watched."""
     resources = template["Resources"]
     if ref.namespace == emitted.namespace:
         if ref.name == COLD_START_METRIC:
@@ -396,8 +432,25 @@ def test_the_dashboard_shows_every_emitted_metric_and_both_functions_lambda_metr
 def test_the_dashboard_lists_every_alarm() -> None:
     (alarm_widget,) = [w for w in dashboard_body()["widgets"] if w["type"] == "alarm"]
     listed = {_symbolic(arn)["Fn::GetAtt"][0] for arn in alarm_widget["properties"]["alarms"]}
-    alarms = {rid for rid, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert listed == alarms
+    assert listed == set(alarms())
+
+
+@pytest.mark.parametrize("stack", ["neon-notes", "neon-notes-pr-7"])
+def test_alarms_and_dashboard_follow_the_parent_stack_not_the_nested_one(stack: str) -> None:
+    # The functions emit under the parent's name (POWERTOOLS_SERVICE_NAME); CloudFormation names the nested stack
+    # <parent>-Observability-<suffix>, which must appear nowhere. Names start with the parent's, as the deploy roles'
+    # resource patterns (infra/github-oidc.yaml: alarm:<StackName>*, dashboard/<StackName>*) require.
+    resolver = observability_resolver(stack_name=stack)
+    assert resolver.pseudo["AWS::StackName"] != stack
+    services = {
+        ref.dimensions.get("service") for ref in alarm_metrics(resolver=resolver) if ref.namespace == "NeonNotes"
+    }
+    services |= {ref.dimensions["service"] for ref in dashboard_metrics(resolver) if "service" in ref.dimensions}
+    assert services == {stack}
+    names = [resolver.resolve(alarm["Properties"]["AlarmName"]) for alarm in alarms().values()]
+    names.append(resolver.resolve(dashboard()["DashboardName"]))
+    assert all(name.startswith(f"{stack}-") or name == stack for name in names), names
+    assert not [name for name in names if resolver.pseudo["AWS::StackName"] in name]
 
 
 def _alarm_targets() -> set[tuple[str, str, str]]:
@@ -419,18 +472,17 @@ def test_the_alarms_the_issue_asks_for_exist() -> None:
 
 def test_the_purge_alarm_counts_finished_runs_and_treats_silence_as_failure() -> None:
     emitting = scan_source().metrics
-    (alarm,) = [
-        r["Properties"]
-        for r in TEMPLATE["Resources"].values()
-        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("Statistic") == "SampleCount"
-    ]
+    (raw,) = [r["Properties"] for r in alarms().values() if r["Properties"].get("Statistic") == "SampleCount"]
+    # template.yaml's parameters reach the alarm through the nested application's.
+    overrides = {"PurgeIntervalSeconds": "900", "PurgeMissedRunsBeforeAlarm": "4"}
+    alarm = observability_resolver(overrides).resolve(raw)
     # The metric is written once per finished run, by the scheduled job's code.
     assert len(emitting[alarm["MetricName"]]) == 1
     assert alarm["TreatMissingData"] == "breaching"
     assert alarm["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["Threshold"] == 1
-    assert alarm["Period"] == {"Ref": "PurgeIntervalSeconds"}
-    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == {"Ref": "PurgeMissedRunsBeforeAlarm"}
+    assert alarm["Period"] == "900"
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == "4"
 
 
 def _rate_seconds(expression: str) -> int:
@@ -446,7 +498,8 @@ def test_the_purge_interval_default_matches_the_default_schedule() -> None:
 
 
 def test_the_api_5xx_alarm_is_a_percentage_of_requests() -> None:
-    alarm = TEMPLATE["Resources"]["Api5xxRateAlarm"]["Properties"]
+    alarm = observability_resolver({"Api5xxPercentAlarm": "7"}).resolve(alarms()["Api5xxRateAlarm"]["Properties"])
+    assert alarm["Threshold"] == "7"
     by_id = {query["Id"]: query for query in alarm["Metrics"]}
     (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
     assert "100 * errors / requests" in returned["Expression"]
@@ -455,13 +508,14 @@ def test_the_api_5xx_alarm_is_a_percentage_of_requests() -> None:
 
 
 def test_the_replica_fallback_alarm_is_a_percentage_of_read_only_units() -> None:
-    alarm = TEMPLATE["Resources"]["DbReplicaFallbackAlarm"]["Properties"]
+    resolver = observability_resolver({"ReplicaFallbackPercentAlarm": "25"})
+    alarm = resolver.resolve(alarms()["DbReplicaFallbackAlarm"]["Properties"])
     by_id = {query["Id"]: query for query in alarm["Metrics"]}
     (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
     assert "100 * fallbacks / (fallbacks + reads)" in returned["Expression"]
     assert by_id["fallbacks"]["MetricStat"]["Metric"]["MetricName"] == "DbReplicaFallback"
     assert by_id["reads"]["MetricStat"]["Metric"]["MetricName"] == "DbReplicaReads"
-    assert alarm["Threshold"] == {"Ref": "ReplicaFallbackPercentAlarm"}
+    assert alarm["Threshold"] == "25"
     # Without a replica there is no data: never an alarm.
     assert alarm["TreatMissingData"] == "notBreaching"
 
@@ -471,10 +525,22 @@ def test_the_replica_fallback_alarm_is_a_percentage_of_read_only_units() -> None
     [("MetricName", "DbPoolExhaustd"), ("Namespace", "NeonNote"), ("Dimensions", [{"Name": "Service", "Value": "x"}])],
 )
 def test_a_mistyped_alarm_is_reported(field_name: str, wrong: Any) -> None:
-    template = json.loads(json.dumps(TEMPLATE))
+    template = json.loads(json.dumps(OBSERVABILITY.template))
     template["Resources"]["DbPoolExhaustedAlarm"]["Properties"][field_name] = wrong
     (ref,) = [r for r in alarm_metrics(template) if r.where == "DbPoolExhaustedAlarm"]
-    assert problems(ref, contract(), template)
+    assert problems(ref, contract())
+
+
+@pytest.mark.parametrize(
+    ("parameter", "wrong"),
+    [("ApiFunctionName", {"Ref": "ApiAccessLogGroup"}), ("MetricsNamespace", "NeonNote"), ("ServiceName", "other")],
+)
+def test_a_miswired_nested_parameter_is_reported(parameter: str, wrong: Any) -> None:
+    # What template.yaml passes is what the alarms read: a wrong value there is a wrong alarm.
+    parameters = {**OBSERVABILITY.parameters, parameter: wrong}
+    miswired = NestedApplication(OBSERVABILITY.logical_id, OBSERVABILITY.path, OBSERVABILITY.template, parameters)
+    refs = alarm_metrics(resolver=observability_resolver(application=miswired))
+    assert [problem for ref in refs for problem in problems(ref, contract())]
 
 
 def test_a_single_metric_carries_the_dimensions_its_block_adds(tmp_path: Path) -> None:

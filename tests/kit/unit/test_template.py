@@ -1,4 +1,5 @@
-"""template.yaml read as data: least-privilege IAM, capacity within Neon's pooler, limits, routes, build defaults."""
+"""template.yaml read as data: least-privilege IAM, capacity within Neon's pooler, limits, routes, build defaults, and
+its layout: functions first, observability in a nested application (observability.yaml)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import pytest
 
 from devtools.function_config import function_config
 from devtools.paths import ROOT
-from devtools.sam_template import NO_VALUE, Resolver, function_ids, function_properties, load_template
+from devtools.sam_template import (
+    APPLICATION_TYPE,
+    NO_VALUE,
+    Resolver,
+    function_ids,
+    function_properties,
+    load_template,
+    nested_applications,
+    nested_resolver,
+)
 from lib.dbkit.dsn import DEFAULT_CONNECT_TIMEOUT, parse_database_url
 from lib.dbkit.settings import Settings
 
@@ -429,21 +439,76 @@ def test_dead_letter_queue_is_encrypted_with_a_rotating_key_the_schedule_may_use
     assert "*" not in str(principals)
 
 
+OBSERVABILITY = nested_applications(TEMPLATE)["Observability"]
+OBSERVABILITY_TYPES = ("AWS::CloudWatch::", "AWS::SNS::", "AWS::Logs::MetricFilter", "AWS::Logs::SubscriptionFilter")
+
+
+def observability(overrides: Mapping[str, str] | None = None) -> Resolver:
+    """observability.yaml's values as template.yaml passes them, deployed with these parameters."""
+    return nested_resolver(Resolver(TEMPLATE, overrides=dict(overrides or {}), symbolic=True), OBSERVABILITY)
+
+
+def test_functions_come_first_and_observability_is_the_nested_application_last() -> None:
+    resources = list(TEMPLATE["Resources"].items())
+    assert resources[0][1]["Type"] == "AWS::Serverless::Function"
+    assert [rid for rid, r in resources if r["Type"] == APPLICATION_TYPE] == [resources[-1][0]] == ["Observability"]
+    assert TEMPLATE["Resources"]["Observability"]["Properties"]["Location"] == "observability.yaml"
+    assert OBSERVABILITY.path == ROOT / "observability.yaml"
+    # Every alarm, dashboard, topic and log-based metric is the nested template's; none is left in template.yaml.
+    assert not [rid for rid, r in resources if r["Type"].startswith(OBSERVABILITY_TYPES)]
+    nested_types = {r["Type"] for r in OBSERVABILITY.template["Resources"].values()}
+    assert nested_types == {"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::SNS::Topic"}
+
+
+def test_the_parent_passes_exactly_the_parameters_the_nested_template_declares() -> None:
+    # CloudFormation refuses a nested stack with a value missing or one it does not declare.
+    assert set(OBSERVABILITY.parameters) == set(OBSERVABILITY.template["Parameters"])
+    # Plain CloudFormation: template.yaml's transforms (language extensions, SAM) apply to template.yaml only.
+    assert "Transform" not in OBSERVABILITY.template
+
+
+def test_every_nested_template_is_linted_like_template_yaml() -> None:
+    lint = (ROOT / "devtools" / "lint.mk").read_text(encoding="utf-8")
+    (checkov,) = re.findall(r"^CHECKOV_TEMPLATES := (.*)$", lint, re.MULTILINE)
+    for application in nested_applications(TEMPLATE).values():
+        assert str(application.path.relative_to(ROOT)) in checkov.split()
+
+
 def test_alarm_topic_exists_only_with_an_email_and_is_encrypted() -> None:
-    topic = TEMPLATE["Resources"]["AlarmTopic"]
+    topic = OBSERVABILITY.template["Resources"]["AlarmTopic"]
     assert topic["Condition"] == "AlarmEmailSet"
-    assert topic["Properties"]["KmsMasterKeyId"] == {"Ref": "MessagesKey"}
-    assert not Resolver(TEMPLATE).condition("AlarmEmailSet")
-    resolver = Resolver(TEMPLATE, overrides={"AlarmEmail": "ops@example.com"}, symbolic=True)
+    assert not observability().condition("AlarmEmailSet")
+    resolver = observability({"AlarmEmail": "ops@example.com"})
     assert resolver.condition("AlarmEmailSet")
+    # The stack's rotating key, whose policy lets CloudWatch alarms use it (test_dead_letter_queue_... reads it).
+    assert resolver.resolve(topic["Properties"]["KmsMasterKeyId"]) == {"Ref": "MessagesKey"}
     assert resolver.resolve(topic["Properties"]["Subscription"]) == [
         {"Protocol": "email", "Endpoint": "ops@example.com"}
     ]
-    for resource in TEMPLATE["Resources"].values():
-        if resource["Type"] == "AWS::CloudWatch::Alarm":
-            assert resource["Properties"]["AlarmActions"] == {
-                "Fn::If": ["AlarmEmailSet", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
-            }
+    alarms = [r for r in OBSERVABILITY.template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == 10
+    for alarm in alarms:
+        assert resolver.resolve(alarm["Properties"])["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert resolver.resolve(alarm["Properties"])["OKActions"] == [{"Ref": "AlarmTopic"}]
+        assert not {"AlarmActions", "OKActions"} & set(observability().resolve(alarm["Properties"]))
+
+
+@pytest.mark.parametrize("email", ["", "ops@example.com"])
+def test_the_nested_outputs_the_parent_reads_exist_exactly_when_it_reads_them(email: str) -> None:
+    resolver = observability({"AlarmEmail": email})
+    nested = {
+        name: output
+        for name, output in OBSERVABILITY.template["Outputs"].items()
+        if "Condition" not in output or resolver.condition(output["Condition"])
+    }
+    parent = Resolver(TEMPLATE, overrides={"AlarmEmail": email})
+    for name, output in TEMPLATE["Outputs"].items():
+        if "Condition" in output and not parent.condition(output["Condition"]):
+            continue
+        value = output["Value"]
+        if "Fn::GetAtt" in value and value["Fn::GetAtt"][0] == "Observability":
+            assert value["Fn::GetAtt"][1] == f"Outputs.{name}"
+            assert name in nested, f"{name}: the nested stack has no such output with AlarmEmail={email!r}"
 
 
 @pytest.mark.parametrize("function_id", function_ids(TEMPLATE))
@@ -480,13 +545,16 @@ def test_every_function_is_built_by_the_runtime_only_makefile(function_id: str) 
 
 
 def test_outputs_name_the_api_url_and_the_functions() -> None:
-    assert {"ApiUrl", "ApiFunctionName", "PurgeFunctionName", "DashboardUrl"} <= set(TEMPLATE["Outputs"])
+    assert {"ApiUrl", "ApiFunctionName", "PurgeFunctionName", "DashboardUrl", "AlarmTopicArn"} <= set(
+        TEMPLATE["Outputs"]
+    )
 
 
 def test_every_checkov_skip_gives_its_reason() -> None:
     skips = [
         (rid, skip)
-        for rid, resource in TEMPLATE["Resources"].items()
+        for template in (TEMPLATE, OBSERVABILITY.template)
+        for rid, resource in template["Resources"].items()
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
     ]
     assert skips

@@ -6,8 +6,10 @@ tests check that they do what docs/deploy.md says, with the Makefile verbs and t
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
+import tomllib
 from typing import Any
 
 import pytest
@@ -122,10 +124,10 @@ def test_every_make_verb_and_tool_command_in_the_workflows_exists(name: str) -> 
         for step in job.get("steps", []):
             for command in re.findall(r"(?m)^\s*make ([\w-]+)", str(step.get("run", ""))):
                 assert command in targets, f"{name}: make {command} is not a Makefile target"
-            for module in re.findall(r"-m (tools\.\w+)", str(step.get("run", ""))):
+            for module in re.findall(r"-m (devtools\.\w+)", str(step.get("run", ""))):
                 path = ROOT / module.replace(".", "/")
                 assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), module
-            for subcommand in re.findall(r"-m tools\.preview ([\w-]+)", str(step.get("run", ""))):
+            for subcommand in re.findall(r"-m devtools\.preview ([\w-]+)", str(step.get("run", ""))):
                 assert subcommand in {"put-database-url", "stack-output", "smoke", "delete"}, subcommand
 
 
@@ -203,6 +205,25 @@ def test_ci_deploy_config_never_prompts() -> None:
     assert "fail_on_empty_changeset = false" in section
 
 
+@pytest.mark.parametrize("environment", ["default", "ci"])
+def test_every_deploy_acknowledges_the_nested_application(environment: str) -> None:
+    from devtools.sam_template import load_template, nested_applications
+
+    # A template with transforms and a nested stack (observability.yaml) needs CAPABILITY_AUTO_EXPAND; the
+    # workflows deploy with --config-env ci, `sam deploy` by hand with the default environment.
+    assert nested_applications(load_template())
+    deploy = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))[environment]["deploy"]
+    assert set(deploy["parameters"]["capabilities"].split()) == {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"}
+    for name in ("deploy.yml", "preview.yml"):
+        for job in load(name)["jobs"].values():
+            for step in job.get("steps", []):
+                run = str(step.get("run", ""))
+                if "sam deploy" in run:
+                    # The capabilities come from samconfig.toml; a --capabilities flag would replace them.
+                    assert "--config-env ci" in run
+                    assert "--capabilities" not in run
+
+
 def test_migrate_uses_the_given_direct_string_without_the_local_stack() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     (rule,) = re.findall(r"^migrate:.*\n\t.*$", makefile, re.MULTILINE)
@@ -213,10 +234,13 @@ def test_migrate_uses_the_given_direct_string_without_the_local_stack() -> None:
 
 
 def test_the_deploy_roles_may_use_every_transform_the_template_declares() -> None:
-    from devtools.sam_template import load_template
+    from devtools.sam_template import load_template, nested_applications
 
-    declared = load_template()["Transform"]
-    transforms = {name.removeprefix("AWS::") for name in (declared if isinstance(declared, list) else [declared])}
+    template = load_template()
+    transforms: set[str] = set()
+    for document in (template, *(app.template for app in nested_applications(template).values())):
+        declared = document.get("Transform", [])
+        transforms |= {name.removeprefix("AWS::") for name in (declared if isinstance(declared, list) else [declared])}
     resources = load_template(ROOT / "infra" / "github-oidc.yaml")["Resources"]
     for role in ("PreviewRole", "DeployRole"):
         statements = [
@@ -230,6 +254,33 @@ def test_the_deploy_roles_may_use_every_transform_the_template_declares() -> Non
         prefix = "arn:${AWS::Partition}:cloudformation:${AWS::Region}:aws:transform/"
         assert all(arn.startswith(prefix) for arn in arns), arns
         assert {arn.removeprefix(prefix) for arn in arns} == transforms, role
+
+
+@pytest.mark.parametrize("stack", ["neon-notes", "neon-notes-pr-7"])
+def test_the_execution_role_may_manage_exactly_the_nested_stacks_of_the_template(stack: str) -> None:
+    from devtools.sam_template import Resolver, load_template, nested_applications
+
+    infra = load_template(ROOT / "infra" / "github-oidc.yaml")
+    parameters = {"GitHubOwner": "o", "GitHubRepository": "r", "StackName": "neon-notes"}
+    resolver = Resolver(infra, overrides=parameters, symbolic=True)
+    policy = infra["Resources"]["CloudFormationExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements = [resolver.resolve(s) for s in policy["Statement"]]
+    stack_actions = [s for s in statements if any(a.startswith("cloudformation:") for a in _as_list(s["Action"]))]
+    (nested,) = stack_actions
+    assert {"cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:DeleteStack"} <= set(
+        nested["Action"]
+    )
+    arn = "arn:aws:cloudformation:us-east-1:123456789012:stack/{}/0f1e2d3c"
+    # CloudFormation names a nested stack <parent>-<logical id>-<suffix>.
+    for logical_id in nested_applications(load_template()):
+        assert fnmatch.fnmatchcase(arn.format(f"{stack}-{logical_id}-1A2B3C4D5E6F"), nested["Resource"])
+    # Not the parent stacks themselves, nor other stacks of the account.
+    for other in (stack, f"{stack}-Other-1A2B3C4D5E6F", "someone-else-Observability-1A2B3C4D5E6F"):
+        assert not fnmatch.fnmatchcase(arn.format(other), nested["Resource"])
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def test_the_deploy_roles_trust_only_this_repositorys_pull_requests_and_production_environment() -> None:
