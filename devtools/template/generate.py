@@ -52,7 +52,9 @@ class Answers:
     def check(self) -> None:
         """Refuse answers Copier's validators should already have refused (the task may be run by hand too)."""
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", self.app_package) or self.app_package in RESERVED:
-            raise GenerationError(f"app package {self.app_package!r}: a lower-case identifier, not one of {sorted(RESERVED)}")
+            raise GenerationError(
+                f"app package {self.app_package!r}: a lower-case identifier, not one of {sorted(RESERVED)}"
+            )
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", self.project_name):
             raise GenerationError(f"project name {self.project_name!r}: lower-case letters, digits and hyphens")
         for value, choices, what in (
@@ -153,7 +155,7 @@ def set_project_name(project: Path, name: str) -> None:
         text = path.read_text(encoding="utf-8")
         changed, count = re.subn(rf'^({key} = )".*"$', rf'\g<1>"{name}"', text, count=1, flags=re.M)
         if not count:
-            raise GenerationError(f"{path.name}: no `{key} = \"...\"` line to set")
+            raise GenerationError(f'{path.name}: no `{key} = "..."` line to set')
         path.write_text(changed, encoding="utf-8")
 
 
