@@ -21,9 +21,9 @@ from pathlib import Path
 SAMPLE_PACKAGE = "sample_app"
 # The skeleton mirrors the project's layout, its package also spelled sample_app, so one rename serves both variants.
 SKELETON = Path("devtools/template/skeleton")
-# Where the app's name may appear: the wiring, the app, its tests and migrations, and the files that name it. The
-# kit (lib/dbkit) and the tooling (devtools) never name the app (import-linter contracts), so they are left alone.
-RENAME_ROOTS = ("handlers", "lib", "tests", "migrations", "docs", "bench")
+# Where the app's name may appear: the wiring, the app, its tests and migrations, the docs and the files that name
+# it. The kit never names it (import-linter contracts); the tooling's own tests may, until they read app.toml.
+RENAME_ROOTS = ("handlers", "lib", "tests", "migrations", "docs", "bench", "devtools")
 RENAME_FILES = ("pyproject.toml", "alembic.ini", "app.toml", "template.yaml", "README.md", "Makefile", "samconfig.toml")
 RENAME_SUFFIXES = frozenset({".py", ".md", ".toml", ".ini", ".yaml", ".yml", ".json", ".txt", ".mako", ".cfg"})
 SKIPPED_DIRS = frozenset({"__pycache__", ".venv", ".stack", ".aws-sam", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
