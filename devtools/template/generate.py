@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -107,11 +108,40 @@ def rename_package(project: Path, package: str) -> None:
                 os.replace(path, moved)
         shutil.rmtree(source)
     pattern = re.compile(rf"\b{SAMPLE_PACKAGE}\b")
+    renamed_modules = []
     for path in _files_naming_the_app(project):
         text = path.read_text(encoding="utf-8")
         renamed = pattern.sub(package, text)
         if renamed != text:
             path.write_text(renamed, encoding="utf-8")
+            if path.suffix == ".py":
+                renamed_modules.append(path)
+    reformat(project, renamed_modules)
+
+
+def reformat(project: Path, modules: Sequence[Path]) -> None:
+    """ruff format the modules a rename changed: a longer or shorter name may wrap or join a statement's lines.
+
+    Imports need no re-sorting: the app's have a block of their own (pyproject.toml, isort sections). Without ruff
+    (Copier installed on its own) the modules are left for `make fmt` and the task says so.
+    """
+    if not modules:
+        return
+    ruff = _ruff()
+    if ruff is None:
+        print("[template] ruff not found beside Copier: run `make fmt` once after `make venv`", file=sys.stderr)
+        return
+    names = [str(path.relative_to(project)) for path in modules]
+    subprocess.run([ruff, "format", "--quiet", *names], cwd=project, check=True)
+
+
+def _ruff() -> str | None:
+    try:
+        # Only where Copier runs on a Python with ruff (as in this repository's .venv).
+        from ruff.__main__ import find_ruff_bin
+    except ImportError:
+        return shutil.which("ruff")
+    return str(find_ruff_bin())
 
 
 def set_parameter_default(template: Path, parameter: str, value: str) -> None:

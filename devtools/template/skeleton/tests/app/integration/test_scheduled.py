@@ -14,6 +14,7 @@ from handlers.scheduled import handler
 from lib.dbkit.engine import run_in_transaction
 from lib.dbkit.errors import InvalidEventError
 from lib.dbkit.leases import job_lease
+
 from lib.sample_app.purge import JOB_NAME
 
 # What each scheduled event in events/ does: "ran", or the error the handler raises.

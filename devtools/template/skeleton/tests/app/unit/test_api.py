@@ -13,6 +13,7 @@ from devtools.testing.lambda_runtime import FakeLambdaContext
 from handlers.api import handler
 from handlers.scheduled import handler as scheduled_handler
 from lib.dbkit.errors import InvalidEventError
+
 from lib.sample_app.api import create_app
 
 
