@@ -221,7 +221,8 @@ def _tree(root: Path) -> Iterator[str]:
 
 
 def _uncompared(relative: Path) -> bool:
-    return relative.parts[0] in UNCOMPARED or "__pycache__" in relative.parts
+    top = relative.parts[0]
+    return top in UNCOMPARED or top.startswith(".venv") or "__pycache__" in relative.parts
 
 
 def _mentions(project: Path, pattern: str | re.Pattern[str], *roots: str) -> Iterator[tuple[str, int]]:

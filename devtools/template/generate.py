@@ -132,7 +132,7 @@ def reformat(project: Path, modules: Sequence[Path]) -> None:
         print("[template] ruff not found beside Copier: run `make fmt` once after `make venv`", file=sys.stderr)
         return
     names = [str(path.relative_to(project)) for path in modules]
-    subprocess.run([ruff, "format", "--quiet", *names], cwd=project, check=True)
+    subprocess.run([ruff, "format", "--quiet", "--no-cache", *names], cwd=project, check=True)
 
 
 def _ruff() -> str | None:
