@@ -26,7 +26,7 @@ import copier
 
 SAMPLE_PACKAGE = "sample_app"
 ANSWERS_FILE = ".copier-answers.yml"
-FIRST_VERSION_MARKER = "devtools/template/check.py"
+FIRST_VERSION_MARKER = "docs/template.md"
 # Paths a project never compares: Git's, Copier's (its answers name the version), and what its tools write.
 UNCOMPARED = (
     ".git",
