@@ -64,13 +64,13 @@ def test_copier_update_brings_a_template_change_and_keeps_the_adopters_edits(tem
     kit = template / "lib/dbkit/__init__.py"
     kit.write_text(kit.read_text(encoding="utf-8") + "# a later kit fix\n", encoding="utf-8")
     api = template / "lib/sample_app/api.py"
-    api.write_text(api.read_text(encoding="utf-8").replace('"""The', '"""Later: the', 1), encoding="utf-8")
+    api.write_text(api.read_text(encoding="utf-8").replace("The notes HTTP API", "The notes API", 1), encoding="utf-8")
     git(template, "commit", "--quiet", "--all", "--message", "a later template version")
     project = check_update(template, base, "HEAD", tmp_path, SAMPLE)  # check_generated too
     check_valid(project)
     package = SAMPLE.app_package
     assert (project / "lib/dbkit/__init__.py").read_text(encoding="utf-8").endswith("# a later kit fix\n")
     edited = (project / f"lib/{package}/api.py").read_text(encoding="utf-8")
-    assert edited.startswith('"""Later: the')
+    assert edited.startswith('"""The notes API (FastAPI)')
     assert edited.endswith(AdopterEdits(package).appended_text)
     assert (project / AdopterEdits(package).new_module).is_file()
