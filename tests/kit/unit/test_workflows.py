@@ -127,7 +127,7 @@ def test_every_make_verb_and_tool_command_in_the_workflows_exists(name: str) -> 
         for step in job.get("steps", []):
             for command in re.findall(r"(?m)^\s*make ([\w-]+)", str(step.get("run", ""))):
                 assert command in targets, f"{name}: make {command} is not a Makefile target"
-            for module in re.findall(r"-m (devtools\.\w+)", str(step.get("run", ""))):
+            for module in re.findall(r"-m (devtools(?:\.\w+)+)", str(step.get("run", ""))):
                 path = ROOT / module.replace(".", "/")
                 assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), module
             for subcommand in re.findall(r"-m devtools\.preview ([\w-]+)", str(step.get("run", ""))):
