@@ -13,7 +13,7 @@ PORT ?= 3000
 
 .PHONY: help deps venv stack-up stack-down stack-clean stack-env migrate revision demo api test check lint types pytest \
         pytest-runtime test-unit test-integration test-faults test-load bench bench-coldstart fmt clean doctor neon-ctl \
-        conformance
+        conformance test-all test-fast check-fast pytest-fast smoke lint-python
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^[^:]*:([a-z-]+):.*## /\1\t/; s/^([a-z-]+):.*## /\1\t/' | column -t -s $$'\t'
@@ -54,10 +54,7 @@ neon-ctl:  ## switch the local Neon stand-in's scenario: make neon-ctl ARGS='ref
 doctor: stack-up  ## check DATABASE_URL (default: the local pooler) against the template's rules and probe it
 	@$(WITH_STACK_ENV) $(PYTHON) -m lib.dbkit.doctor $(URL)
 
-lint: lint-workflows lint-templates  ## ruff (lint + format check), import-linter contracts; actionlint + zizmor on the workflows; checkov on the templates
-	@$(BIN)/ruff check .
-	@$(BIN)/ruff format --check .
-	@$(BIN)/lint-imports --no-cache
+lint: lint-python lint-workflows lint-templates  ## ruff (lint + format check), import-linter contracts; actionlint + zizmor on the workflows; checkov on the templates
 
 types:  ## mypy --strict over handlers, lib, tests, devtools
 	@$(BIN)/mypy
@@ -87,8 +84,36 @@ pytest-runtime:  ## the integration tier's in-process tests again on the deploye
 
 check: lint types pytest pytest-runtime  ## lint + types + the whole pytest suite + the integration tier on python3.13
 
-test: venv  ## everything CI runs: install, start the stack, lint, types, all tests, SAM checks
+# A project made by `copier copy` has .copier-answers.yml: there `make test` is the fast loop (its app's tests, the
+# kit's unit tier, a smoke run of every function through the local stack; a few minutes), and `make test-all` the
+# template's full suite. In the template repository (no answers file) `make test` is the full suite, as CI runs it.
+GENERATED := $(wildcard .copier-answers.yml)
+
+test: $(if $(GENERATED),test-fast,test-all)  ## everything CI runs (in a generated project: the fast loop, test-fast)
+
+test-all: venv  ## the full suite: install, start the stack, lint, types, all tests, SAM checks
 	@$(PYTHON) -m devtools.stack run -- $(MAKE) --no-print-directory check sam-check
+
+test-fast: venv  ## the fast loop: ruff, import contracts, mypy, the app's tests, the kit's unit tier, a smoke run on the local stack
+	@$(PYTHON) -m devtools.stack run -- $(MAKE) --no-print-directory check-fast
+
+check-fast: lint-python types pytest-fast smoke
+
+lint-python:  ## ruff (lint + format check) and the import-linter contracts; `make lint` adds the workflow and template linters
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/lint-imports --no-cache
+
+pytest-fast:  ## the app's tests (tests/app) and the kit's unit tier (tests/kit/unit)
+	@$(BIN)/pytest -q tests/app tests/kit/unit
+
+# The smoke test: both histories migrated, then every function run with each of its events under awslambdaric, as
+# `make demo` does (its output goes to .cache/smoke.log; an unexpected error fails the run and prints it).
+smoke: migrate  ## make demo quietly: every function with each event in events/, through the local stack
+	@mkdir -p .cache
+	@$(WITH_STACK_ENV) $(PYTHON) -m devtools.demo > .cache/smoke.log 2>&1 \
+		|| { cat .cache/smoke.log; echo "[smoke] failed: an event answered with an unexpected error (above)"; exit 1; }
+	@echo "[smoke] every function answered each of its events as expected (log: .cache/smoke.log)"
 
 test-unit: venv sam-venv  ## the unit tier only (no network): the kit's, the app's and the tooling's
 	@$(BIN)/pytest -m unit

@@ -72,7 +72,8 @@ def main() -> int:
         print(f"[migrate] refused: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     recorded = current_revisions(os.environ)
-    print(f"[migrate] up to date: kit at {', '.join(recorded[KIT_HISTORY])}, app at {', '.join(recorded[APP_HISTORY])}")
+    app = ", ".join(recorded[APP_HISTORY]) or "no revision (an empty history)"
+    print(f"[migrate] up to date: kit at {', '.join(recorded[KIT_HISTORY])}, app at {app}")
     return 0
 
 

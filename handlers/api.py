@@ -11,6 +11,7 @@ from handlers import init_done
 from lib.dbkit.invocation import lambda_entry
 from lib.dbkit.lambda_events import check_http_api_event
 from lib.dbkit.observability import logger, metrics
+
 from lib.sample_app.api import create_app
 
 app = create_app()

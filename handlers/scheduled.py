@@ -10,6 +10,7 @@ from handlers import init_done
 from lib.dbkit.invocation import lambda_entry
 from lib.dbkit.lambda_events import check_scheduled_event
 from lib.dbkit.observability import logger, metrics
+
 from lib.sample_app.purge import run_scheduled
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lib.dbkit import leases
 from lib.dbkit.dsn import DatabaseUrl
 from lib.dbkit.observability import logger, metrics
+
 from lib.sample_app import notes, purge
 from lib.sample_app.api import NoteCreate, NoteOut, NotePageOut
 from lib.sample_app.errors import NoteNotFoundError

@@ -26,6 +26,7 @@ from lib.dbkit.errors import (
 )
 from lib.dbkit.observability import logger
 from lib.dbkit.session import run_in_session
+
 from lib.sample_app import notes
 from lib.sample_app.errors import (
     IdempotencyConflictError,

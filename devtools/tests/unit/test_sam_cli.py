@@ -15,6 +15,7 @@ import pytest
 from devtools.http_routes import template_routes
 from devtools.sam_cli import RoutesCase, SamCliRoute, StacksCase, TranslateCase, ask, routes_from
 from devtools.sam_template import load_template, nested_applications
+
 from lib.sample_app.api import create_app
 
 SECRET = {"DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:neon-pooled-url-AbCdEf"}

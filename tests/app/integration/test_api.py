@@ -27,6 +27,7 @@ from lib.dbkit.pg_dbapi import DbapiDialect
 from lib.dbkit.pg_pipeline import PipelineDialect
 from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import Settings
+
 from lib.sample_app import notes
 
 # What each sample event answers when the files run in sorted order (as `make demo` runs them).

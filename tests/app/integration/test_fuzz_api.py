@@ -23,6 +23,7 @@ from devtools.testing.database import DatabaseTarget
 from devtools.testing.error_shape import assert_error_shape
 from devtools.testing.http_api import ApiServer
 from devtools.testing.secrets import assert_no_secret
+
 from lib.sample_app.api import create_app
 
 EXAMPLES_PER_OPERATION = 150

@@ -17,6 +17,7 @@ from devtools.testing.processes import fire_together
 from handlers.api import handler
 from lib.dbkit.engine import build_engine
 from lib.dbkit.settings import Settings
+
 from lib.sample_app.notes import IDEMPOTENCY_WINDOW_SECONDS
 from lib.sample_app.purge import purge_expired
 

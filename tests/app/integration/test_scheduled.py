@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
-import lib.sample_app.purge
 from devtools.events import event_names, load_event
 from devtools.proxy import Proxy
 from devtools.testing.database import DatabaseTarget
@@ -21,6 +20,8 @@ from devtools.testing.urls import connect_address, pooler_entry, with_port
 from handlers.scheduled import handler
 from lib.dbkit.engine import EngineHolder, execution_environment, run_in_transaction
 from lib.dbkit.errors import InvalidEventError
+
+import lib.sample_app.purge
 
 JOB = lib.sample_app.purge.JOB_NAME
 EXPECTED_OUTCOME = {"scheduled-01-purge": "ran", "scheduled-02-wrong-event-type": InvalidEventError}

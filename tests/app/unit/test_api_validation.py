@@ -14,7 +14,6 @@ from fastapi.routing import APIRoute
 from hypothesis import given
 from hypothesis import strategies as st
 
-import lib.sample_app.api
 from devtools.events import event_names, load_event, with_header, with_json_body, with_query
 from devtools.testing.lambda_runtime import FakeLambdaContext
 from handlers.api import handler as api_handler
@@ -26,6 +25,8 @@ from lib.dbkit.errors import (
     InvalidEventError,
     PoolExhaustedError,
 )
+
+import lib.sample_app.api
 from lib.sample_app.errors import InvalidCursorError
 from lib.sample_app.notes import Cursor
 

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import lib.sample_app.api
 from devtools.events import load_event, with_header, with_json_body, with_query
 from devtools.testing.lambda_runtime import FakeLambdaContext
 from handlers.api import handler as api_handler
 from lib.dbkit.errors import DatabaseUnavailableError
+
+import lib.sample_app.api
 from lib.sample_app.api import MAX_ERROR_DETAILS, MAX_HEADER_BYTES, MAX_REQUEST_BYTES, MAX_TITLE, MAX_URL_BYTES
 from lib.sample_app.errors import InvalidCursorError
 from lib.sample_app.notes import Cursor

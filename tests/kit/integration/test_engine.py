@@ -30,6 +30,7 @@ from lib.dbkit import invocation, pg8000_internals, pg_pipeline
 from lib.dbkit.errors import CommitOutcomeUnknownError, DatabaseUnavailableError, PoolExhaustedError
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.settings import Settings
+
 from lib.sample_app import notes
 
 STOCK = os.environ.get("DB_DRIVER") == "stock"

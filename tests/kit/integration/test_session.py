@@ -35,6 +35,7 @@ from lib.dbkit.errors import CommitOutcomeUnknownError, SingleStatementError, Un
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import Settings
+
 from lib.sample_app.api import create_app
 
 STOCK = os.environ.get("DB_DRIVER") == "stock"
