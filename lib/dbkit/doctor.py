@@ -72,12 +72,10 @@ def main(
     args = _parser().parse_args(argv)
     env = dict(os.environ if environ is None else environ)
     stream = sys.stdout if out is None else out
-    replica_skipped = False
     if args.url:
         env["DATABASE_URL"] = args.url
         # The environment's replica belongs to the environment's primary, not to the URL given here.
-        replica_skipped = args.read_url is None and any(env.get(name) for name in READ_URL_VARIABLES)
-        if replica_skipped:
+        if args.read_url is None and any(env.get(name) for name in READ_URL_VARIABLES):
             _line(stream, "read replica", "not checked: a URL was given without --read-url")
     if args.url or args.read_url:
         for name in READ_URL_VARIABLES:
