@@ -443,3 +443,22 @@ def test_a_warm_read_on_the_replica_costs_the_round_trips_it_costs_on_the_primar
         f"{sorted({on_primary[n][0] for n in reads})}); first request on the replica {first[True][1]} (on the "
         f"primary {first[False][0]}); POST with a replica {on_replica['POST /notes'][0]} (without {primary_write})",
     )
+
+
+@pytest.mark.local_stack
+@pytest.mark.pipelined_driver
+def test_a_read_after_the_replica_has_not_reached_is_one_round_trip_there_and_one_on_the_primary(
+    counted: tuple[Counted, Callable[[bool], None]],
+) -> None:
+    proxies, new_environment = counted
+    new_environment(True)
+    assert page().server == "replica"  # both engines connected: the count below is warm
+    with replay_paused():
+        created = create(unique("behind"))
+        assert created.status == 201
+        answers: list[Answer] = []
+        flights = proxies.flights(lambda: answers.append(get(created.body["id"], read_after=created.read_after)))
+    (answer,) = answers
+    assert (answer.status, answer.server, answer.fallbacks) == (200, "primary", (NOT_REPLAYED,))
+    # The replica refuses in the statement's own flight (the guard rides with it); the primary then answers.
+    assert flights == (1, 1)
