@@ -296,7 +296,11 @@ def test_no_request_fails_while_the_replica_fails(
         "suspended, slow wake": slow_wake,
     }
     if database.local_stack:
-        scenarios["replay paused (lag bound 0.5 s)"] = lambda: stack.set_replay_paused(True)
+
+        def lagging() -> None:
+            stack.set_replay_paused(True)
+
+        scenarios["replay paused (lag bound 0.5 s)"] = lagging
     failed: list[str] = []
     lines: list[str] = []
     for name, inject in scenarios.items():
