@@ -158,17 +158,17 @@ def test_demo_shares_one_warm_environment_per_function_and_says_what_runs(
         assert all(line.endswith(f"(warm in {function_id}-1)") for line in responses[1:])
     assert "local runtime API, awslambdaric " in out
     assert " on Python 3." in out
-    served = {line.split()[1]: line.split()[-1] for line in out.splitlines() if line.startswith("  ApiFunction ")}
-    assert served["api-01-health.json"] == "primary"
-    assert served["api-02-create-note.json"] == "primary"
-    assert served["api-08-list-notes-bad-cursor.json"] == "-"
+    # Which database served each invocation (the app's own routes decide which: tests/app checks the sample's).
+    served = [line.split()[-1] for line in out.splitlines() if line.startswith("  ApiFunction ")]
+    assert len(served) == len(function_config("ApiFunction").event_files())
+    assert set(served) <= {"primary", "replica", "replica+primary", "-"}
     if replica:
-        assert served["api-07-list-notes.json"] == "replica"
         assert (
             "ApiFunction: database from DATABASE_URL; read-only units on the read replica from DATABASE_READ_URL" in out
         )
         assert "PurgeFunction: database from DATABASE_URL; no read replica" in out
-        assert "1 database engine(s) created (+1 for the read replica)" in out
+        if "replica" in served:
+            assert "1 database engine(s) created (+1 for the read replica)" in out
 
 
 def test_cli_prints_the_lambda_lines_on_stderr_and_the_response_on_stdout(

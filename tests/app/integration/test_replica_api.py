@@ -21,7 +21,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from devtools import stack
+from devtools.demo import served_by
 from devtools.events import load_event, with_header, with_json_body, with_note_id, with_query
+from devtools.local_lambda import LocalLambda
 from devtools.neon_standin import StandinControl
 from devtools.proxy import Proxy
 from devtools.testing import figures
@@ -198,6 +200,31 @@ def test_reads_run_on_the_replica_and_writes_and_idempotency_keys_on_the_primary
     assert not db.run_in_transaction(lambda c: c.execute(who).scalar_one(), single_statement=True)
     every_line = [line for answer in (created, keyed, listed, fetched, deleted) for line in answer.log_lines]
     assert_no_secret(database.password, *every_line)
+
+
+def test_make_demo_and_make_api_give_the_api_the_replica_and_say_who_served(
+    database: DatabaseTarget, replica_url: str, schema: None
+) -> None:
+    # The local Lambda as `make demo` and `make api` run it (awslambdaric, template.yaml's environment), with the
+    # variables .stack/env exports.
+    environ = {
+        "DATABASE_URL": database.pooled_url,
+        "DB_POOLER_HOSTS": database.pooler_hosts,
+        "DATABASE_READ_URL": replica_url,
+    }
+    with LocalLambda(environ=environ, parameters={"LogLevel": "DEBUG"}) as runtime:
+        assert runtime.database("ApiFunction").endswith("read-only units on the read replica from DATABASE_READ_URL")
+        assert runtime.database("PurgeFunction").endswith("no read replica")
+        listed = runtime.invoke("ApiFunction", load_event("api-07-list-notes"))
+        created = runtime.invoke("ApiFunction", with_json_body(load_event("api-02-create-note"), {"title": "demo"}))
+    assert (listed.status_code, served_by(listed)) == (200, "replica")
+    checkouts = [line for line in listed.logs.splitlines() if '"pool_event":"checkout"' in line]
+    assert checkouts
+    assert all('"role":"replica"' in line for line in checkouts)
+    assert (created.status_code, served_by(created)) == (201, "primary")
+    assert isinstance(created.response, dict)
+    assert parse_lsn(created.response["headers"]["read-after"]) == created.response["headers"]["read-after"]
+    assert_no_secret(database.password, listed.logs, created.logs)
 
 
 def test_a_malformed_read_after_is_400_before_either_database_is_used(app_on_replica: Callable[..., None]) -> None:
