@@ -4,7 +4,9 @@ Run by `make demo` after the local stack is up and the schema applied. Each func
 interface client (awslambdaric) fed by a local runtime API (devtools.local_lambda), on the Python its Runtime names when
 installed. A function's events share one execution environment, as consecutive requests do in Lambda: the first is
 the cold start, the others are warm and reuse its engine. Output follows Lambda's log stream: the function's log
-lines (Powertools JSON, pool events included at DEBUG) between START and END/REPORT, then the response.
+lines (Powertools JSON, pool events included at DEBUG) between START and END/REPORT, then the response. The summary
+says which database served each invocation, from its `pool summary` line: the primary, or the read replica for
+read-only units when the stack's replica is configured (DATABASE_READ_URL, as `make demo` passes it to the API).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from typing import Any
 
 from devtools.function_config import FunctionConfig
 from devtools.invoke import environment_line, read_event
@@ -20,7 +23,8 @@ from devtools.local_lambda import ExecutionEnvironment, InvokeResult, LocalLambd
 from devtools.sam_template import function_ids, load_template
 
 RULE = "─" * 100
-ENGINE_CREATED = '"message":"database engine created"'
+ENGINE_CREATED = "database engine created"
+POOL_SUMMARY = "pool summary"
 # Events that exist to show a rejection: their error is the expected outcome.
 EXPECTED_ERRORS = ("scheduled-02",)
 
@@ -44,27 +48,59 @@ def _show(result: InvokeResult, event_name: str) -> None:
     print(json.dumps(result.response, indent=2, default=str), flush=True)
 
 
+def _records(result: InvokeResult, message: str) -> list[dict[str, Any]]:
+    """The function's JSON log lines with this message."""
+    found = []
+    for line in result.logs.splitlines():
+        if f'"message":"{message}"' in line:
+            record = json.loads(line)
+            if isinstance(record, dict):
+                found.append(record)
+    return found
+
+
+def served_by(result: InvokeResult) -> str:
+    """Which database the invocation used, from its pool summary: replica, primary, both, or '-' for none."""
+    summaries = _records(result, POOL_SUMMARY)
+    if not summaries:
+        return "-"
+    # A unit checks a connection out of the pool of the database it runs on (a 404 read too, which the
+    # DbReplicaReads count leaves out: only units that returned count there).
+    on_primary = summaries[-1].get("pool_summary", {}).get("checkouts", 0) > 0
+    on_replica = summaries[-1].get("replica_pool_summary", {}).get("checkouts", 0) > 0
+    fell_back = summaries[-1].get("pool_summary", {}).get("replica_fallbacks", 0)
+    if fell_back:
+        return f"primary (the replica could not serve {fell_back} read-only unit(s))"
+    if on_replica and on_primary:
+        return "replica+primary"
+    return "replica" if on_replica else "primary" if on_primary else "-"
+
+
 def _summary(results: list[tuple[str, InvokeResult]], runtime: LocalLambda) -> None:
     print(f"\n{RULE}\nSummary (local runtime API: `python -m awslambdaric <handler>` per execution environment)")
+    print(f"  {'function':<14} {'event':<46} {'outcome':<8} {'':<10} {'environment':<16} {'duration':>10}  database")
     for event_name, result in results:
         outcome = f"HTTP {result.status_code}" if result.status_code is not None else "ok" if result.ok else "error"
         body = result.response if isinstance(result.response, dict) else {}
-        detail = body.get("errorMessage", "") if result.error else ""
+        detail = f"  {body.get('errorMessage', '')}" if result.error else ""
         print(
             f"  {result.function_id:<14} {event_name:<46} {outcome:<8} {_temperature(result):<10} "
-            f"{result.environment_id:<16} {result.duration_ms:7.1f} ms  {detail}"
+            f"{result.environment_id:<16} {result.duration_ms:7.1f} ms  {served_by(result)}{detail}"
         )
-    engines: Counter[str] = Counter()
+    engines: Counter[tuple[str, str]] = Counter()
     for _, result in results:
-        engines[result.function_id] += result.logs.count(ENGINE_CREATED)
+        for record in _records(result, ENGINE_CREATED):
+            engines[result.function_id, str(record.get("role", "primary"))] += 1
     functions = list(dict.fromkeys(result.function_id for _, result in results))
     print("\nPer function:")
     for function_id in functions:
         environments = runtime.environments(function_id)
+        replica_engines = engines[function_id, "replica"]
+        replica = f" (+{replica_engines} for the read replica)" if replica_engines else ""
         print(
             f"  {function_id}: {sum(r.function_id == function_id for _, r in results)} invocations in "
-            f"{len(environments)} execution environment(s), {engines[function_id]} database engine(s) created; "
-            f"{runtime.describe(function_id)}"
+            f"{len(environments)} execution environment(s), {engines[function_id, 'primary']} database engine(s) "
+            f"created{replica}; {runtime.describe(function_id)}"
         )
     print(
         "With Docker, `sam local invoke <Function> -e events/<file>` runs the same events in Lambda's image "
@@ -84,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as runtime:
         configs: list[FunctionConfig] = [runtime.config(fid) for fid in function_ids(load_template())]
         for config in configs:
+            print(f"\n{config.logical_id}: {runtime.database(config.logical_id)}", flush=True)
             for event_file in config.event_files():
                 print(
                     f"\n{RULE}\n▶ {config.logical_id} ({config.handler}, {config.runtime}) ← events/{event_file.name}",

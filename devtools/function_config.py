@@ -25,7 +25,7 @@ from devtools.sam_template import (
 )
 from devtools.stack import ENV_FILE as STACK_ENV_FILE
 from devtools.stack import read_env as read_stack_env
-from lib.dbkit.settings import URL_VARIABLES
+from lib.dbkit.settings import READ_URL_VARIABLES, URL_VARIABLES
 
 EVENTS_DIR = ROOT / "events"
 # Lambda's defaults for properties a template may leave out.
@@ -52,6 +52,9 @@ class FunctionConfig:
     snap_start: bool = False
     tracing: str = "PassThrough"
     unresolved: tuple[str, ...] = ()
+    # Every variable the template declares for the function, those that resolve to no value included: what
+    # `sam local invoke --env-vars` may set, and whether the function takes the read replica at all.
+    declared: tuple[str, ...] = ()
 
     @property
     def event_prefix(self) -> str:
@@ -82,7 +85,8 @@ def function_config(
 
     environment: dict[str, str] = {}
     unresolved: list[str] = []
-    for name, value in properties.get("Environment", {}).get("Variables", {}).items():
+    variables_declared = properties.get("Environment", {}).get("Variables", {})
+    for name, value in variables_declared.items():
         try:
             variables = resolver.resolve({name: value})
         except UnresolvableError:
@@ -103,6 +107,7 @@ def function_config(
         snap_start=resolved("SnapStart") is not None,
         tracing=str(resolved("Tracing", "PassThrough")),
         unresolved=tuple(unresolved),
+        declared=tuple(variables_declared),
     )
 
 
@@ -129,14 +134,41 @@ def database_environment(
     return database
 
 
+def replica_environment(
+    environ: Mapping[str, str] | None = None, stack_env_file: Path = STACK_ENV_FILE
+) -> dict[str, str]:
+    """DATABASE_READ_URL for a local run, taken with the primary's: the caller's, else .stack/env's when the caller
+    names no DATABASE_URL either (a replica of the stack never pairs with another primary); empty without one."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("DATABASE_READ_URL")
+    if not value and not environ.get("DATABASE_URL"):
+        value = read_stack_env(stack_env_file).get("DATABASE_READ_URL")
+    return {"DATABASE_READ_URL": value} if value else {}
+
+
+def database_line(environment: Mapping[str, str]) -> str:
+    """Where a function's database settings come from, by variable name (the values hold passwords)."""
+    primary = next((name for name in URL_VARIABLES if environment.get(name)), "nothing (the function will refuse)")
+    replica = next((name for name in READ_URL_VARIABLES if environment.get(name)), None)
+    read = f"read-only units on the read replica from {replica}" if replica else "no read replica"
+    return f"database from {primary}; {read}"
+
+
 def function_environment(
     config: FunctionConfig, environ: Mapping[str, str] | None = None, stack_env_file: Path = STACK_ENV_FILE
 ) -> dict[str, str]:
-    """The template's variables for the function, plus the local database when the template names none."""
+    """The template's variables for the function, plus the local database when the template names none.
+
+    The local read replica goes only to a function whose template declares the replica's variables (as deployed:
+    the API reads from it, the purge writes and never gets it), and only when the template resolves none of them.
+    """
     environment = dict(config.environment)
     if not any(name in environment for name in URL_VARIABLES):
         environment.update(database_environment(environ, stack_env_file))
     elif "DB_POOLER_HOSTS" not in environment:
         pooler_hosts = (os.environ if environ is None else environ).get("DB_POOLER_HOSTS")
         environment.update({"DB_POOLER_HOSTS": pooler_hosts} if pooler_hosts else {})
+    takes_replica = any(name in config.declared for name in READ_URL_VARIABLES)
+    if takes_replica and not any(name in environment for name in READ_URL_VARIABLES):
+        environment.update(replica_environment(environ, stack_env_file))
     return environment

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {function_id} ({config.handler}): {routes}\n"
             f"    timeout {config.timeout_seconds} s, up to {limit} execution environments, each: "
-            f"{runtime.describe(function_id)}",
+            f"{runtime.describe(function_id)}\n    {runtime.database(function_id)}",
             flush=True,
         )
     guarded = sorted({route.authorization for _, route in server.routes} - {"NONE"})

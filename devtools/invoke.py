@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from devtools.function_config import EVENTS_DIR, FunctionConfig, InvokeUsageError
+from devtools.function_config import EVENTS_DIR, FunctionConfig, InvokeUsageError, function_config
 from devtools.local_lambda import ExecutionEnvironment, InvokeResult, LocalLambda
 from devtools.paths import ROOT
 from devtools.sam_template import TEMPLATE_PATH, TemplateError, function_ids, load_template
@@ -36,20 +36,36 @@ EXIT_USAGE = 2
 CONTAINER_CA_PATH = "/var/task/stack-ca.crt"
 
 
-def sam_local_env_vars(stack_env: Mapping[str, str], ca_path: str = CONTAINER_CA_PATH) -> dict[str, Any]:
-    """An env.json for `sam local invoke --env-vars`: the stack's pooled URL with the CA path the container sees."""
+def sam_local_env_vars(
+    stack_env: Mapping[str, str], ca_path: str = CONTAINER_CA_PATH, template_path: Path = TEMPLATE_PATH
+) -> dict[str, Any]:
+    """An env.json for `sam local invoke --env-vars`: the stack's pooled URLs with the CA path the container sees.
+
+    The read replica's URL goes to each function that declares DATABASE_READ_URL (SAM sets only declared variables,
+    so under "Parameters" it would be dropped silently for the others anyway): as deployed, only those read there.
+    """
     if "DATABASE_URL" not in stack_env:
         raise InvokeUsageError("no .stack/env: start the local stack first (`make stack-up`)")
-    parts = urlsplit(stack_env["DATABASE_URL"])
-    query = [(k, ca_path if k == "sslrootcert" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    url = urlunsplit(parts._replace(query=urlencode(query, safe="/")))
-    return {
+    env_vars: dict[str, Any] = {
         "Parameters": {
-            "DATABASE_URL": url,
+            "DATABASE_URL": _in_container(stack_env["DATABASE_URL"], ca_path),
             "DB_POOLER_HOSTS": stack_env.get("DB_POOLER_HOSTS", ""),
             "APP_ENV": "development",
         }
     }
+    read_url = stack_env.get("DATABASE_READ_URL")
+    if read_url:
+        for function_id in function_ids(load_template(template_path)):
+            if "DATABASE_READ_URL" in function_config(function_id, template_path=template_path).declared:
+                env_vars[function_id] = {"DATABASE_READ_URL": _in_container(read_url, ca_path)}
+    return env_vars
+
+
+def _in_container(url: str, ca_path: str) -> str:
+    """The URL with its sslrootcert where the container sees the stack's CA."""
+    parts = urlsplit(url)
+    query = [(k, ca_path if k == "sslrootcert" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
 
 
 def environment_line(environment: ExecutionEnvironment) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.function_code import FunctionCode, function_code
-from devtools.function_config import FunctionConfig, function_config, function_environment, region
+from devtools.function_config import FunctionConfig, database_line, function_config, function_environment, region
 from devtools.lambda_context import ACCOUNT_ID, log_stream_name
 from devtools.runtime_api import ACCEPTED, Answer, NextInvocation, RuntimeApiServer
 from devtools.runtime_python import RuntimePython, runtime_python
@@ -563,6 +563,10 @@ class LocalLambda:
     def describe(self, function_id: str) -> str:
         """What the function's environments run: the runtime client, its Python, and where the code comes from."""
         return f"local runtime API, {self.python(function_id).describe()}; {self.code(function_id).describe()}"
+
+    def database(self, function_id: str) -> str:
+        """Which database variables the function's environments get, by name: the primary's, the replica's."""
+        return database_line(function_environment(self.config(function_id), self._environ))
 
     def environments(self, function_id: str | None = None) -> list[ExecutionEnvironment]:
         """Every environment started so far (dead ones included), in start order."""

@@ -29,7 +29,7 @@ from devtools.bench.profiles import (
     set_database_environment,
     template_environment,
 )
-from devtools.bench.roundtrips import DELAYS_MS, Row, Steps, run_all
+from devtools.bench.roundtrips import DELAYS_MS, Row, Steps, run_all, run_replica
 from devtools.bench.scale import (
     ENVIRONMENT_COUNTS,
     PHASE_LIMIT_S,
@@ -78,6 +78,39 @@ def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
                 set_database_environment({})
 
 
+# The replica profiles' lag bound: the guard statement rides in every read's flight, as with DB_REPLICA_MAX_LAG set.
+REPLICA_MAX_LAG = "5"
+
+
+def replica_profiles(url: str, read_url: str, pooler_hosts: str) -> list[Profile]:
+    """The template on both drivers with a read replica (DATABASE_READ_URL) and a lag bound."""
+    return [
+        TemplateProfile(
+            f"{name} + replica",
+            template_environment(
+                url, pooler_hosts, pool="tiny", driver=driver, read_url=read_url, max_lag=REPLICA_MAX_LAG
+            ),
+        )
+        for name, driver in (("template stock", "stock"), (report.TEMPLATE, "pipeline"))
+    ]
+
+
+def _replica_round_trips(runs: int) -> list[Row]:
+    state = stack.up()
+    with quiet_app_logs(), counting_pings() as pings, Proxy("localhost", state.pgbouncer_port) as proxy:
+        # Both databases through the one proxy (PgBouncer's neondb and neondb_replica, the hot standby): its
+        # counts are the request's round trips whichever server they went to; the replica's pooled database on
+        # the admin console says which served it.
+        url = state.url(proxy.port)
+        read_url = state.url(proxy.port, stack.REPLICA_DATABASE)
+        profiles = replica_profiles(url, read_url, f"localhost:{proxy.port}")
+        with PoolerConsole(state.url(state.pgbouncer_port, stack.REPLICA_DATABASE)) as console:
+            try:
+                return run_replica(proxy, pings, profiles, runs, console)
+            finally:
+                set_database_environment({})
+
+
 def _new_connections(runs: int) -> list[NewConnection]:
     state = stack.up()
     # In front of the Neon stand-in (PgBouncer 1.18 has no direct TLS); the URL keeps its host name for SNI.
@@ -90,6 +123,29 @@ def _scale(counts: tuple[int, ...], processes: tuple[int, ...]) -> list[LoadResu
         return run_scale(logs, counts, process_counts=processes)
 
 
+def replica_section(rows: list[Row], runs: int) -> str:
+    """The read replica's rows: what the replica changes for a request, counted like the rows above."""
+    return "\n".join(
+        [
+            "The template with a read replica (`DATABASE_READ_URL`: the local stack's hot standby behind PgBouncer's "
+            f"`{stack.REPLICA_DATABASE}` database; `DB_REPLICA_MAX_LAG={REPLICA_MAX_LAG}`, so the lag guard rides "
+            "in every read's first flight), on the stock and the pipelined driver. Both databases are reached "
+            "through the one counting proxy, so round trips are the request's whichever server they went to; xacts "
+            "and hold are PgBouncer's figures for the replica's database alone, which says who served the row: 1 "
+            "per read (2 for the stock driver's first request: SQLAlchemy's first-connect queries; the bench fails "
+            "a read row served elsewhere), 0 for the write, which the primary serves "
+            "(its answer carries the commit LSN as `Read-After`: in the commit's flight on the pipelined driver, "
+            f"one more query on stock). Medians of {runs} runs per column, as above.",
+            "",
+            report.side_by_side_table(rows),
+            "",
+            "In detail:",
+            "",
+            report.round_trip_table(rows),
+        ]
+    )
+
+
 def _document(
     rows: list[Row],
     steps: list[Steps],
@@ -97,12 +153,15 @@ def _document(
     imports: list[ImportTiming],
     scale: list[LoadResult],
     deployed: DeployedColdStart | str | None,
+    replica_rows: list[Row],
     *,
     runs: int,
     import_runs: int,
     seconds: float,
 ) -> str:
-    found = report.targets(rows, steps, imports, scale, deployed if isinstance(deployed, DeployedColdStart) else None)
+    found = report.targets(
+        rows, steps, imports, scale, deployed if isinstance(deployed, DeployedColdStart) else None, replica_rows
+    )
     met = sum(t.met for t in found)
     versions = ", ".join(f"{name} {version(name)}" for name in PACKAGES)
     parts = [
@@ -154,6 +213,10 @@ def _document(
         "",
         "\\* idle longer than `DB_IDLE_PING_SECONDS` (set to 0.1 s for this row only; default 60 s): the template "
         "pings once before reusing the connection; the seed pings on every checkout anyway.",
+        "",
+        "## Round trips with a read replica",
+        "",
+        replica_section(replica_rows, runs) if replica_rows else "(skipped)",
         "",
         "## Driver steps",
         "",
@@ -231,8 +294,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the deployed cold start (make bench-coldstart): print its section, write nothing",
     )
+    parser.add_argument(
+        "--replica-only",
+        action="store_true",
+        help="only the round trips with a read replica: print their section, write nothing",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write ('-' for none)")
     args = parser.parse_args(argv)
+    if args.replica_only:
+        replica_rows = _replica_round_trips(args.runs)
+        found = report.targets([], [], [], [], None, replica_rows)
+        print(f"{report.targets_table(found)}\n\n{replica_section(replica_rows, args.runs)}")
+        return 0 if all(target.met for target in found) else 1
     if args.coldstart_only:
         result = measure_deployed(args.deployed_runs, log=_log)
         print(deployed_coldstart.section(result) if isinstance(result, DeployedColdStart) else f"skipped: {result}")
@@ -240,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     _log("round trips through the proxy (seed, psycopg 3 x3, template stock, template) ...")
     rows, steps = _round_trips(args.runs)
+    _log("round trips with the read replica (template stock, template) ...")
+    replica_rows = _replica_round_trips(args.runs)
     _log("new connections through the Neon stand-in: SSLRequest vs direct TLS ...")
     new_connections = _new_connections(args.runs)
     imports: list[ImportTiming] = []
@@ -259,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         imports,
         scale,
         deployed,
+        replica_rows,
         runs=args.runs,
         import_runs=args.import_runs,
         seconds=time.perf_counter() - started,

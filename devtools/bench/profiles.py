@@ -67,15 +67,29 @@ def set_database_environment(values: Mapping[str, str]) -> None:
     lib_settings.clear_settings()
 
 
-def template_environment(url: str, pooler_hosts: str, *, pool: str, driver: str = "pipeline") -> dict[str, str]:
-    """Serverless mode on the pooled URL with a DB_POOL profile (tiny = the template's default) and DB_DRIVER."""
-    return {
+def template_environment(
+    url: str,
+    pooler_hosts: str,
+    *,
+    pool: str,
+    driver: str = "pipeline",
+    read_url: str | None = None,
+    max_lag: str | None = None,
+) -> dict[str, str]:
+    """Serverless mode on the pooled URL with a DB_POOL profile (tiny = the template's default) and DB_DRIVER; with
+    `read_url`, a read replica (DATABASE_READ_URL) and its DB_REPLICA_MAX_LAG."""
+    environ = {
         "DATABASE_URL": url,
         "DB_MODE": "serverless",
         "DB_POOLER_HOSTS": pooler_hosts,
         "DB_POOL": pool,
         "DB_DRIVER": driver,
     }
+    if read_url is not None:
+        environ["DATABASE_READ_URL"] = read_url
+    if max_lag is not None:
+        environ["DB_REPLICA_MAX_LAG"] = max_lag
+    return environ
 
 
 def lambda_context(function_name: str = "ApiFunction", timeout_ms: int = 25_000) -> FakeLambdaContext:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from devtools.bench.coldstart import TARGET_RATIO, ImportTiming
 from devtools.bench.deployed import BYTECODE_TARGET, NAIVE_TARGET, DeployedColdStart
-from devtools.bench.roundtrips import DELAYS_MS, Row, Steps
+from devtools.bench.roundtrips import DELAYS_MS, REPLICA_FIRST_REQUEST, REPLICA_READS, Row, Steps
 from devtools.bench.scale import LoadResult
 
 TEMPLATE = "template"
+TEMPLATE_REPLICA = "template + replica"
 WARM_ONE_STATEMENT = ("warm GET /notes/{id}", "warm POST /notes", "warm GET /notes")
 HEALTH = "warm GET /health"
 FIRST_REQUEST = "first request of a new environment (GET /notes/{id})"
@@ -236,8 +237,9 @@ def targets(
     imports: Sequence[ImportTiming],
     scale: Sequence[LoadResult],
     deployed: DeployedColdStart | None = None,
+    replica_rows: Sequence[Row] = (),
 ) -> list[Target]:
-    """The targets, evaluated on the template's default profile."""
+    """The targets, evaluated on the template's default profile (and on it with a read replica)."""
     mine = {row.scenario: row for row in rows if row.profile == TEMPLATE}
     found: list[Target] = []
     if mine:
@@ -287,6 +289,7 @@ def targets(
             )
         )
     found.extend(_orm_targets(mine, rows))
+    found.extend(_replica_targets(replica_rows))
     template_steps = [s for s in steps if s.profile == TEMPLATE]
     if template_steps:
         s = template_steps[0]
@@ -355,6 +358,28 @@ def _orm_targets(mine: dict[str, Row], rows: Sequence[Row]) -> list[Target]:
             f"no ORM unit behind {AUTOCOMMIT_PEER} on round trips",
             f"behind in: {', '.join(behind)}" if behind else "never behind",
             not behind,
+        ),
+    ]
+
+
+def _replica_targets(rows: Sequence[Row]) -> list[Target]:
+    """A warm read on the replica has the primary's floor (1 round trip); a first request on it connects once."""
+    mine = {row.scenario: row for row in rows if row.profile == TEMPLATE_REPLICA}
+    if not all(name in mine for name in (*REPLICA_READS, REPLICA_FIRST_REQUEST)):
+        return []
+    reads = [mine[name] for name in REPLICA_READS]
+    first = mine[REPLICA_FIRST_REQUEST]
+    shown = [row.scenario.removeprefix("warm ").replace(" on the replica", "").rstrip(",") for row in reads]
+    return [
+        Target(
+            "warm read on the replica = 1 round trip, the primary's floor (every sample)",
+            " / ".join(f"{name} {_count(row.round_trips)}" for name, row in zip(shown, reads, strict=True)),
+            all(row.round_trips == (1, 1) for row in reads),
+        ),
+        Target(
+            "first request on the replica = 6 round trips in every sample (+0, +2 and +20 ms)",
+            _round_trips(first),
+            first.round_trips == (6, 6),
         ),
     ]
 

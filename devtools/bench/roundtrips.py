@@ -18,8 +18,9 @@ from sqlalchemy import event, text
 from devtools.bench import orm
 from devtools.bench.pooler_stats import PoolerConsole
 from devtools.bench.profiles import PingCounter, Profile
-from devtools.events import load_event, with_json_body, with_note_id
+from devtools.events import load_event, with_header, with_json_body, with_note_id
 from devtools.proxy import Proxy
+from lib.dbkit.replica import READ_AFTER_HEADER
 
 # +20 ms per direction is a cross-region link; +2 ms a Lambda function and its database in one region.
 DELAYS_MS = (0.0, 2.0, 20.0)
@@ -29,6 +30,8 @@ SHORT_IDLE_PING_SECONDS = 0.1
 _SETTLE_QUIET_S = 0.03
 _SETTLE_TIMEOUT_S = 5.0
 _SKIPPED_ATTEMPTS = 20
+# How long the bench waits for the replica to replay the note its reads fetch (milliseconds on the local stack).
+REPLAY_WAIT_S = 10.0
 
 
 class BenchError(RuntimeError):
@@ -146,6 +149,25 @@ def seed_note(profile: Profile) -> str:
     return note_id
 
 
+def seed_replica_note(profile: Profile) -> tuple[str, str]:
+    """A note for the replica rows and the Read-After its create answered, once the replica has it."""
+    import json
+
+    response = _expect(profile.api(create_note_event(ttl_seconds=3600)), 201, "POST /notes")
+    headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
+    read_after = headers.get(READ_AFTER_HEADER.lower())
+    if read_after is None:
+        raise BenchError(f"POST /notes answered no {READ_AFTER_HEADER} header: the profile has no read replica")
+    note_id: str = json.loads(response["body"])["id"]
+    deadline = time.monotonic() + REPLAY_WAIT_S
+    # Without a token a read runs on the replica, which answers 404 until it has replayed the create.
+    while profile.api(get_note_event(note_id))["statusCode"] != 200:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the replica did not replay the bench's note within {REPLAY_WAIT_S:g} s")
+        time.sleep(0.02)
+    return note_id, read_after
+
+
 def _scheduled(profile: Profile) -> bool:
     # Skipped when another purge run (a test on the shared stack) holds the lease: that sample does not count.
     return not profile.scheduled(load_event("scheduled-01-purge"))["skipped"]
@@ -196,6 +218,59 @@ def scenarios(note_id: str) -> list[Scenario]:
         Scenario("first request of a new environment (GET /notes/{id})", get_note, fresh=True),
         Scenario(f"GET /notes/{{id}} after {SHORT_IDLE_PING_SECONDS:g} s idle*", get_note, idle_s=0.15),
     ]
+
+
+REPLICA_READS = (
+    "warm GET /notes/{id} on the replica",
+    "warm GET /notes on the replica",
+    "warm GET /notes/{id} with Read-After, on the replica",
+)
+REPLICA_WRITE = "warm POST /notes with a replica (answers Read-After)"
+REPLICA_FIRST_REQUEST = "first request of a new environment, on the replica (GET /notes)"
+
+
+def replica_scenarios(note_id: str, read_after: str) -> list[Scenario]:
+    """The requests a read replica changes, in table order: reads on it, a write beside it, a first read on it."""
+
+    def api(event_factory: Callable[[], dict[str, Any]], status: int, what: str) -> Callable[[Profile], bool]:
+        return lambda profile: bool(_expect(profile.api(event_factory()), status, what))
+
+    list_notes = api(lambda: load_event("api-07-list-notes"), 200, "GET /notes")
+    return [
+        Scenario(REPLICA_READS[0], api(lambda: get_note_event(note_id), 200, "GET /notes/{id}")),
+        Scenario(REPLICA_READS[1], list_notes),
+        Scenario(
+            REPLICA_READS[2],
+            api(lambda: with_header(get_note_event(note_id), READ_AFTER_HEADER, read_after), 200, "GET /notes/{id}"),
+        ),
+        Scenario(REPLICA_WRITE, api(create_note_event, 201, "POST /notes")),
+        Scenario(REPLICA_FIRST_REQUEST, list_notes, fresh=True),
+    ]
+
+
+def run_replica(
+    proxy: Proxy, pings: PingCounter, profiles: Sequence[Profile], runs: int, console: PoolerConsole
+) -> list[Row]:
+    """The replica scenarios for each profile; `console` reads the replica's pooled database, so its transaction
+    count says which server served each row (at least 1 per read, none for the write): a row served elsewhere is an
+    error."""
+    rows: list[Row] = []
+    for profile in profiles:
+        profile.activate()
+        note_id, read_after = seed_replica_note(profile)
+        for scenario in replica_scenarios(note_id, read_after):
+            row = run_scenario(proxy, pings, profile, scenario, runs, console)
+            writes = scenario.name == REPLICA_WRITE
+            on_replica = row.transactions or (0, 0)
+            if (on_replica != (0, 0)) if writes else (on_replica[0] < 1):
+                expected = "none" if writes else "at least 1 per request"
+                raise BenchError(
+                    f"{scenario.name} ({profile.name}): {_count_text(on_replica)} transactions on the replica's "
+                    f"pooled database, {expected} expected: the replica did not serve what it should"
+                )
+            rows.append(row)
+        profile.close()
+    return rows
 
 
 def run_scenario(
@@ -255,6 +330,10 @@ def _sample(
             return sample
         time.sleep(0.25)
     raise BenchError(f"{scenario.name} was skipped {_SKIPPED_ATTEMPTS} times in a row (purge lease held elsewhere)")
+
+
+def _count_text(span: tuple[int, int]) -> str:
+    return str(span[0]) if span[0] == span[1] else f"{span[0]}-{span[1]}"
 
 
 def _span(values: Any) -> tuple[int, int]:

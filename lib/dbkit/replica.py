@@ -33,6 +33,9 @@ COMMIT_LSN_SQL: Final = "SELECT pg_current_wal_insert_lsn()::text"
 # refusal or an unreachable compute is not retried on every request (each try costs a connect attempt).
 UNREACHABLE_COOLDOWN_SECONDS: Final = 5.0
 REFUSED_COOLDOWN_SECONDS: Final = 60.0
+# The HTTP header that carries a write's commit LSN to the client and back: a write's response sets it, and a read
+# that sends it is served by the replica only once the replica has replayed that far (else by the primary).
+READ_AFTER_HEADER: Final = "Read-After"
 
 _LSN: Final = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
 _commit_lsn: ContextVar[str | None] = ContextVar("dbkit_commit_lsn", default=None)
@@ -87,6 +90,24 @@ def commit_lsn() -> str | None:
 def record_commit_lsn(lsn: str | None) -> None:
     """Remember the commit LSN of the write unit that just committed."""
     _commit_lsn.set(lsn)
+
+
+def read_after(value: str | None) -> str | None:
+    """The ``after_lsn`` a request's Read-After header asks for (None without one); InvalidLsnError when malformed."""
+    if value is None:
+        return None
+    try:
+        return parse_lsn(value)
+    except InvalidLsnError as error:
+        raise InvalidLsnError(
+            f"{READ_AFTER_HEADER} header: {error}; send back a write's {READ_AFTER_HEADER} value unchanged"
+        ) from None
+
+
+def read_after_headers() -> dict[str, str]:
+    """The response headers of a write that committed: its commit LSN as Read-After; none without a replica."""
+    lsn = commit_lsn()
+    return {READ_AFTER_HEADER: lsn} if lsn is not None else {}
 
 
 def begin_invocation() -> None:

@@ -22,9 +22,11 @@ from lib.dbkit.errors import (
     ConfigError,
     DatabaseProviderRefusedError,
     DatabaseUnavailableError,
+    InvalidLsnError,
     PoolExhaustedError,
 )
 from lib.dbkit.observability import logger
+from lib.dbkit.replica import READ_AFTER_HEADER, read_after, read_after_headers
 from lib.dbkit.session import run_in_session
 
 from lib.sample_app import notes
@@ -95,6 +97,20 @@ Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE), AfterValidator
 Body = Annotated[str, Field(max_length=MAX_BODY), AfterValidator(_storable)]
 TtlSeconds = Annotated[int, Field(strict=True, ge=MIN_TTL_SECONDS, le=MAX_TTL_SECONDS)]
 PageSize = Annotated[int, BeforeValidator(_decimal_digits), Query(ge=1, le=MAX_PAGE)]
+# Checked by the kit (lib.dbkit.replica.read_after), which answers a malformed value with InvalidLsnError: a 400.
+ReadAfter = Annotated[
+    str | None,
+    Header(
+        alias=READ_AFTER_HEADER,
+        description="The Read-After value of an earlier write's response: this read sees that write",
+    ),
+]
+_READ_AFTER_DOC = {
+    READ_AFTER_HEADER: {
+        "description": "Send it back on a later read that must see this write (absent without a read replica)",
+        "schema": {"type": "string"},
+    }
+}
 
 
 class NoteCreate(BaseModel):
@@ -231,7 +247,12 @@ def _add_routes(app: FastAPI) -> None:
         ping()
         return HealthOut(status="ok", database="reachable")
 
-    @app.post("/notes", status_code=201, dependencies=[Depends(require_json)])
+    @app.post(
+        "/notes",
+        status_code=201,
+        dependencies=[Depends(require_json)],
+        responses={201: {"headers": _READ_AFTER_DOC}},
+    )
     def create_note(
         payload: NoteCreate,
         response: Response,
@@ -244,28 +265,39 @@ def _add_routes(app: FastAPI) -> None:
         response.headers["Location"] = f"/notes/{created.note.id}"
         if created.replayed:
             response.headers["Idempotent-Replayed"] = "true"
+        response.headers.update(read_after_headers())
         return NoteOut.of(created.note)
 
+    # Reads are read-only units: on the read replica when one is configured (within DB_REPLICA_MAX_LAG, and past
+    # the write a Read-After header names), else on the primary.
     @app.get("/notes")
     def list_notes(
         limit: PageSize = DEFAULT_PAGE,
         cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        read_after_header: ReadAfter = None,
     ) -> NotePageOut:
         after = notes.Cursor.decode(cursor) if cursor is not None else None
+        after_lsn = read_after(read_after_header)
         page = run_in_session(
-            lambda session: notes.list_notes(session, limit=limit, after=after), single_statement=True, read_only=True
+            lambda session: notes.list_notes(session, limit=limit, after=after),
+            single_statement=True,
+            read_only=True,
+            after_lsn=after_lsn,
         )
         return _bounded_page(page)
 
     @app.get("/notes/{note_id}")
-    def get_note(note_id: UUID) -> NoteOut:
-        note = run_in_session(lambda session: notes.get_note(session, note_id), single_statement=True, read_only=True)
+    def get_note(note_id: UUID, read_after_header: ReadAfter = None) -> NoteOut:
+        after_lsn = read_after(read_after_header)
+        note = run_in_session(
+            lambda session: notes.get_note(session, note_id), single_statement=True, read_only=True, after_lsn=after_lsn
+        )
         return NoteOut.of(note)
 
-    @app.delete("/notes/{note_id}", status_code=204)
+    @app.delete("/notes/{note_id}", status_code=204, responses={204: {"headers": _READ_AFTER_DOC}})
     def delete_note(note_id: UUID) -> Response:
         run_in_session(lambda session: notes.delete_note(session, note_id), single_statement=True)
-        return Response(status_code=204)
+        return Response(status_code=204, headers=read_after_headers())
 
 
 def _create_note(payload: NoteCreate, idempotency_key: str | None) -> notes.CreatedNote:
@@ -314,6 +346,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     NoteNotFoundError: (404, "note_not_found", None),
     IdempotencyConflictError: (409, "idempotency_conflict", None),
     InvalidCursorError: (400, "invalid_cursor", None),
+    InvalidLsnError: (400, "invalid_read_after", None),
     UnsupportedMediaTypeError: (415, "unsupported_media_type", None),
     PoolExhaustedError: (503, "database_busy", "the database is busy; retry after the Retry-After delay"),
     # Endpoint disabled or quota exceeded: retrying soon will not help; the owner acts (the engine's log says how).
@@ -331,7 +364,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str, str | None]] = {
     # A wrong password or URL found at run time: the log line names the fix, the client only learns it is ours.
     ConfigError: (500, "misconfigured", "the service is misconfigured; its logs name the fix"),
 }
-_FIELD_OF_ERROR: dict[type[Exception], str] = {InvalidCursorError: "cursor"}
+_FIELD_OF_ERROR: dict[type[Exception], str] = {InvalidCursorError: "cursor", InvalidLsnError: READ_AFTER_HEADER}
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",

@@ -134,7 +134,9 @@ def test_second_invocation_in_the_same_environment_is_warm(runtime: LocalLambda)
 def test_demo_shares_one_warm_environment_per_function_and_says_what_runs(
     database_env: dict[str, str], database: DatabaseTarget
 ) -> None:
-    environment = {**os.environ, **database_env}
+    # As `make demo` runs it: .stack/env's read replica too, which only the API's template entry declares.
+    replica = {"DATABASE_READ_URL": database.read_url} if database.read_url else {}
+    environment = {**os.environ, **database_env, **replica}
     completed = subprocess.run(
         [sys.executable, "-m", "devtools.demo", "--log-level", "INFO"],
         cwd=ROOT,
@@ -156,6 +158,17 @@ def test_demo_shares_one_warm_environment_per_function_and_says_what_runs(
         assert all(line.endswith(f"(warm in {function_id}-1)") for line in responses[1:])
     assert "local runtime API, awslambdaric " in out
     assert " on Python 3." in out
+    # Which database served each invocation (the app's own routes decide which: tests/app checks the sample's).
+    served = [line.split()[-1] for line in out.splitlines() if line.startswith("  ApiFunction ")]
+    assert len(served) == len(function_config("ApiFunction").event_files())
+    assert set(served) <= {"primary", "replica", "replica+primary", "-"}
+    if replica:
+        assert (
+            "ApiFunction: database from DATABASE_URL; read-only units on the read replica from DATABASE_READ_URL" in out
+        )
+        assert "PurgeFunction: database from DATABASE_URL; no read replica" in out
+        if "replica" in served:
+            assert "1 database engine(s) created (+1 for the read replica)" in out
 
 
 def test_cli_prints_the_lambda_lines_on_stderr_and_the_response_on_stdout(

@@ -14,6 +14,7 @@ from devtools.function_config import (
     database_environment,
     function_config,
     function_environment,
+    replica_environment,
 )
 from devtools.invoke import invoke, sam_local_env_vars
 from devtools.paths import ROOT
@@ -160,6 +161,51 @@ def test_the_template_environment_gets_the_local_database_only_when_it_names_non
     )
 
 
+READ = {"DATABASE_READ_URL": "postgresql://u:p@localhost:1/neondb_replica?sslmode=verify-full"}
+
+
+def test_the_replica_comes_with_the_primary_from_the_caller_or_from_the_stack_env_file(tmp_path: Path) -> None:
+    stack_env = tmp_path / "env"
+    stack_env.write_text(
+        "export DATABASE_URL='postgresql://stack'\nexport DATABASE_READ_URL='postgresql://stack-replica'\n",
+        encoding="utf-8",
+    )
+    assert replica_environment({}, stack_env) == {"DATABASE_READ_URL": "postgresql://stack-replica"}
+    assert replica_environment({**DB, **READ}, stack_env) == READ
+    # The caller's own primary never gets the stack's replica.
+    assert replica_environment(DB, stack_env) == {}
+    assert replica_environment({}, tmp_path / "missing") == {}
+
+
+def test_only_a_function_that_declares_the_replica_gets_it_as_deployed() -> None:
+    api, purge = function_config("ApiFunction"), function_config("PurgeFunction")
+    assert "DATABASE_READ_URL" in api.declared
+    assert "DATABASE_READ_URL" not in purge.declared
+    assert function_environment(api, {**DB, **READ})["DATABASE_READ_URL"] == READ["DATABASE_READ_URL"]
+    assert "DATABASE_READ_URL" not in function_environment(purge, {**DB, **READ})
+    assert "DATABASE_READ_URL" not in function_environment(api, DB, ROOT / "no-stack-env")
+    # A replica the template names (a secret) is what the function gets, not the local one.
+    with_secret = function_config(
+        "ApiFunction", parameters={"DatabaseReadSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:r"}
+    )
+    variables = function_environment(with_secret, {**DB, **READ})
+    assert "DATABASE_READ_URL" not in variables
+    assert variables["DATABASE_READ_SECRET_ARN"].endswith(":secret:r")
+
+
+def test_env_json_gives_the_replica_to_the_functions_that_declare_it() -> None:
+    stack_env = {
+        "DATABASE_URL": "postgresql://u:p@localhost:6432/neondb?sslmode=verify-full&sslrootcert=/home/me/ca.crt",
+        "DATABASE_READ_URL": "postgresql://u:p@localhost:6432/neondb_replica?sslmode=verify-full&sslrootcert=/x.crt",
+    }
+    generated = sam_local_env_vars(stack_env)
+    assert generated["ApiFunction"] == {
+        "DATABASE_READ_URL": "postgresql://u:p@localhost:6432/neondb_replica?sslmode=verify-full&sslrootcert=/var/task/stack-ca.crt"
+    }
+    assert "PurgeFunction" not in generated
+    assert "DATABASE_READ_URL" not in generated["Parameters"]
+
+
 def test_function_config_reads_what_the_local_runtime_and_api_need_from_the_template() -> None:
     api = function_config("ApiFunction")
     assert (api.runtime, api.timeout_seconds, api.memory_mb) == ("python3.13", 25, 512)
@@ -200,11 +246,24 @@ def test_env_json_for_sam_local_points_at_the_stack_with_the_ca_inside_the_conta
 def test_env_json_sets_only_variables_the_template_declares() -> None:
     # `sam local invoke --env-vars` silently ignores variables the function's template entry does not declare.
     env_json = json.loads((ROOT / "env.json").read_text(encoding="utf-8"))
-    generated = sam_local_env_vars({"DATABASE_URL": "postgresql://u:p@localhost:1/db", "DB_POOLER_HOSTS": "x"})
+    generated = sam_local_env_vars(
+        {
+            "DATABASE_URL": "postgresql://u:p@localhost:1/db",
+            "DATABASE_READ_URL": "postgresql://r",
+            "DB_POOLER_HOSTS": "x",
+        }
+    )
     template = load_template()
+    assert set(env_json) <= {"Parameters", *function_ids(template)}
     for function_id in function_ids(template):
         declared = set(function_properties(template, function_id)["Environment"]["Variables"])
-        for variables in (env_json["Parameters"], env_json.get(function_id, {}), generated["Parameters"]):
+        assert set(function_config(function_id).declared) == declared
+        for variables in (
+            env_json["Parameters"],
+            env_json.get(function_id, {}),
+            generated["Parameters"],
+            generated.get(function_id, {}),
+        ):
             assert set(variables) <= declared, (function_id, sorted(set(variables) - declared))
 
 

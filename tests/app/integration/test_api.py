@@ -50,6 +50,7 @@ EXPECTED_STATUS = {
     "api-16-create-note-invalid-utf8": 400,
     "api-17-unknown-route": 404,
     "api-18-method-not-allowed": 405,
+    "api-19-list-notes-malformed-read-after": 400,
 }
 
 

@@ -211,6 +211,27 @@ def test_a_cursor_this_api_did_not_issue_is_400_naming_the_cursor(cursor: str) -
     assert "cursor" in reasons(body)
 
 
+@pytest.mark.parametrize("value", ["yesterday", "", "0/1,0/2", "16/B374D848' or true --", "9" * 2000])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_malformed_read_after_header_is_400_naming_it_before_any_sql(value: str, method: str) -> None:
+    # The network is blocked here: the answer comes before the unit of work would connect.
+    for event in (load_event("api-07-list-notes"), load_event("api-10-get-note-unknown-id")):
+        event["requestContext"]["http"]["method"] = method
+        status, _, body = invoke(with_header(event, "Read-After", value))
+        assert status == 400
+        if method == "GET":
+            assert_error_shape(body, "invalid_read_after")
+            assert "send back a write's Read-After value unchanged" in body["error"]["message"]
+            assert reasons(body)["Read-After"] == body["error"]["message"]
+
+
+def test_the_sample_event_with_a_malformed_read_after_is_400() -> None:
+    status, _, body = invoke(load_event("api-19-list-notes-malformed-read-after"))
+    assert status == 400
+    assert_error_shape(body, "invalid_read_after")
+    assert "'yesterday' is not a WAL position" in body["error"]["message"]
+
+
 @given(
     created_at=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)),
     note_id=st.uuids(),
@@ -315,3 +336,12 @@ def test_the_openapi_document_lists_every_error_response_that_no_route_builds_at
     documented = {status for status, response in operation["responses"].items() if "ErrorOut" in json.dumps(response)}
     assert documented == {"400", "404", "409", "413", "414", "415", "422", "431", "500", "503"}
     assert app.openapi() is app.openapi()
+
+
+def test_the_openapi_document_names_the_read_after_header_of_writes_and_reads() -> None:
+    paths = lib.sample_app.api.create_app().openapi()["paths"]
+    for path, method, status in (("/notes", "post", "201"), ("/notes/{note_id}", "delete", "204")):
+        assert "Read-After" in paths[path][method]["responses"][status]["headers"], (path, method)
+    for path in ("/notes", "/notes/{note_id}"):
+        headers = [p["name"] for p in paths[path]["get"]["parameters"] if p["in"] == "header"]
+        assert headers == ["Read-After"], path

@@ -28,6 +28,7 @@ from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from devtools.testing.logs import JsonLines, captured_logs
 from devtools.testing.proxied import flights
+from devtools.testing.replica import wait_replayed
 from devtools.testing.secrets import assert_no_secret
 from devtools.testing.urls import connect_address, pooler_entry, with_port
 from lib.dbkit import engine as db
@@ -157,18 +158,6 @@ def probe_table(database: DatabaseTarget, standby: Engine) -> None:
     finally:
         direct.dispose()
     wait_replayed(standby, lsn)
-
-
-def wait_replayed(standby: Engine, lsn: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with standby.connect() as connection:
-            if connection.execute(
-                text("select pg_last_wal_replay_lsn() >= cast(:lsn as pg_lsn)"), {"lsn": lsn}
-            ).scalar():
-                return
-        assert time.monotonic() < deadline, f"the standby did not replay {lsn} within {timeout} s"
-        time.sleep(0.05)
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, read_url: str, **extra: str) -> None:

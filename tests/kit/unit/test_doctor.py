@@ -128,3 +128,69 @@ def test_offline_verdict_prints_the_neon_warnings() -> None:
     assert len(warnings) == 2
     assert "issues/12897" in warnings[0]
     assert "contradicts the host" in warnings[1]
+
+
+NEON_READ_POOLED = "ep-still-lake-654321-pooler.us-east-2.aws.neon.tech"
+READ_URL = f"postgresql://neondb_owner:{PASSWORD}@{NEON_READ_POOLED}/neondb?sslmode=require"
+
+
+def test_the_read_replica_is_checked_by_the_same_rules_and_named() -> None:
+    status, lines = _run("--offline", environ={"DATABASE_URL": POOLED_URL, "DATABASE_READ_URL": READ_URL})
+    assert status == EXIT_ACCEPTED
+    assert lines["read replica"].startswith(f"postgresql://neondb_owner:****@{NEON_READ_POOLED}")
+    assert "from DATABASE_READ_URL (Neon pooler)" in lines["read replica"]
+    direct = READ_URL.replace("-pooler", "")
+    status, lines = _run("--offline", environ={"DATABASE_URL": POOLED_URL, "DATABASE_READ_URL": direct})
+    assert status == EXIT_REFUSED
+    assert lines["verdict"].startswith("refused: PoolerRequiredError: DATABASE_READ_URL: ")
+    assert f"use the pooled hostname {NEON_READ_POOLED}" in lines["verdict"]
+
+
+def test_a_url_argument_leaves_the_environments_replica_out_unless_read_url_names_one() -> None:
+    environ = {"DATABASE_READ_URL": READ_URL.replace("-pooler", "")}  # would be refused if checked
+    status, lines = _run(POOLED_URL, "--offline", environ=environ)
+    assert status == EXIT_ACCEPTED
+    assert lines["read replica"] == "not checked: a URL was given without --read-url"
+    status, lines = _run(POOLED_URL, "--offline", "--read-url", READ_URL, environ=environ)
+    assert status == EXIT_ACCEPTED
+    assert "from DATABASE_READ_URL (Neon pooler)" in lines["read replica"]
+
+
+@pytest.mark.parametrize(
+    ("replica", "in_recovery", "standby", "warned"),
+    [
+        (False, False, "no (a primary: takes writes)", None),
+        (False, True, "yes (a hot standby: read-only)", "DATABASE_URL reaches a hot standby"),
+        (True, True, "yes (a hot standby: read-only)", None),
+        (True, False, "no (a primary: takes writes)", "DATABASE_READ_URL reaches a server that is not in recovery"),
+    ],
+)
+def test_each_probe_says_whether_the_server_is_in_recovery(
+    replica: bool, in_recovery: bool, standby: str, warned: str | None
+) -> None:
+    primary = POOLED_URL.removesuffix("&channel_binding=require")
+    settings = Settings.from_env({"DATABASE_URL": primary, "DATABASE_READ_URL": READ_URL, "DB_MODE": "serverless"})
+    assert settings.replica is not None
+    checked = settings.replica.settings if replica else settings
+    probe = Probe(
+        tls_version="TLSv1.3",
+        sni_sent=True,
+        auth_mechanism="SCRAM-SHA-256",
+        server_version="16.4",
+        backend_pids=(7, 7),
+        rtt_ms=1.0,
+        in_recovery=in_recovery,
+    )
+    out = io.StringIO()
+    _report(out, checked, probe, replica=replica)
+    prefix = "replica " if replica else ""
+    printed = out.getvalue().splitlines()
+    assert f"{prefix}in recovery: {standby}" in printed
+    assert all(line.startswith(prefix) for line in printed)
+    # The test URLs ask for no channel binding: any warning here is about recovery.
+    warnings = [line.removeprefix(f"{prefix}warning: ") for line in printed if line.startswith(f"{prefix}warning: ")]
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert warnings[0].startswith(warned)

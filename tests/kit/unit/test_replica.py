@@ -10,11 +10,16 @@ from lib.dbkit.errors import DatabaseLoginError, DatabaseProviderRefusedError, I
 from lib.dbkit.replica import (
     BEHIND_COMMIT_SQLSTATE,
     LAG_SQLSTATE,
+    READ_AFTER_HEADER,
     REFUSED_COOLDOWN_SECONDS,
     UNREACHABLE_COOLDOWN_SECONDS,
+    begin_invocation,
     fallback_for,
     guard_sql,
     parse_lsn,
+    read_after,
+    read_after_headers,
+    record_commit_lsn,
 )
 
 
@@ -36,6 +41,31 @@ def test_anything_else_is_refused_with_the_form_it_should_have(given: str) -> No
     with pytest.raises(InvalidLsnError, match="expected two hex numbers like 16/B374D848") as caught:
         parse_lsn(given)
     assert len(str(caught.value)) < 200  # a long token is not echoed in full
+
+
+def test_a_read_after_header_is_an_lsn_or_absent() -> None:
+    assert read_after(None) is None
+    assert read_after(" 16/b374d848") == "16/B374D848"
+
+
+@pytest.mark.parametrize("given", ["", " ", "16/B374D848, 16/B374D849", "0/1'; drop table notes; --", "y" * 5000])
+def test_a_malformed_read_after_header_names_the_header_and_what_to_send(given: str) -> None:
+    with pytest.raises(InvalidLsnError) as caught:
+        read_after(given)
+    message = str(caught.value)
+    assert message.startswith(f"{READ_AFTER_HEADER} header: ")
+    assert "expected two hex numbers like 16/B374D848" in message
+    assert message.endswith(f"send back a write's {READ_AFTER_HEADER} value unchanged")
+    assert len(message) < 300
+
+
+def test_a_write_answers_its_commit_lsn_as_read_after_and_nothing_without_one() -> None:
+    begin_invocation()
+    assert read_after_headers() == {}
+    record_commit_lsn("0/3030118")
+    assert read_after_headers() == {"Read-After": "0/3030118"}
+    begin_invocation()
+    assert read_after_headers() == {}
 
 
 def test_no_guard_without_a_bound_or_a_token() -> None:
