@@ -4,14 +4,13 @@ An app needs one call, `create_api(title=..., errors={MyError: ErrorAnswer(404, 
 """
 
 from lib.dbkit.http.api import create_api
-from lib.dbkit.http.errors import ErrorAnswer, ErrorDetail, ErrorOut, error_response
+from lib.dbkit.http.errors import ErrorAnswer, ErrorDetail, error_response
 from lib.dbkit.http.media import media_type, require_json
 from lib.dbkit.http.validators import decimal_digits, storable_text
 
 __all__ = [
     "ErrorAnswer",
     "ErrorDetail",
-    "ErrorOut",
     "create_api",
     "decimal_digits",
     "error_response",

@@ -7,14 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from lib.dbkit.http.errors import (
-    KIT_ERROR_STATUSES,
-    ErrorAnswer,
-    ErrorOut,
-    error_answers,
-    install_error_handlers,
-    limit_refusal,
-)
+from lib.dbkit.http.errors import KIT_ERROR_STATUSES, ErrorAnswer, error_answers, install_error_handlers, limit_refusal
 from lib.dbkit.http.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES, HeadAsGet, RequestSizeLimit
 
 
@@ -66,6 +59,8 @@ class _ErrorsDocumentedOnDemand(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if not self.openapi_schema:
+            from lib.dbkit.http.schema import ErrorOut
+
             responses: dict[int | str, dict[str, Any]] = {
                 status: {"model": ErrorOut} for status in self._error_statuses
             }

@@ -1,17 +1,19 @@
-"""The one JSON error shape of every 4xx/5xx answer, and the FastAPI handlers that give every error that shape."""
+"""The one JSON error shape of every 4xx/5xx answer, and the FastAPI handlers that give every error that shape.
+
+Answers are plain dicts: the shape's pydantic models (lib.dbkit.http.schema) are built only for the OpenAPI document,
+not at every cold start; NamedTuples, not dataclasses, for the same reason (a frozen dataclass costs ~1 ms to make).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -39,29 +41,14 @@ MAX_ERROR_BYTES = 4 * 1024
 KIT_ERROR_STATUSES = (400, 404, 413, 414, 415, 422, 431, 500, 503)
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(NamedTuple):
     """Which input was wrong and why."""
 
     field: str
     reason: str
 
 
-class ErrorInfo(BaseModel):
-    """A stable machine-readable code, a human message, and per-field details for validation errors."""
-
-    code: str
-    message: str
-    details: list[ErrorDetail] = []
-
-
-class ErrorOut(BaseModel):
-    """The one error shape of every 4xx/5xx response."""
-
-    error: ErrorInfo
-
-
-@dataclass(frozen=True)
-class ErrorAnswer:
+class ErrorAnswer(NamedTuple):
     """How an error type is answered: status, code, a fixed message (else the error's own text), the field it names."""
 
     status: int
@@ -112,15 +99,15 @@ def error_response(
 ) -> JSONResponse:
     """Build the one error shape, at most MAX_ERROR_BYTES: a hostile request must not be able to grow the answer."""
     shown = [
-        ErrorDetail(field=_clip(detail.field, MAX_ERROR_TEXT), reason=_clip(detail.reason, MAX_ERROR_TEXT))
+        {"field": _clip(detail.field, MAX_ERROR_TEXT), "reason": _clip(detail.reason, MAX_ERROR_TEXT)}
         for detail in details[:MAX_ERROR_DETAILS]
     ]
     message = _clip(message, MAX_ERROR_MESSAGE)
     while True:
         omitted = len(details) - len(shown)
         text = f"{message} ({omitted} more problems not listed)" if omitted else message
-        body = ErrorOut(error=ErrorInfo(code=code, message=text, details=shown))
-        response = JSONResponse(body.model_dump(), status_code=status, headers=headers)
+        body = {"error": {"code": code, "message": text, "details": shown}}
+        response = JSONResponse(body, status_code=status, headers=headers)
         if len(response.body) <= MAX_ERROR_BYTES or not shown:
             return response
         shown.pop()
@@ -185,7 +172,7 @@ async def _validation_error(request: Request, error: Exception) -> Response:
         position = invalid_json["loc"][-1]
         return error_response(400, "invalid_json", f"request body is not valid JSON: {reason} (character {position})")
     details = [ErrorDetail(field=_field_name(p["loc"]), reason=_reason(p)) for p in problems]
-    fields = list(dict.fromkeys(_clip(d.field, MAX_ERROR_TEXT) for d in details))
+    fields = list(dict.fromkeys(_clip(detail.field, MAX_ERROR_TEXT) for detail in details))
     named = ", ".join(fields[:MAX_ERROR_DETAILS]) + (" …" if len(fields) > MAX_ERROR_DETAILS else "")
     return error_response(422, "validation_error", f"invalid request: {named}", details)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from devtools.paths import ROOT
 from devtools.testing.error_shape import assert_error_shape
 from devtools.testing.logs import captured_logs
 from lib.dbkit.errors import (
@@ -296,3 +299,16 @@ def test_the_documented_app_keeps_the_apps_own_responses_and_options() -> None:
     responses = document["paths"]["/thing"]["get"]["responses"]
     assert responses["202"]["description"] == "accepted later"
     assert "409" in responses
+
+
+def test_making_an_app_builds_no_pydantic_model_of_the_error_shape() -> None:
+    # A fresh interpreter: this one has built the document already. Answers are dicts; the models are the document's.
+    probe = (
+        "import sys; from lib.dbkit.http import create_api; app = create_api(); "
+        "before = 'lib.dbkit.http.schema' in sys.modules; app.openapi(); "
+        "print(before, 'lib.dbkit.http.schema' in sys.modules)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert completed.stdout.split() == ["False", "True"]
