@@ -7,6 +7,8 @@ App tests, the kit's tiers and the tooling's own tests use the same fixtures:
 - ``serverless_for_module``: the functions configured for serverless mode on the pooled URL (``configure_serverless``
   from devtools.testing.lambda_runtime does it for one test).
 - ``api_server``: `make api`'s server on a free port; ``standin``: the local Neon stand-in's scenario controls.
+- ``throwaway``, ``other_throwaway``: new, empty databases on the test server for one test (migration tests;
+  devtools.testing.migrations has what they run on them).
 - ``no_password_in_logs``: every log line of a test scanned for the database password (the fault and load tiers
   use it on every test).
 - Events come from events/ through devtools.events (``load_event``); a handler is called as Lambda would with
@@ -34,8 +36,11 @@ from devtools.testing.database import DatabaseTarget, target
 from lib.dbkit.settings import READ_URL_VARIABLES
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from devtools.neon_standin import StandinControl
     from devtools.testing.http_api import ApiServer
+    from devtools.testing.migrations import Throwaway
 
 TIERS = ("unit", "integration", "faults", "load")
 # The suite runs without a read replica (.stack/env names one, and `make test` exports it): read-only units
@@ -122,6 +127,33 @@ def serverless_for_module(database: DatabaseTarget, schema: None) -> Iterator[No
         configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
         yield
         reset_database_state()
+
+
+@pytest.fixture(scope="session")
+def _migration_admin(database: DatabaseTarget) -> Iterator[Engine]:
+    from devtools.testing.migrations import admin_engine
+
+    engine = admin_engine(database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def throwaway(database: DatabaseTarget, _migration_admin: Engine) -> Iterator[Throwaway]:
+    """A new, empty database on the test server, over the direct URL; dropped after the test."""
+    from devtools.testing.migrations import throwaway_database
+
+    with throwaway_database(database, _migration_admin) as made:
+        yield made
+
+
+@pytest.fixture
+def other_throwaway(database: DatabaseTarget, _migration_admin: Engine) -> Iterator[Throwaway]:
+    """A second throwaway database, for comparing two ways of making the same schema."""
+    from devtools.testing.migrations import throwaway_database
+
+    with throwaway_database(database, _migration_admin) as made:
+        yield made
 
 
 @pytest.fixture(autouse=True)

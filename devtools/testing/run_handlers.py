@@ -1,6 +1,6 @@
 """Run both handlers through a CRUD round and a purge in this process; print one JSON summary line last.
 
-Used by tests/kit/integration/test_driver_fallback.py in a subprocess whose PYTHONPATH puts another pg8000 release
+Used by tests/app/integration/test_driver_fallback.py in a subprocess whose PYTHONPATH puts another pg8000 release
 first, so the handlers import and run exactly as they would after a dependency bump.
 """
 

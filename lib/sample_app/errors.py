@@ -1,4 +1,4 @@
-"""Domain errors of the notes sample app, mapped to HTTP in one place (lib.sample_app.api)."""
+"""Domain errors of the notes sample app, mapped to HTTP in one place (lib.sample_app.api.ERRORS)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ class IdempotencyConflictError(Exception):
 
 class InvalidCursorError(Exception):
     """A pagination cursor that this API did not issue (or that was altered)."""
-
-
-class UnsupportedMediaTypeError(Exception):
-    """A request body that is not declared as JSON."""
 
 
 class IdempotencyKeyNotYetVisibleError(Exception):

@@ -1,4 +1,8 @@
-"""Fault tests: the app behind a fault-injecting proxy (or a restarted server), scanned for password leaks."""
+"""Fault tests: the app behind a fault-injecting proxy (or a restarted server), scanned for password leaks.
+
+Unlike the kit's unit and integration tiers, this one drives the app's API (handlers.api with events/api-*.json):
+what it proves, that no acknowledged write is lost or stored twice, needs real writes with Idempotency-Keys.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -18,7 +17,6 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from devtools import stack
-from devtools.events import load_event, with_header, with_json_body, with_note_id
 from devtools.proxy import Proxy
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -30,8 +28,7 @@ from lib.dbkit import invocation, pg8000_internals, pg_pipeline
 from lib.dbkit.errors import CommitOutcomeUnknownError, DatabaseUnavailableError, PoolExhaustedError
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.settings import Settings
-
-from lib.sample_app import notes
+from tests.kit.integration.conftest import KIT_TEST_TABLE
 
 STOCK = os.environ.get("DB_DRIVER") == "stock"
 
@@ -208,7 +205,7 @@ def test_concurrent_clients_on_a_one_server_pool_get_their_own_rows(database: Da
 
 
 def _insert_returning_title(title: str) -> Any:
-    statement = text("INSERT INTO notes (title, expires_at) VALUES (:t, now()) RETURNING title")
+    statement = text(f"INSERT INTO {KIT_TEST_TABLE} (title) VALUES (:t) RETURNING title")
     return lambda connection: connection.execute(statement, {"t": title}).scalar_one()
 
 
@@ -248,7 +245,7 @@ def _hammer_units(holder: db.EngineHolder, worker: int, rounds: int, wrong: list
 
 @pytest.mark.pipelined_driver
 def test_single_statement_units_on_a_one_server_pool_get_their_own_rows(
-    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, schema: None
+    database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch, kit_table: str
 ) -> None:
     if database.single_pool_url is None:
         pytest.skip("needs TEST_SINGLE_POOL_DATABASE_URL (a pool_size=1 pooler database) outside the local stack")
@@ -359,18 +356,26 @@ def test_too_many_connections_at_connect_is_a_503_not_a_500(
 
 
 def _insert(title: str) -> Any:
-    return text("INSERT INTO notes (title) VALUES (:title) RETURNING id").bindparams(title=title)
+    return text(f"INSERT INTO {KIT_TEST_TABLE} (title) VALUES (:title) RETURNING id").bindparams(title=title)
+
+
+def _create_with_key(key: str) -> Any:
+    # Idempotent in one statement, as an Idempotency-Key makes a create: run twice, it stores one row, answers its id.
+    return text(
+        f"INSERT INTO {KIT_TEST_TABLE} (title, key) VALUES (:key, :key) "
+        "ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id"
+    ).bindparams(key=key)
 
 
 def _stored(title: str) -> int:
     count: int = db.run_in_transaction(
-        lambda c: c.execute(text("SELECT count(*) FROM notes WHERE title = :t"), {"t": title}).scalar_one()
+        lambda c: c.execute(text(f"SELECT count(*) FROM {KIT_TEST_TABLE} WHERE title = :t"), {"t": title}).scalar_one()
     )
     return count
 
 
 @pytest.fixture
-def reply_lost(counted: Proxy, schema: None) -> ReplyLost:
+def reply_lost(counted: Proxy, kit_table: str) -> ReplyLost:
     db.run_in_transaction(_select(1))  # connected: the fault hits a statement, not the connect
     return ReplyLost(counted)
 
@@ -414,17 +419,17 @@ def test_idempotent_work_is_re_run_once_after_an_unknown_outcome(reply_lost: Rep
     def create_once(connection: Connection) -> Any:
         if reply_lost.armed == 0 and single_statement:
             reply_lost.arm()
-        created = notes.create_note(Session(connection), title=key, body="", ttl_seconds=None, idempotency_key=key)
+        created = connection.execute(_create_with_key(key)).scalar_one()
         if reply_lost.armed == 0:
             reply_lost.arm()
-        return created.note.id
+        return created
 
     with captured_logs() as logs:
         note_id = db.run_in_transaction(create_once, single_statement=single_statement, idempotent=True)
     assert reply_lost.armed == 1
     assert _stored(key) == 1
     stored_id = db.run_in_transaction(
-        lambda c: c.execute(text("SELECT id FROM notes WHERE title = :t"), {"t": key}).scalar_one()
+        lambda c: c.execute(text(f"SELECT id FROM {KIT_TEST_TABLE} WHERE title = :t"), {"t": key}).scalar_one()
     )
     assert stored_id == note_id
     (line,) = [r for r in logs.records if r["message"] == "transaction failed on a dead connection"]
@@ -444,7 +449,7 @@ def test_a_read_whose_reply_is_lost_is_re_run(reply_lost: ReplyLost, single_stat
 
 
 @pytest.mark.pipelined_driver
-def test_read_only_units_cannot_write(serverless_app: None, schema: None) -> None:
+def test_read_only_units_cannot_write(serverless_app: None, kit_table: str) -> None:
     with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
         db.run_in_transaction(lambda c: c.execute(_insert("read only")), single_statement=True, read_only=True)
     assert sqlstate(raised.value) == "25006"
@@ -489,36 +494,6 @@ def test_server_mode_uses_the_configured_limits(database: DatabaseTarget, monkey
         db.dispose_engine()
 
 
-def _api(event: dict[str, Any], status: int) -> dict[str, Any]:
-    from handlers.api import handler
-
-    response = handler(event, FakeLambdaContext())
-    assert response["statusCode"] == status, response.get("body")
-    body: dict[str, Any] = json.loads(response["body"]) if response.get("body") else {}
-    return body
-
-
-@pytest.mark.pipelined_driver
-def test_round_trips_of_each_route_warm_and_of_a_first_request(counted: Proxy, schema: None) -> None:
-    def create(key: str | None = None) -> dict[str, Any]:
-        event = with_json_body(load_event("api-02-create-note"), {"title": f"round trips {uuid.uuid4()}"})
-        return _api(with_header(event, "Idempotency-Key", key) if key else event, 201)
-
-    # A new execution environment: connect (5) and the statement with BEGIN-free limits (1).
-    assert _flights(counted, lambda: _api(load_event("api-10-get-note-unknown-id"), 404)) == 6
-    note = create()
-    routes = {
-        "GET /notes/{id}": lambda: _api(with_note_id(load_event("api-10-get-note-unknown-id"), note["id"]), 200),
-        "GET /notes/{id} 404": lambda: _api(load_event("api-10-get-note-unknown-id"), 404),
-        "POST /notes": create,
-        "POST /notes with a key": lambda: create(str(uuid.uuid4())),
-        "GET /notes": lambda: _api(load_event("api-07-list-notes"), 200),
-        "GET /health": lambda: _api(load_event("api-01-health"), 200),
-        "DELETE /notes/{id}": lambda: _api(with_note_id(load_event("api-12-delete-note-unknown-id"), note["id"]), 204),
-    }
-    assert {route: _flights(counted, action) for route, action in routes.items()} == dict.fromkeys(routes, 1)
-
-
 def _write_after(counted: Proxy, close: Callable[[], object]) -> None:
     title = f"closed in the pool {uuid.uuid4()}"
     db.run_in_transaction(_select(1))
@@ -533,10 +508,10 @@ def _write_after(counted: Proxy, close: Callable[[], object]) -> None:
     assert not any(r["message"] == "transaction failed on a dead connection" for r in logs.records)
 
 
-def test_a_write_on_a_connection_reset_in_the_pool_is_not_an_unknown_outcome(counted: Proxy, schema: None) -> None:
+def test_a_write_on_a_connection_reset_in_the_pool_is_not_an_unknown_outcome(counted: Proxy, kit_table: str) -> None:
     _write_after(counted, counted.drop_connections)
 
 
 @pytest.mark.local_stack
-def test_a_write_after_a_pgbouncer_restart_is_not_an_unknown_outcome(counted: Proxy, schema: None) -> None:
+def test_a_write_after_a_pgbouncer_restart_is_not_an_unknown_outcome(counted: Proxy, kit_table: str) -> None:
     _write_after(counted, stack.restart_pgbouncer)

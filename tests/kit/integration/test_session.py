@@ -18,12 +18,10 @@ from typing import Any
 import pytest
 import sqlalchemy.exc
 from fastapi import FastAPI
-from mangum import Mangum
 from sqlalchemy import Connection, ForeignKey, String, delete, func, insert, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.orm.exc import DetachedInstanceError, StaleDataError
 
-from devtools.events import load_event
 from devtools.proxy import Proxy
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless
@@ -32,11 +30,11 @@ from devtools.testing.proxied import ReplyLost, flights, proxied_app
 from lib.dbkit import engine as db
 from lib.dbkit import invocation
 from lib.dbkit.errors import CommitOutcomeUnknownError, SingleStatementError, UnitOfWorkError
+from lib.dbkit.http import create_api
 from lib.dbkit.pg_errors import sqlstate
 from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import Settings
-
-from lib.sample_app.api import create_app
+from tests.kit import tiny_api
 
 STOCK = os.environ.get("DB_DRIVER") == "stock"
 
@@ -526,8 +524,8 @@ def test_checkout_wait_is_measured_for_both_forms_and_a_direct_session(app_db: N
 
 
 def _orm_app() -> Callable[[dict[str, Any], FakeLambdaContext], dict[str, Any]]:
-    """The sample app's error handling with two adopter routes: a Session on get_engine(), and run_in_session."""
-    app: FastAPI = create_app()
+    """The kit's HTTP error handling (lib.dbkit.http) with two routes: a Session on get_engine(), and run_in_session."""
+    app: FastAPI = create_api()
 
     @app.get("/authors/{author_id}/direct")
     def direct(author_id: uuid.UUID) -> dict[str, str]:
@@ -540,15 +538,12 @@ def _orm_app() -> Callable[[dict[str, Any], FakeLambdaContext], dict[str, Any]]:
         author = run_in_session(lambda s: s.get(Author, author_id), single_statement=True, read_only=True)
         return {"name": author.name if author else ""}
 
-    adapter = Mangum(app, lifespan="off")
-    return invocation.lambda_entry(lambda event, context: adapter(event, context))
+    handler: Callable[[dict[str, Any], FakeLambdaContext], dict[str, Any]] = tiny_api.handler(app)
+    return handler
 
 
 def _get(path: str) -> dict[str, Any]:
-    event = load_event("api-01-health")
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["routeKey"] = "$default"
-    return event
+    return tiny_api.event("GET", path)
 
 
 def _answer(response: dict[str, Any]) -> tuple[int, str | None, str | None]:

@@ -4,7 +4,6 @@ clearly, through the engine and through `python -m lib.dbkit.doctor`, without th
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import ssl
 import subprocess
@@ -20,18 +19,17 @@ import pg8000.dbapi
 import pytest
 from sqlalchemy import text
 
-from devtools.events import load_event
 from devtools.paths import ROOT
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from devtools.testing.logs import captured_logs
 from devtools.testing.secrets import as_text, assert_no_secret
 from devtools.testing.urls import connect_address, pooler_entry, with_params, with_port
-from handlers.api import handler as api_handler
 from lib.dbkit import engine as db
 from lib.dbkit import invocation
 from lib.dbkit.errors import ConfigError, DatabaseUnavailableError, InsecureTransportError, TlsVerificationError
 from lib.dbkit.settings import Settings
+from tests.kit import tiny_api
 
 WRONG_PASSWORD = "not-the-password-0123456789"
 DEADLINE_MS = 4_000
@@ -290,12 +288,11 @@ def test_a_wrong_password_answers_500_and_logs_the_fix(
     configure_serverless(monkeypatch, pooled_url=url, pooler_hosts=database.pooler_hosts)
     try:
         with captured_logs() as logs:
-            response = api_handler(load_event("api-01-health"), FakeLambdaContext(timeout_ms=DEADLINE_MS))
+            answer = tiny_api.invoke(tiny_api.tiny_api().app, tiny_api.event("GET", "/health"), timeout_ms=DEADLINE_MS)
     finally:
         reset_database_state()
-    body = json.loads(response["body"])
-    assert response["statusCode"] == 500
-    assert body["error"]["code"] == "misconfigured"
+    assert answer.status == 500
+    assert answer.json()["error"]["code"] == "misconfigured"
     assert any("password" in line and "DATABASE_URL" in line for line in logs.lines)
     for secret in (database.password, WRONG_PASSWORD):
-        assert_no_secret(secret, *logs.lines, response)
+        assert_no_secret(secret, *logs.lines, answer.body.decode(), answer.headers)

@@ -1,4 +1,8 @@
-"""Load tests: hundreds of simulated execution environments through the pooler, scanned for password leaks."""
+"""Load tests: hundreds of simulated execution environments through the pooler, scanned for password leaks.
+
+Unlike the kit's unit and integration tiers, this one drives the app's API (handlers.api with events/api-*.json):
+each environment writes with Idempotency-Keys and reads back, to count wrong results and lost writes.
+"""
 
 from __future__ import annotations
 

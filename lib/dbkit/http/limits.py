@@ -8,6 +8,14 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Defaults of lib.dbkit.http.create_api. A JSON API's requests are small: an app whose largest valid request is
+# larger raises MAX_BODY_BYTES (the sample's reasoning is beside its own value, lib/sample_app/api.py).
+MAX_BODY_BYTES = 128 * 1024
+# Far above what API Gateway forwards, far below what costs memory to parse: a 6 MB query string of 750,000
+# parameters took ~160 MB to turn into Python objects.
+MAX_URL_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+
 
 class RequestSizeLimit:
     """Refuse an oversized URL (414), header block (431) or body (413) before the app routes or parses any of it."""

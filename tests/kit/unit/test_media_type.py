@@ -6,7 +6,7 @@ from email.message import Message
 
 import pytest
 
-from lib.sample_app.api import media_type
+from lib.dbkit.http.media import media_type
 
 CONTENT_TYPES = [
     "application/json",
