@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from devtools.sam_cli import RoutesCase, ask, routes_from
+
 from lib.sample_app.api import create_app
 
 
