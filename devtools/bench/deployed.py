@@ -648,7 +648,7 @@ def section(result: DeployedColdStart) -> str:
     cpus = os.cpu_count()
     return "\n".join(
         [
-            f"The artifact of {app}'s function built by devtools/sam/Makefile's steps for {result.python.runtime} on "
+            f"The artifact of {app}'s function, built by devtools/sam/Makefile's steps for {result.python.runtime} on "
             f"this machine ({result.architecture}), with and without its bytecode, each copied to a read-only folder"
             + (
                 " (the bench runs as root, whom folder modes do not stop: `PYTHONDONTWRITEBYTECODE=1` plays Lambda's "
