@@ -6,7 +6,9 @@ installed. A function's events share one execution environment, as consecutive r
 the cold start, the others are warm and reuse its engine. Output follows Lambda's log stream: the function's log
 lines (Powertools JSON, pool events included at DEBUG) between START and END/REPORT, then the response. The summary
 says which database served each invocation, from its `pool summary` line: the primary, or the read replica for
-read-only units when the stack's replica is configured (DATABASE_READ_URL, as `make demo` passes it to the API).
+read-only units when the stack's replica is configured (DATABASE_READ_URL, as `make demo` passes it to the API). It
+also holds each answer against what app.toml says the event should answer; any other answer, or an error app.toml does
+not expect, fails the demo.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from devtools.app_config import AppConfig, AppConfigError, load_app_config
 from devtools.function_config import FunctionConfig
 from devtools.invoke import environment_line, read_event
 from devtools.local_lambda import ExecutionEnvironment, InvokeResult, LocalLambda
@@ -25,8 +28,6 @@ from devtools.sam_template import function_ids, load_template
 RULE = "─" * 100
 ENGINE_CREATED = "database engine created"
 POOL_SUMMARY = "pool summary"
-# Events that exist to show a rejection: their error is the expected outcome.
-EXPECTED_ERRORS = ("scheduled-02",)
 
 
 def _show_line(_environment: ExecutionEnvironment, line: str) -> None:
@@ -76,16 +77,30 @@ def served_by(result: InvokeResult) -> str:
     return "replica" if on_replica else "primary" if on_primary else "-"
 
 
-def _summary(results: list[tuple[str, InvokeResult]], runtime: LocalLambda) -> None:
+def verdict(result: InvokeResult, event_name: str, app: AppConfig) -> tuple[str, bool]:
+    """What app.toml expects of the event's answer, and whether the answer is that (an error nobody expects is not)."""
+    expected = app.expected(event_name)
+    error_type = str(result.error.get("errorType", "error")) if result.error else None
+    if expected is None:
+        return "(no expectation in app.toml)", error_type is None
+    mismatch = expected.mismatch(status=result.status_code, error_type=error_type)
+    return (f"as expected ({expected.describe()})", True) if mismatch is None else (f"UNEXPECTED: {mismatch}", False)
+
+
+def _summary(results: list[tuple[str, InvokeResult]], runtime: LocalLambda, app: AppConfig) -> None:
     print(f"\n{RULE}\nSummary (local runtime API: `python -m awslambdaric <handler>` per execution environment)")
-    print(f"  {'function':<14} {'event':<46} {'outcome':<8} {'':<10} {'environment':<16} {'duration':>10}  database")
+    print(
+        f"  {'function':<14} {'event':<46} {'outcome':<8} {'':<10} {'environment':<16} {'duration':>10}  "
+        f"{'app.toml':<24} database"
+    )
     for event_name, result in results:
         outcome = f"HTTP {result.status_code}" if result.status_code is not None else "ok" if result.ok else "error"
         body = result.response if isinstance(result.response, dict) else {}
         detail = f"  {body.get('errorMessage', '')}" if result.error else ""
         print(
             f"  {result.function_id:<14} {event_name:<46} {outcome:<8} {_temperature(result):<10} "
-            f"{result.environment_id:<16} {result.duration_ms:7.1f} ms  {served_by(result)}{detail}"
+            f"{result.environment_id:<16} {result.duration_ms:7.1f} ms  {verdict(result, event_name, app)[0]:<24} "
+            f"{served_by(result)}{detail}"
         )
     engines: Counter[tuple[str, str]] = Counter()
     for _, result in results:
@@ -114,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         "--log-level", default="DEBUG", help="POWERTOOLS_LOG_LEVEL for the functions (DEBUG shows pool events)"
     )
     args = parser.parse_args(argv)
+    try:
+        app = load_app_config()
+    except AppConfigError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     results: list[tuple[str, InvokeResult]] = []
     with LocalLambda(
         parameters={"LogLevel": args.log_level}, log_sink=_show_line, on_new_environment=_announce
@@ -128,14 +148,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 result = runtime.invoke(config.logical_id, read_event(config, event_file))
                 _show(result, event_file.name)
-                results.append((event_file.name, result))
-        _summary(results, runtime)
+                results.append((event_file.stem, result))
+        _summary(results, runtime, app)
     print(
         '\nThe local stack is still running (`. .stack/env` to use it, e.g. psql "$DATABASE_URL"); '
         "`make api` serves the API on http://127.0.0.1:3000.\nStop the stack with: make stack-down",
         flush=True,
     )
-    unexpected = [name for name, result in results if result.error and not name.startswith(EXPECTED_ERRORS)]
+    unexpected = [name for name, result in results if not verdict(result, name, app)[1]]
+    if unexpected:
+        print(f"Not what app.toml expects: {', '.join(unexpected)}", file=sys.stderr)
     return 1 if unexpected or not results else 0
 
 

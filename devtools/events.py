@@ -23,12 +23,12 @@ def load_event(name: str) -> dict[str, Any]:
     return copy.deepcopy(event)
 
 
-def with_note_id(event: dict[str, Any], note_id: str) -> dict[str, Any]:
-    """The HTTP API event with the note id in its path replaced (sample files use an id no database holds)."""
-    old_id = event["pathParameters"]["id"]
-    event["rawPath"] = event["rawPath"].replace(old_id, note_id)
+def with_path_parameter(event: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    """The HTTP API event with path parameter `name` set to `value`, in its path too (sample files hold made-up ids)."""
+    old_value = event["pathParameters"][name]
+    event["rawPath"] = event["rawPath"].replace(old_value, value)
     event["requestContext"]["http"]["path"] = event["rawPath"]
-    event["pathParameters"]["id"] = note_id
+    event["pathParameters"][name] = value
     return event
 
 

@@ -6,8 +6,10 @@ knows (a queue's URL, a role's ARN) is left out and named in `unresolved`.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,23 @@ class FunctionConfig:
         """The sample events of this function, sorted by name."""
         return sorted(events_dir.glob(f"{self.event_prefix}*.json"))
 
+    @property
+    def handler_module(self) -> str:
+        """The module Lambda imports for the handler ("handlers.api" for "handlers.api.handler")."""
+        return self.handler.rpartition(".")[0]
+
+    def import_handler(self) -> Callable[[Any, Any], Any]:
+        """The handler, imported in this process by its name, as Lambda's runtime client imports it."""
+        module_name, _, attribute = self.handler.rpartition(".")
+        if str(self.code_root) not in sys.path:
+            sys.path.insert(0, str(self.code_root))
+        handler = getattr(importlib.import_module(module_name), attribute, None)
+        if not callable(handler):
+            raise InvokeUsageError(
+                f"{self.logical_id}: Handler {self.handler!r} in the template names no function of {module_name}"
+            )
+        return handler  # type: ignore[no-any-return]
+
 
 def function_config(
     function_id: str, *, parameters: Mapping[str, str] | None = None, template_path: Path = TEMPLATE_PATH
@@ -109,6 +128,21 @@ def function_config(
         unresolved=tuple(unresolved),
         declared=tuple(variables_declared),
     )
+
+
+def function_of_event(
+    event_name: str, *, parameters: Mapping[str, str] | None = None, template_path: Path = TEMPLATE_PATH
+) -> FunctionConfig:
+    """The function whose sample event `event_name` is (events/<handler module>-*.json, as `make demo` pairs them)."""
+    template = load_template(template_path)
+    configs = [
+        function_config(fid, parameters=parameters, template_path=template_path) for fid in function_ids(template)
+    ]
+    for config in configs:
+        if event_name.startswith(config.event_prefix):
+            return config
+    prefixes = ", ".join(f"{config.event_prefix}* ({config.logical_id})" for config in configs)
+    raise InvokeUsageError(f"event {event_name!r} belongs to no function of the template; their events: {prefixes}")
 
 
 def region() -> str:

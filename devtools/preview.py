@@ -2,12 +2,14 @@
 
     python -m devtools.preview put-database-url NAME            the value comes from $DATABASE_URL, never argv
     python -m devtools.preview stack-output STACK KEY NAME      prints NAME=<output KEY of STACK> (for $GITHUB_OUTPUT)
-    python -m devtools.preview smoke URL [--auth iam|jwt|none]  health, then a note created, read, deleted
+    python -m devtools.preview smoke URL [--auth iam|jwt|none]  GET /health, then the steps in app.toml ([[smoke]])
     python -m devtools.preview delete STACK PARAMETER [--role-arn ARN]
 
 AWS credentials and region come from the environment (aws-actions/configure-aws-credentials sets them). With
 --auth iam the smoke test signs its requests with SigV4 for execute-api; with --auth jwt it sends the bearer token
-in $SMOKE_BEARER_TOKEN. Exit status: 0 done, 1 a check or an AWS call failed, 2 bad usage.
+in $SMOKE_BEARER_TOKEN. The smoke test's requests after GET /health, their expected answers and the ids that flow
+from one to the next are the app's: app.toml's [[smoke]] steps (devtools.app_config); with none it checks GET /health
+only. Exit status: 0 done, 1 a check or an AWS call failed, 2 bad usage (app.toml malformed included).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from devtools.app_config import AppConfigError, SmokeStep, fill, json_pointer, load_app_config
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-SMOKE_TITLE_PREFIX = "preview smoke test"
 # A preview's Neon compute may be waking up: the first health check may take a few attempts.
 HEALTH_ATTEMPTS = 5
 HEALTH_RETRY_SECONDS = 3.0
@@ -145,10 +148,14 @@ def smoke(
     api_url: str,
     *,
     authorize: Authorize | None,
+    steps: Sequence[SmokeStep] = (),
     send: Send = send_http,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
-    """Check a deployed API end to end; returns what was checked, raises PreviewError at the first failure."""
+    """Check a deployed API end to end: GET /health, then `steps` (app.toml's [[smoke]]); returns what was checked.
+
+    Raises PreviewError at the first failure, AppConfigError when a step names a value no earlier step saved.
+    """
     base = api_url.rstrip("/")
     checked: list[str] = []
     for attempt in range(1, HEALTH_ATTEMPTS + 1):
@@ -160,31 +167,43 @@ def smoke(
     if health.json().get("status") != "ok":
         raise PreviewError(f"GET /health answered {health.body[:300]!r}")
     checked.append("GET /health answered 200 ok")
+    if not steps:
+        checked.append("no [[smoke]] steps in app.toml: GET /health only")
+        return checked
+    values = {"run": uuid.uuid4().hex[:12]}
+
+    def request(step: SmokeStep) -> tuple[str, bytes | None, dict[str, str]]:
+        where = f"app.toml [[smoke]] {step.name}"
+        path, payload = fill(step.path, values, where), fill(step.json_body, values, where)
+        body = json.dumps(payload).encode() if payload is not None else None
+        return f"{base}{path}", body, {"content-type": "application/json"} if body is not None else {}
 
     authorized: Authorize = _unchanged
     if authorize is not None:
-        unauthorized = send("GET", f"{base}/notes", None, {})
+        first = steps[0]
+        url, body, headers = request(first)
+        unauthorized = send(first.method, url, body, headers)
         if unauthorized.status not in (401, 403):
-            raise PreviewError(f"GET /notes without credentials answered {unauthorized.status}: the API is open")
-        checked.append(f"GET /notes without credentials refused ({unauthorized.status})")
+            raise PreviewError(f"{first.name} without credentials answered {unauthorized.status}: the API is open")
+        checked.append(f"{first.name} without credentials refused ({unauthorized.status})")
         authorized = authorize
 
-    def call(method: str, path: str, payload: Any = None) -> Response:
-        body = json.dumps(payload).encode() if payload is not None else None
-        headers = {"content-type": "application/json"} if body is not None else {}
-        return send(method, f"{base}{path}", body, authorized(method, f"{base}{path}", body, headers))
-
-    title = f"{SMOKE_TITLE_PREFIX} {uuid.uuid4()}"
-    created = _expect(call("POST", "/notes", {"title": title, "ttl_seconds": 3600}), 201, "POST /notes").json()
-    note_id = created["id"]
-    checked.append("POST /notes created a note")
-    read = _expect(call("GET", f"/notes/{note_id}"), 200, "GET /notes/{id}").json()
-    if read.get("title") != title:
-        raise PreviewError(f"GET /notes/{note_id} returned another note: {read!r}")
-    checked.append("GET /notes/{id} read it back")
-    _expect(call("DELETE", f"/notes/{note_id}"), 204, "DELETE /notes/{id}")
-    _expect(call("GET", f"/notes/{note_id}"), 404, "GET /notes/{id} after DELETE")
-    checked.append("DELETE /notes/{id} removed it")
+    for step in steps:
+        url, body, headers = request(step)
+        what = f"{step.method} {url.removeprefix(base)}"
+        answer = _expect(send(step.method, url, body, authorized(step.method, url, body, headers)), step.status, what)
+        if step.save or step.expect:
+            try:
+                document = answer.json()
+                for pointer, wanted in step.expect.items():
+                    found = json_pointer(document, pointer)
+                    expected = fill(wanted, values, f"app.toml [[smoke]] {step.name} expect")
+                    if found != expected:
+                        raise PreviewError(f"{what}: {pointer} is {found!r}, expected {expected!r}")
+                values.update({name: str(json_pointer(document, pointer)) for name, pointer in step.save.items()})
+            except (ValueError, LookupError) as error:
+                raise PreviewError(f"{what}: the answer is not what the step reads: {error}") from error
+        checked.append(f"{step.name} answered {step.status}")
     return checked
 
 
@@ -203,7 +222,7 @@ def main(argv: list[str] | None = None, *, client: Callable[[str], Any] = _boto3
     output.add_argument("stack")
     output.add_argument("key")
     output.add_argument("name")
-    check = commands.add_parser("smoke", help="health, then create, read and delete a note")
+    check = commands.add_parser("smoke", help="GET /health, then app.toml's [[smoke]] steps")
     check.add_argument("url")
     check.add_argument("--auth", choices=["iam", "jwt", "none"], default="iam")
     delete = commands.add_parser("delete", help="delete the stack and the parameter")
@@ -233,7 +252,7 @@ def main(argv: list[str] | None = None, *, client: Callable[[str], Any] = _boto3
                     print("smoke: --auth jwt needs SMOKE_BEARER_TOKEN", file=sys.stderr)
                     return EXIT_USAGE
                 authorize = bearer(token)
-            for line in smoke(args.url, authorize=authorize):
+            for line in smoke(args.url, authorize=authorize, steps=load_app_config().smoke):
                 print(f"smoke ok: {line}", file=sys.stderr)
         else:
             delete_preview(
@@ -247,6 +266,9 @@ def main(argv: list[str] | None = None, *, client: Callable[[str], Any] = _boto3
     except PreviewError as error:
         print(f"{args.command} FAILED: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except AppConfigError as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

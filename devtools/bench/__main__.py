@@ -14,6 +14,7 @@ from pathlib import Path
 from devtools import stack
 from devtools.bench import deployed as deployed_coldstart
 from devtools.bench import report
+from devtools.bench.app import bench_app
 from devtools.bench.coldstart import DEFAULT_RUNS, ImportTiming, measure_imports
 from devtools.bench.deployed import DeployedColdStart, measure_deployed
 from devtools.bench.environments import PROCESS_COUNTS, REQUESTS_PER_PROCESS
@@ -33,7 +34,6 @@ from devtools.bench.roundtrips import DELAYS_MS, Row, Steps, run_all, run_replic
 from devtools.bench.scale import (
     ENVIRONMENT_COUNTS,
     PHASE_LIMIT_S,
-    REQUEST_TIMEOUT_MS,
     REQUESTS_PER_ENVIRONMENT,
     LoadResult,
     run_scale,
@@ -162,6 +162,8 @@ def _document(
     found = report.targets(
         rows, steps, imports, scale, deployed if isinstance(deployed, DeployedColdStart) else None, replica_rows
     )
+    app = bench_app()
+    repeated = f"`{app.read.label}`" if app.read else f"`{app.health.label}`" if app.health else "requests"
     met = sum(t.met for t in found)
     versions = ", ".join(f"{name} {version(name)}" for name in PACKAGES)
     parts = [
@@ -171,16 +173,17 @@ def _document(
         f"{platform.python_version()}; {versions}; PostgreSQL 15 + PgBouncer 1.18 (transaction mode), TLS 1.3 + "
         f"SCRAM on loopback. `make bench` took {seconds:.0f} s. Targets met: {met} of {len(found)}.",
         "",
-        "Profiles, side by side in one run on one stack: **seed** = what a typical guide builds (QueuePool 5/10 + "
-        "`pool_pre_ping` + a Session per request, stock `postgresql+pg8000`; devtools/bench/seed.py); **psycopg null / "
-        "pool1 / autocommit** = the same app on psycopg 3 through `postgresql+psycopg` with `prepare_threshold=None` "
-        "(SQLAlchemy's setting for PgBouncer): NullPool; a pool of one (no overflow, no pre-ping); that pool with "
-        "`isolation_level=AUTOCOMMIT` (safe behind the pooler with libpq, which sends one Sync per statement, but a "
-        "unit of several statements is no longer atomic); **template stock** = this template with `DB_DRIVER=stock` "
-        "(SQLAlchemy's pg8000 dialect); **template** = this template's default (`DB_MODE=serverless`, `DB_POOL=tiny`, "
-        "the pipelined driver). The seed and psycopg apps run the sample app's data functions (the same SQL), "
-        "request/response models and Powertools decorators behind Mangum, with their engine built on the first "
-        "request like the template's: only the connection layer differs.",
+        "Profiles, side by side in one run on one stack: **seed** = the engine a typical guide builds (QueuePool 5/10 "
+        "+ `pool_pre_ping`, stock `postgresql+pg8000`; devtools/bench/seed.py); **psycopg null / pool1 / autocommit** "
+        "= psycopg 3 through `postgresql+psycopg` with `prepare_threshold=None` (SQLAlchemy's setting for PgBouncer): "
+        "NullPool; a pool of one (no overflow, no pre-ping); that pool with `isolation_level=AUTOCOMMIT` (safe behind "
+        "the pooler with libpq, which sends one Sync per statement, but a unit of several statements is no longer "
+        "atomic); **template stock** = this template with `DB_DRIVER=stock` (SQLAlchemy's pg8000 dialect); "
+        "**template** = this template's default (`DB_MODE=serverless`, `DB_POOL=tiny`, the pipelined driver). Every "
+        "profile runs the app's own handlers (template.yaml names them; the requests are app.toml's [bench]): the "
+        "seed and psycopg profiles with their engine in place of the kit's (built on the first request, like the "
+        "template's, and without the kit's engine events: no server-side limits, no idle ping, no pipelining), so "
+        "the same routes, SQL and Powertools decorators run on each: only the connection layer differs.",
         "",
         "## Targets",
         "",
@@ -256,13 +259,13 @@ def _document(
         "sv_active samples.",
         "",
         f"**processes**: N execution environments as N separate processes at once (devtools/bench/environments.py), "
-        f"each a fresh interpreter that imports handlers.api, opens its connection with one warm-up request, then "
-        f"runs {REQUESTS_PER_PROCESS} sequential `GET /notes/{{id}}` when all are ready: the throughput row.",
+        f"each a fresh interpreter that imports the app's handler, opens its connection with one warm-up request, "
+        f"then runs {REQUESTS_PER_PROCESS} sequential {repeated} when all are ready: the throughput row.",
         "",
         "**threads**: N execution environments = N threads in one process, each with its own engine "
         f"(`lib.dbkit.engine.execution_environment`) and event loop, up to {REQUESTS_PER_ENVIRONMENT} sequential "
-        "`GET /notes/{id}` through handlers.api.handler, all starting together and holding their connections "
-        f"until all finish; {REQUEST_TIMEOUT_MS // 1000} s Lambda timeout per request (template.yaml); no new "
+        f"{repeated} through the app's handler, all starting together and holding their connections "
+        "until all finish; the function's Lambda timeout (template.yaml) per request; no new "
         f"request after {PHASE_LIMIT_S:g} s. On a private stack (Postgres max_connections=20, PgBouncer "
         "default_pool_size=10) so the direct runs cannot disturb the shared one. Latency and throughput are bound "
         "by this one process's CPU (every environment's TLS + SCRAM handshake and handler run share 2 cores and one "

@@ -13,13 +13,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from devtools.function_config import function_config
 from devtools.paths import ROOT
+from devtools.sam_template import function_ids, load_template
 
-HANDLERS = ("handlers.api", "handlers.scheduled")
+# Where the template's own code lives (what the deploy artifact ships besides its requirements).
 OWN_PACKAGES = frozenset({"lib", "handlers"})
 TARGET_RATIO = 1.15
 # What a typical app on the same stack imports at its top (the ORM for its Session included): the deployed cold start
-# of handlers.api is held against it (devtools.bench.deployed).
+# of the app's handler is held against it (devtools.bench.deployed).
 NAIVE_BASELINE = ("fastapi", "mangum", "sqlalchemy", "sqlalchemy.orm", "pg8000", "aws_lambda_powertools")
 # Fresh-process import times on a busy 2-core machine vary by ±20 % from one process to the next; 11 rounds keep
 # the median's own uncertainty near 6 %.
@@ -151,10 +153,16 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return low, high
 
 
+def handler_modules() -> list[str]:
+    """The module of every function's handler in template.yaml, once each, in template order."""
+    template = load_template()
+    return list(dict.fromkeys(function_config(fid).handler_module for fid in function_ids(template)))
+
+
 def measure_imports(runs: int = DEFAULT_RUNS) -> list[ImportTiming]:
     """Median of `runs` fresh processes each, every variant interleaved in each round so drift hits all alike."""
     timings = []
-    for handler in HANDLERS:
+    for handler in handler_modules():
         dependencies = dependencies_of(handler)
         # One throw-away run each so both sides start with compiled bytecode on disk.
         _timed(dependencies)

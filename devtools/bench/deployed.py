@@ -1,16 +1,17 @@
 """Cold start as Lambda runs it: the deployed artifact, read-only, started by awslambdaric through a Runtime API.
 
-The ApiFunction artifact is built by the SAM build's own steps (devtools/sam/Makefile) for the template's runtime and
-this machine's architecture, twice: with its bytecode, as `sam build` ships it, and with LAMBDA_BYTECODE=0, as it
-shipped before. Each is copied to a read-only folder (Lambda's code directory is read-only, so nothing a cold start
-compiles is kept) with two entry modules beside it: `bench_api`, which imports handlers.api (its app is on the ORM,
-as the naive baseline imports sqlalchemy.orm) and clocks that, and `bench_naive`, the naive baseline: an app importing
-its stack at its top and answering with a constant. Every sample is a new execution environment of the local Lambda:
-`python -m awslambdaric <handler>` on the runtime's Python, polling its own Runtime API. INIT runs from process start
-until the runtime client first asks for an event (it has imported the handler module by then); the first invocation
-from the event's hand-off until the response: for handlers.api a GET /notes/{id} of an unknown id on the local stack
-(engine, TLS + SCRAM connection, query, 404). The variants run interleaved, their order rotating each round, after one
-discarded warm-up round (files in the page cache for every variant alike).
+The artifact of the function the bench probes (app.toml [bench]: its read, else its health check; the handler named in
+template.yaml) is built by the SAM build's own steps (devtools/sam/Makefile) for the template's runtime and this
+machine's architecture, twice: with its bytecode, as `sam build` ships it, and with LAMBDA_BYTECODE=0, as it shipped
+before. Each is copied to a read-only folder (Lambda's code directory is read-only, so nothing a cold start compiles
+is kept) with two entry modules beside it: `bench_app`, which imports the handler's module and clocks that, and
+`bench_naive`, the naive baseline: an app importing its stack at its top and answering with a constant. Every sample
+is a new execution environment of the local Lambda: `python -m awslambdaric <handler>` on the runtime's Python,
+polling its own Runtime API. INIT runs from process start until the runtime client first asks for an event (it has
+imported the handler module by then); the first invocation from the event's hand-off until the response: the probe's
+event as it is in events/ (for the sample, a GET /notes/{id} of an unknown id: engine, TLS + SCRAM connection, query,
+404). The variants run interleaved, their order rotating each round, after one discarded warm-up round (files in the
+page cache for every variant alike).
 """
 
 from __future__ import annotations
@@ -33,19 +34,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from devtools.bench.app import bench_app
 from devtools.bench.coldstart import NAIVE_BASELINE
-from devtools.events import load_event
-from devtools.function_config import FunctionConfig, function_config, function_environment, region
+from devtools.function_config import FunctionConfig, function_environment, region
 from devtools.lambda_context import ACCOUNT_ID
 from devtools.local_lambda import ExecutionEnvironment, InvokeResult, lambda_environment, trace_header
 from devtools.paths import ROOT
 from devtools.runtime_api import NextInvocation
 from devtools.runtime_python import RuntimePython, runtime_python
 
-FUNCTION_ID = "ApiFunction"
 BUILD_ROOT = ROOT / ".aws-sam" / "bench"
 MAKEFILE = ROOT / "devtools" / "sam" / "Makefile"
-FIRST_EVENT = "api-10-get-note-unknown-id"
 DEFAULT_RUNS = 9
 # Import profiles per variant: one -X importtime run is as noisy as one cold start; a per-module median is steadier.
 PROFILE_RUNS = 5
@@ -64,22 +63,28 @@ ENGINE_MODULES = frozenset(
 INIT_MARKER = "--- bench: handler module imported ---"
 _CLOCK = "import sys, time\n\n_began = time.perf_counter()\n"
 _MARK = f"print({INIT_MARKER!r}, _began, time.perf_counter(), file=sys.stderr, flush=True)\n"
-ENTRY_MODULES = {
-    "bench_api": (
-        '"""handlers.api, its import clocked."""\n'
-        + _CLOCK
-        + "from handlers.api import handler  # noqa: E402, F401\n\n"
-        + _MARK
-    ),
-    "bench_naive": (
-        '"""The naive baseline: a typical app\'s imports at its top, and a handler that needs none of them."""\n'
-        + _CLOCK
-        + f"import {', '.join(NAIVE_BASELINE)}  # noqa: E401, E402, F401\n\n"
-        + _MARK
-        + "\n\ndef handler(event, context):\n"
-        + '    return {"statusCode": 200, "body": ""}\n'
-    ),
-}
+APP_ENTRY = "bench_app"
+
+
+def entry_modules(handler: str) -> dict[str, str]:
+    """The entry modules beside the artifact: the app's handler (template.yaml's name for it) and the naive baseline."""
+    module, _, function = handler.rpartition(".")
+    return {
+        APP_ENTRY: (
+            f'"""{module}, its import clocked."""\n'
+            + _CLOCK
+            + f"from {module} import {function} as handler  # noqa: E402, F401\n\n"
+            + _MARK
+        ),
+        "bench_naive": (
+            '"""The naive baseline: a typical app\'s imports at its top, and a handler that needs none of them."""\n'
+            + _CLOCK
+            + f"import {', '.join(NAIVE_BASELINE)}  # noqa: E401, E402, F401\n\n"
+            + _MARK
+            + "\n\ndef handler(event, context):\n"
+            + '    return {"statusCode": 200, "body": ""}\n'
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -89,14 +94,15 @@ class Variant:
     label: str
     handler: str
     bytecode: bool
-    status: int
+    # The status its first invocation answers; None: what app.toml expects of the probe's event.
+    status: int | None
 
     @property
     def name(self) -> str:
         return f"{self.label}, {'bytecode' if self.bytecode else 'no bytecode'}"
 
 
-API_SOURCE = Variant("handlers.api", "bench_api.handler", bytecode=False, status=404)
+API_SOURCE = Variant("app", f"{APP_ENTRY}.handler", bytecode=False, status=None)
 API_BYTECODE = replace(API_SOURCE, bytecode=True)
 NAIVE_SOURCE = Variant("naive baseline", "bench_naive.handler", bytecode=False, status=200)
 NAIVE_BYTECODE = replace(NAIVE_SOURCE, bytecode=True)
@@ -164,8 +170,10 @@ class Ratio:
 
 @dataclass(frozen=True)
 class DeployedColdStart:
-    """Every sample of every variant, the builds' sizes, one import profile each of handlers.api and the baseline."""
+    """Every sample of every variant, the builds' sizes, one import profile each of the app and the baseline."""
 
+    handler_module: str
+    event_name: str
     python: RuntimePython
     architecture: str
     runs: int
@@ -210,7 +218,7 @@ def host_architecture() -> str:
     return MACHINE_ARCHITECTURES.get(platform.machine().lower(), platform.machine())
 
 
-def build(directory: Path, python_version: str, *, bytecode: bool) -> ArtifactSize:
+def build(directory: Path, function_id: str, python_version: str, *, bytecode: bool) -> ArtifactSize:
     """The function's artifact, built into `directory` by devtools/sam/Makefile as `sam build` runs it."""
     if directory.exists():
         shutil.rmtree(directory)
@@ -221,7 +229,7 @@ def build(directory: Path, python_version: str, *, bytecode: bool) -> ArtifactSi
         "-s",
         "-f",
         str(MAKEFILE),
-        f"build-{FUNCTION_ID}",
+        f"build-{function_id}",
         f"ARTIFACTS_DIR={directory}",
         f"LAMBDA_PYTHON_VERSION={python_version}",
         f"LAMBDA_ARCHITECTURE={host_architecture()}",
@@ -252,13 +260,16 @@ def artifact_size(directory: Path, *, bytecode: bool) -> ArtifactSize:
 
 
 @contextmanager
-def read_only_copy(artifact: Path, destination: Path, python: RuntimePython, *, bytecode: bool) -> Iterator[Path]:
-    """The artifact with the entry modules, read-only; on leaving, proof that nothing was written to it."""
+def read_only_copy(
+    artifact: Path, destination: Path, python: RuntimePython, *, handler: str, bytecode: bool
+) -> Iterator[Path]:
+    """The artifact with the entry modules for `handler`, read-only; on leaving, proof that nothing was written."""
     shutil.copytree(artifact, destination)
-    for name, text in ENTRY_MODULES.items():
+    modules = entry_modules(handler)
+    for name, text in modules.items():
         (destination / f"{name}.py").write_text(text, encoding="utf-8")
     if bytecode:
-        entries = [str(destination / f"{name}.py") for name in ENTRY_MODULES]
+        entries = [str(destination / f"{name}.py") for name in modules]
         subprocess.run(
             [str(python.executable), "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", *entries],
             check=True,
@@ -296,11 +307,13 @@ def cold_start(
     extra: Mapping[str, str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    expected_status: int | None = None,
 ) -> tuple[InvokeResult, Sample]:
     """One new execution environment of `variant` from `code_root`: INIT, then one invocation with `event`.
 
     `extra` is added to the function's environment; `environ` supplies the database as for the local Lambda (default:
-    os.environ, then .stack/env).
+    os.environ, then .stack/env). The answer must be the variant's status, else `expected_status` (app.toml's for the
+    event), else any below 500.
     """
     variant_config = replace(config, handler=variant.handler, code_root=code_root)
     variables = {
@@ -325,9 +338,11 @@ def cold_start(
     finally:
         environment.close()
     marker = next((line for line in result.logs.splitlines() if line.startswith(INIT_MARKER)), "")
-    if result.status_code != variant.status or result.init_duration_ms is None or not marker:
+    status = variant.status if variant.status is not None else expected_status
+    answered = result.status_code == status if status is not None else (result.status_code or 500) < 500
+    if not answered or result.init_duration_ms is None or not marker:
         raise RuntimeError(
-            f"{variant.name}: expected HTTP {variant.status} after the INIT marker, got {result.response!r}\n"
+            f"{variant.name}: expected HTTP {status or 'below 500'} after the INIT marker, got {result.response!r}\n"
             f"{result.logs[-2000:]}"
         )
     began, ended = (float(value) for value in marker.removeprefix(INIT_MARKER).split())
@@ -399,6 +414,7 @@ def _profiles(
     config: FunctionConfig,
     python: RuntimePython,
     event: dict[str, Any],
+    expected_status: int | None,
     runs: int = PROFILE_RUNS,
 ) -> list[Profile]:
     """Import profiles of the variants' cold starts, the variants interleaved like the timed rounds."""
@@ -406,7 +422,15 @@ def _profiles(
     first_runs: list[list[tuple[ImportEntry, ...]]] = [[] for _ in variants]
     for _ in range(runs):
         for index, variant in enumerate(variants):
-            result, _ = cold_start(variant, code_root, config, python, event, {"PYTHONPROFILEIMPORTTIME": "1"})
+            result, _ = cold_start(
+                variant,
+                code_root,
+                config,
+                python,
+                event,
+                {"PYTHONPROFILEIMPORTTIME": "1"},
+                expected_status=expected_status,
+            )
             init, marker, first = result.logs.partition(INIT_MARKER)
             if not marker:
                 raise RuntimeError(f"{variant.name}: no end-of-INIT marker in its output:\n{result.logs[-2000:]}")
@@ -421,32 +445,47 @@ def measure_deployed(runs: int = DEFAULT_RUNS, log: Callable[[str], None] = prin
     """Build, copy read-only and cold-start every variant `runs` times; a reason instead when this cannot run here."""
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
-    config = function_config(FUNCTION_ID)
+    probe = bench_app().probe
+    if probe is None:
+        return "app.toml [bench] names no read and no health request to start an environment with"
+    config = probe.request.function
     python = runtime_python(config.runtime)
     if not python.matches:
         return f"no {config.runtime} to run the deployed artifact on ({python.describe()})"
     version = config.runtime.removeprefix("python")
     builds = {bytecode: BUILD_ROOT / ("bytecode" if bytecode else "no-bytecode") for bytecode in (True, False)}
-    log(f"building {FUNCTION_ID} with devtools/sam/Makefile for {config.runtime} {host_architecture()} (twice) ...")
-    sizes = tuple(build(directory, version, bytecode=bytecode) for bytecode, directory in builds.items())
-    event = load_event(FIRST_EVENT)
+    log(f"building {config.logical_id} with devtools/sam/Makefile for {config.runtime} {host_architecture()} ...")
+    sizes = tuple(
+        build(directory, config.logical_id, version, bytecode=bytecode) for bytecode, directory in builds.items()
+    )
+    event = probe.request.event()
     samples: dict[Variant, list[Sample]] = {variant: [] for variant in VARIANTS}
     with (
         tempfile.TemporaryDirectory(prefix="coldstart-") as scratch,
-        read_only_copy(builds[True], Path(scratch) / "bytecode", python, bytecode=True) as with_bytecode,
-        read_only_copy(builds[False], Path(scratch) / "no-bytecode", python, bytecode=False) as without,
+        read_only_copy(
+            builds[True], Path(scratch) / "bytecode", python, handler=config.handler, bytecode=True
+        ) as with_bytecode,
+        read_only_copy(
+            builds[False], Path(scratch) / "no-bytecode", python, handler=config.handler, bytecode=False
+        ) as without,
     ):
         trees = {True: with_bytecode, False: without}
         log(f"deployed cold starts: {len(VARIANTS)} variants x (1 warm-up + {runs}) rounds ...")
         for round_number in range(runs + 1):
             shift = round_number % len(VARIANTS)
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                _, sample = cold_start(variant, trees[variant.bytecode], config, python, event)
+                _, sample = cold_start(
+                    variant, trees[variant.bytecode], config, python, event, expected_status=probe.status
+                )
                 if round_number:
                     samples[variant].append(sample)
         log("import profiles of the deployed INIT (-X importtime) ...")
-        api_profile, naive_profile = _profiles((API_BYTECODE, NAIVE_BYTECODE), with_bytecode, config, python, event)
+        api_profile, naive_profile = _profiles(
+            (API_BYTECODE, NAIVE_BYTECODE), with_bytecode, config, python, event, probe.status
+        )
     return DeployedColdStart(
+        handler_module=config.handler_module,
+        event_name=probe.request.event_name,
         python=python,
         architecture=host_architecture(),
         runs=runs,
@@ -489,17 +528,18 @@ def samples_table(result: DeployedColdStart) -> str:
 
 
 def ratios_table(result: DeployedColdStart) -> str:
+    app = result.handler_module
     rows = [
-        ("handlers.api INIT, bytecode / no bytecode", result.bytecode_ratio, f"≤ {BYTECODE_TARGET}x"),
-        ("handlers.api INIT / naive baseline INIT, both with bytecode", result.naive_ratio, f"≤ {NAIVE_TARGET}x"),
+        (f"{app} INIT, bytecode / no bytecode", result.bytecode_ratio, f"≤ {BYTECODE_TARGET}x"),
+        (f"{app} INIT / naive baseline INIT, both with bytecode", result.naive_ratio, f"≤ {NAIVE_TARGET}x"),
         (
-            "handlers.api import / naive baseline import (INIT less the runtime's start), both with bytecode",
+            f"{app} import / naive baseline import (INIT less the runtime's start), both with bytecode",
             result.ratio(API_BYTECODE, NAIVE_BYTECODE, _import),
             "",
         ),
-        ("handlers.api INIT / naive baseline INIT, both without bytecode", result.ratio(API_SOURCE, NAIVE_SOURCE), ""),
+        (f"{app} INIT / naive baseline INIT, both without bytecode", result.ratio(API_SOURCE, NAIVE_SOURCE), ""),
         ("naive baseline INIT, bytecode / no bytecode", result.ratio(NAIVE_BYTECODE, NAIVE_SOURCE), ""),
-        ("handlers.api first invocation, bytecode / no bytecode", result.ratio(API_BYTECODE, API_SOURCE, _first), ""),
+        (f"{app} first invocation, bytecode / no bytecode", result.ratio(API_BYTECODE, API_SOURCE, _first), ""),
     ]
     lines = ["| ratio (median of the rounds' ratios, quartiles) | measured | target |", "|---|---|---|"]
     for name, ratio, target in rows:
@@ -536,7 +576,7 @@ def top_imports_table(profile: Sequence[ImportEntry], count: int = TOP_IMPORTS) 
 
 @dataclass(frozen=True)
 class Floor:
-    """handlers.api's INIT profile split by the naive baseline's: what both import, and what only handlers.api does."""
+    """The app's INIT profile split by the naive baseline's: what both import, and what only the app does."""
 
     naive_ms: float
     api_ms: float
@@ -547,7 +587,7 @@ class Floor:
 
 
 def floor(api: Sequence[ImportEntry], naive: Sequence[ImportEntry]) -> Floor:
-    """Self times summed: modules both import, modules only handlers.api imports (grouped), the engine's subtree."""
+    """Self times summed: modules both import, modules only the app imports (grouped), the engine's subtree."""
     naive_names = {entry.module for entry in naive}
     api_names = {entry.module for entry in api}
     groups: dict[str, float] = {}
@@ -579,13 +619,13 @@ def _has_ancestor_in(profile: Sequence[ImportEntry], index: int, names: frozense
     return False
 
 
-def floor_table(found: Floor, count: int = 8) -> str:
-    lines = [f"| handlers.api's deployed INIT, by module (self ms, medians of {PROFILE_RUNS} runs) | ms |", "|---|---|"]
+def floor_table(found: Floor, app: str, count: int = 8) -> str:
+    lines = [f"| {app}'s deployed INIT, by module (self ms, medians of {PROFILE_RUNS} runs) | ms |", "|---|---|"]
     lines.append(f"| modules the naive baseline imports too | {_ms(found.shared_ms)} |")
     for name, ms in found.extra[:count]:
-        lines.append(f"| only handlers.api: {name} | {_ms(ms)} |")
+        lines.append(f"| only {app}: {name} | {_ms(ms)} |")
     rest = sum((ms for _, ms in found.extra[count:]), 0.0)
-    lines.append(f"| only handlers.api: {len(found.extra[count:])} other groups | {_ms(rest)} |")
+    lines.append(f"| only {app}: {len(found.extra[count:])} other groups | {_ms(rest)} |")
     lines.append(f"| total (naive baseline's own run: {_ms(found.naive_ms)}) | {_ms(found.api_ms)} |")
     return "\n".join(lines)
 
@@ -602,13 +642,14 @@ def first_imports_table(entries: Sequence[ImportEntry], count: int = 8) -> str:
 def section(result: DeployedColdStart) -> str:
     """The Markdown of the deployed cold start for bench/results.md."""
     found = floor(result.api_profile, result.naive_profile)
+    app = result.handler_module
     shared = found.shared_ms / found.naive_ms
     first_ms = sum((entry.self_ms for entry in result.first_imports), 0.0)
     cpus = os.cpu_count()
     return "\n".join(
         [
-            f"The ApiFunction artifact built by devtools/sam/Makefile's steps for {result.python.runtime} on this "
-            f"machine ({result.architecture}), with and without its bytecode, each copied to a read-only folder"
+            f"The artifact of {app}'s function, built by devtools/sam/Makefile's steps for {result.python.runtime} on "
+            f"this machine ({result.architecture}), with and without its bytecode, each copied to a read-only folder"
             + (
                 " (the bench runs as root, whom folder modes do not stop: `PYTHONDONTWRITEBYTECODE=1` plays Lambda's "
                 "read-only mount, and after the runs the bench checks that nothing was written)"
@@ -622,9 +663,11 @@ def section(result: DeployedColdStart) -> str:
             "INIT = process start until the runtime client first asks for an event: the runtime's start (interpreter "
             "and runtime client, until the handler module begins) and the handler module's import (clocked by the "
             "module itself); "
-            f"first invocation = `{FIRST_EVENT}` handed out until answered (handlers.api: engine, new TLS + SCRAM "
-            "connection to the local stack, query, 404; the baseline answers a constant). *handlers.api* as deployed "
-            "(its app is on the ORM: sqlalchemy.orm is part of its INIT as of the baseline's); *naive baseline*: "
+            f"first invocation = `{result.event_name}` (app.toml [bench]) handed out until answered ({app}: engine, "
+            f"new TLS + SCRAM connection to the local stack, its statements; the baseline answers a constant). "
+            f"*{app}* as deployed (the sample's app is on the ORM: sqlalchemy.orm is part of its INIT as of the "
+            "baseline's); "
+            "*naive baseline*: "
             "`import " + ", ".join(NAIVE_BASELINE) + "` and a constant handler, in the same "
             f"artifact. {result.runs} rounds after a discarded warm-up round, the four variants interleaved in a "
             "rotating order; ms are medians, a ratio is the median of the rounds' ratios (quartiles in brackets). "
@@ -639,18 +682,18 @@ def section(result: DeployedColdStart) -> str:
             "",
             sizes_table(result),
             "",
-            f"The {TOP_IMPORTS} largest cumulative imports of the deployed INIT (handlers.api, bytecode; per-module "
+            f"The {TOP_IMPORTS} largest cumulative imports of the deployed INIT ({app}, bytecode; per-module "
             f"medians of {PROFILE_RUNS} runs with `-X importtime`, which inflates every import alike):",
             "",
             top_imports_table(result.api_profile),
             "",
-            "**The floor.** handlers.api's INIT beside the naive baseline's, in the same profiles:",
+            f"**The floor.** {app}'s INIT beside the naive baseline's, in the same profiles:",
             "",
-            floor_table(found),
+            floor_table(found, app),
             "",
-            f"handlers.api's profile is {found.api_ms / found.naive_ms:.2f}x the baseline's. Every module the baseline "
-            f"imports, handlers.api imports too (those it does not come to {_ms(found.naive_only_ms)} ms), and in "
-            f"handlers.api's profile they alone are {shared:.2f}x the baseline's total: "
+            f"{app}'s profile is {found.api_ms / found.naive_ms:.2f}x the baseline's. Every module the baseline "
+            f"imports, {app} imports too (those it does not come to {_ms(found.naive_only_ms)} ms), and in "
+            f"{app}'s profile they alone are {shared:.2f}x the baseline's total: "
             + (
                 "with none of its own additions it would still be above 0.9x, which needs "
                 f"{_ms(found.shared_ms - NAIVE_TARGET * found.naive_ms)} ms less of the baseline's own imports "
@@ -660,7 +703,7 @@ def section(result: DeployedColdStart) -> str:
                 else "its own additions (the table) are what stands between it and 0.9x. "
             )
             + "Of those additions, pydantic.v1 is FastAPI's (it imports it to reject v1 models while building the "
-            "routes) and handlers.api's own time is the app built at INIT; the engine's connection modules (the kit's "
+            f"routes) and {app}'s own time is the app built at INIT; the engine's connection modules (the kit's "
             "dialects with pg8000 and SQLAlchemy's postgresql dialect package under them) take "
             f"{_ms(found.engine_ms)} ms: deferring them to the first request would move that time into the first "
             "invocation, not save it (and take it out of a SnapStart snapshot), so they stay at INIT, where nothing "

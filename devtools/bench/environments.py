@@ -1,8 +1,9 @@
 """Execution environments as separate processes: N at once, each its own interpreter, engine and connection.
 
 Threads in one process (devtools.bench.scale) share a GIL, so they show errors and pooler behaviour, but not throughput.
-Here each environment is a fresh interpreter (devtools.bench.environment_worker) that imports handlers.api, builds its
-own engine and opens its own connection with one warm-up request; then all start their measured requests together.
+Here each environment is a fresh interpreter (devtools.bench.environment_worker) that imports the app's handler (by
+its name in template.yaml), builds its own engine and opens its own connection with one warm-up request; then all
+start their measured requests together.
 (Forking the bench instead would be cheaper but hangs: the child inherits AnyIO's worker-thread pool without its
 threads.)
 """
@@ -14,11 +15,16 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 from devtools.bench import environment_worker
+from devtools.bench.environment_worker import Work
 from devtools.bench.scale import LoadResult, PoolerSampler, percentile
+from devtools.function_config import FunctionConfig
 from devtools.paths import ROOT
 from lib.dbkit.settings import DATABASE_VARIABLES
 
@@ -27,14 +33,15 @@ PROCESS_COUNTS = (32,)
 REQUESTS_PER_PROCESS = 50
 # Covers N fresh interpreters importing the handler on 2 cores.
 START_TIMEOUT_S = 180.0
-RESULT_TIMEOUT_S = environment_worker.PHASE_LIMIT_S + environment_worker.REQUEST_TIMEOUT_MS / 1000 + 30
+# Beyond the phase limit, a request started last may take its timeout; then the report has this long to arrive.
+REPORT_MARGIN_S = 30
 
 
-def _spawn(environ: dict[str, str], note_id: str, requests: int) -> subprocess.Popen[str]:
+def _spawn(environ: dict[str, str], work: Work, event_file: Path) -> subprocess.Popen[str]:
     env = {name: value for name, value in os.environ.items() if name not in DATABASE_VARIABLES} | environ
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.Popen(
-        [sys.executable, "-m", "devtools.bench.environment_worker", note_id, str(requests)],
+        [sys.executable, "-m", "devtools.bench.environment_worker", *work.argv(str(event_file))],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,
@@ -50,10 +57,24 @@ def _read_line(process: subprocess.Popen[str], deadline: float) -> str:
 
 
 def run_processes(
-    environ: dict[str, str], note_id: str, count: int, pooler_url: str, requests: int = REQUESTS_PER_PROCESS
+    environ: dict[str, str],
+    request: tuple[FunctionConfig, dict[str, Any]],
+    count: int,
+    pooler_url: str,
+    requests: int = REQUESTS_PER_PROCESS,
 ) -> LoadResult:
-    """`count` environment processes at once, all starting their measured requests together."""
-    processes = [_spawn(environ, note_id, requests) for _ in range(count)]
+    """`count` environment processes at once, all starting their measured requests together (the app's `request`)."""
+    function, event = request
+    work = Work(function.handler, function.logical_id, function.timeout_seconds * 1000, event, requests)
+    with tempfile.TemporaryDirectory(prefix="bench-environments-") as scratch:
+        event_file = Path(scratch) / "event.json"
+        event_file.write_text(json.dumps(event), encoding="utf-8")
+        return _run(environ, work, event_file, count, pooler_url)
+
+
+def _run(environ: dict[str, str], work: Work, event_file: Path, count: int, pooler_url: str) -> LoadResult:
+    processes = [_spawn(environ, work, event_file) for _ in range(count)]
+    requests = work.requests
     failures: Counter[str] = Counter()
     latencies: list[float] = []
     reported_not_started = 0
@@ -68,7 +89,7 @@ def run_processes(
             assert process.stdin is not None
             process.stdin.write("go\n")
             process.stdin.flush()
-        report_by = time.monotonic() + RESULT_TIMEOUT_S
+        report_by = time.monotonic() + environment_worker.PHASE_LIMIT_S + work.timeout_ms / 1000 + REPORT_MARGIN_S
         for process in ready:
             line = _read_line(process, report_by)
             if not line:

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
 
 from devtools.bench.orm import OrmUnit
-from devtools.bench.seed import Handler, create_psycopg_engine, create_seed_engine, create_seed_handler, seed_purge
+from devtools.bench.seed import GuideEngines, create_psycopg_engine, create_seed_engine
+from devtools.function_config import FunctionConfig
 from devtools.lambda_context import FakeLambdaContext
 from lib.dbkit import engine as lib_engine
 from lib.dbkit import invocation
@@ -44,11 +45,8 @@ class Profile(Protocol):
     def engine(self) -> Engine:
         """The environment's engine (built if needed)."""
 
-    def api(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Invoke the API function with an HTTP API event."""
-
-    def scheduled(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Invoke the scheduled job once; the summary it returns."""
+    def invoke(self, function: FunctionConfig, event: dict[str, Any]) -> Any:
+        """Invoke a function of the template (its handler, imported by name) with an event; what it returns."""
 
     def orm(self, unit: OrmUnit) -> Any:
         """Run one ORM unit of work the profile's way (as a handler would, inside an invocation); its result."""
@@ -92,13 +90,19 @@ def template_environment(
     return environ
 
 
-def lambda_context(function_name: str = "ApiFunction", timeout_ms: int = 25_000) -> FakeLambdaContext:
-    return FakeLambdaContext(function_name=function_name, timeout_ms=timeout_ms)
+def lambda_context(function: FunctionConfig) -> FakeLambdaContext:
+    """The context Lambda would pass the function: its name and its timeout from template.yaml."""
+    return FakeLambdaContext(function_name=function.logical_id, timeout_ms=function.timeout_seconds * 1000)
+
+
+def invoke_handler(function: FunctionConfig, event: dict[str, Any]) -> Any:
+    """The function's handler (template.yaml's Handler, imported by name as Lambda does) called with `event`."""
+    return function.import_handler()(event, lambda_context(function))
 
 
 @dataclass
 class TemplateProfile:
-    """The real handlers (handlers.api, handlers.scheduled) on whatever lib.dbkit.engine builds for the environment."""
+    """The app's handlers (named in template.yaml) on whatever lib.dbkit.engine builds for the environment."""
 
     name: str
     environ: dict[str, str]
@@ -115,20 +119,11 @@ class TemplateProfile:
     def engine(self) -> Engine:
         return lib_engine.get_engine()
 
-    def api(self, event: dict[str, Any]) -> dict[str, Any]:
-        from handlers.api import handler
-
-        response: dict[str, Any] = handler(event, lambda_context())
-        return response
-
-    def scheduled(self, event: dict[str, Any]) -> dict[str, Any]:
-        from handlers.scheduled import handler
-
-        summary: dict[str, Any] = handler(event, lambda_context("PurgeFunction", 120_000))
-        return summary
+    def invoke(self, function: FunctionConfig, event: dict[str, Any]) -> Any:
+        return invoke_handler(function, event)
 
     def orm(self, unit: OrmUnit) -> Any:
-        invocation.start(lambda_context())
+        invocation.start(FakeLambdaContext())
         try:
             return run_in_session(unit.work, single_statement=unit.single_statement, read_only=unit.read_only)
         finally:
@@ -140,13 +135,13 @@ class TemplateProfile:
 
 @dataclass
 class SeedProfile:
-    """The seed app (devtools.bench.seed) on its own engine , stock pg8000 by default, lazily like the template."""
+    """The app's handlers on a guide's engine (devtools.bench.seed: stock pg8000 by default), built lazily like the
+    template's: every invocation runs in the profile's own execution environment (GuideEngines)."""
 
     name: str
     url: DatabaseUrl
     build: Callable[[DatabaseUrl], Engine] = create_seed_engine
-    _engine: Engine | None = field(default=None, init=False)
-    _handler: Handler | None = field(default=None, init=False)
+    _environment: GuideEngines | None = field(default=None, init=False)
 
     @classmethod
     def on(cls, name: str, url: str) -> SeedProfile:
@@ -154,7 +149,7 @@ class SeedProfile:
 
     @classmethod
     def psycopg(cls, name: str, url: str, *, pool: str, autocommit: bool = False) -> SeedProfile:
-        """The same app on psycopg 3 (``postgresql+psycopg``)."""
+        """The same on psycopg 3 (``postgresql+psycopg``)."""
         return cls(
             name,
             parse_database_url(url),
@@ -168,19 +163,17 @@ class SeedProfile:
         # pool_pre_ping pings on every checkout whatever the idle time: idle_ping_seconds has no equivalent.
         self.close()
 
+    def _engines(self) -> GuideEngines:
+        if self._environment is None:
+            self._environment = GuideEngines(self.url, self.build)
+        return self._environment
+
     def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = self.build(self.url)
-            self._handler = create_seed_handler(self._engine)
-        return self._engine
+        return self._engines().engine()
 
-    def api(self, event: dict[str, Any]) -> dict[str, Any]:
-        self.engine()
-        assert self._handler is not None
-        return self._handler(event, lambda_context())
-
-    def scheduled(self, event: dict[str, Any]) -> dict[str, Any]:
-        return seed_purge(self.engine())
+    def invoke(self, function: FunctionConfig, event: dict[str, Any]) -> Any:
+        with lib_engine.execution_environment(self._engines()):
+            return invoke_handler(function, event)
 
     def orm(self, unit: OrmUnit) -> Any:
         # A guide's unit of work: a Session per unit, begun and committed around the work.
@@ -188,10 +181,9 @@ class SeedProfile:
             return unit.work(session)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-        self._engine = None
-        self._handler = None
+        if self._environment is not None:
+            self._environment.dispose()
+        self._environment = None
 
 
 class PingCounter:

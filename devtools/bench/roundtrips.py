@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import event, text
 
 from devtools.bench import orm
+from devtools.bench.app import BenchApp, BenchError, BenchRequest, bench_app, expect_success, succeeded
 from devtools.bench.pooler_stats import PoolerConsole
 from devtools.bench.profiles import PingCounter, Profile
-from devtools.events import load_event, with_header, with_json_body, with_note_id
+from devtools.events import with_header
 from devtools.proxy import Proxy
 from lib.dbkit.replica import READ_AFTER_HEADER
 
@@ -32,10 +33,6 @@ _SETTLE_TIMEOUT_S = 5.0
 _SKIPPED_ATTEMPTS = 20
 # How long the bench waits for the replica to replay the note its reads fetch (milliseconds on the local stack).
 REPLAY_WAIT_S = 10.0
-
-
-class BenchError(RuntimeError):
-    """A scenario did not do what it should (wrong status, skipped job): its figures would mean nothing."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,8 @@ class Sample:
 class Row:
     """One scenario of one profile: counts over every sample at every delay (a range when they differ), medians.
 
-    round_trips_at: the range at each delay (a split TLS flight at +0 ms shows there).
+    round_trips_at: the range at each delay (a split TLS flight at +0 ms shows there). role: what the scenario is
+    to the targets (Scenario.role).
     """
 
     scenario: str
@@ -68,19 +66,23 @@ class Row:
     hold_ms: dict[float, float] = field(default_factory=dict)
     transactions: tuple[int, int] | None = None
     round_trips_at: dict[float, tuple[int, int]] = field(default_factory=dict)
+    role: str = ""
 
 
 @dataclass(frozen=True)
 class Scenario:
     """An action on a profile; `fresh` starts a new execution environment before every run, else one warm-up.
 
-    An action returning False did not do its work (a skipped purge): the sample is taken again.
+    An action returning False did not do its work (a skipped scheduled run): the sample is taken again. role: which
+    of app.toml's [bench] requests it sends ("read", "write", "list", "health", "scheduled"), "first" or "idle" for
+    the read (or health check) in a new environment or after idle, "" for the rest (the ORM units).
     """
 
     name: str
     action: Callable[[Profile], bool]
     fresh: bool = False
     idle_s: float | None = None
+    role: str = ""
 
 
 def _settle(proxy: Proxy) -> None:
@@ -124,53 +126,33 @@ def measure(
     return dataclasses.replace(sample, hold_ms=held.xact_time_us / 1000, transactions=held.transactions)
 
 
-def _expect(response: dict[str, Any], status: int, what: str) -> dict[str, Any]:
-    if response.get("statusCode") != status:
-        raise BenchError(f"{what}: expected HTTP {status}, got {response.get('statusCode')}: {response.get('body')}")
-    return response
+def write_row(profile: Profile, app: BenchApp) -> str:
+    """A row for the read rows, written through the profile (app.toml [bench] write); its id."""
+    return app.write_row(profile.invoke)
 
 
-def create_note_event(*, ttl_seconds: int = 600) -> dict[str, Any]:
-    """POST /notes with a unique title; notes expire so repeated bench runs leave nothing behind for long."""
-    body = {"title": f"bench {uuid.uuid4()}", "body": "round-trip benchmark", "ttl_seconds": ttl_seconds}
-    return with_json_body(load_event("api-02-create-note"), body)
+def _run_scheduled(app: BenchApp, request: BenchRequest) -> Callable[[Profile], bool]:
+    # Skipped when another run (a test on the shared stack) holds the job: that sample does not count.
+    return lambda profile: not app.skipped(profile.invoke(request.function, request.event()))
 
 
-def get_note_event(note_id: str) -> dict[str, Any]:
-    return with_note_id(load_event("api-10-get-note-unknown-id"), note_id)
-
-
-def seed_note(profile: Profile) -> str:
-    """A note for the GET /notes/{id} rows (lives an hour)."""
-    import json
-
-    response = _expect(profile.api(create_note_event(ttl_seconds=3600)), 201, "POST /notes")
-    note_id: str = json.loads(response["body"])["id"]
-    return note_id
-
-
-def seed_replica_note(profile: Profile) -> tuple[str, str]:
-    """A note for the replica rows and the Read-After its create answered, once the replica has it."""
-    import json
-
-    response = _expect(profile.api(create_note_event(ttl_seconds=3600)), 201, "POST /notes")
+def write_replica_row(profile: Profile, app: BenchApp) -> tuple[str, str]:
+    """A row for the replica rows and the Read-After its write answered, once the replica has it."""
+    assert app.write is not None
+    assert app.read is not None
+    response = expect_success(profile.invoke(app.write.function, app.write.event()), app.write.label)
     headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
     read_after = headers.get(READ_AFTER_HEADER.lower())
     if read_after is None:
-        raise BenchError(f"POST /notes answered no {READ_AFTER_HEADER} header: the profile has no read replica")
-    note_id: str = json.loads(response["body"])["id"]
+        raise BenchError(f"{app.write.label} answered no {READ_AFTER_HEADER} header: the profile has no read replica")
+    row_id = app.row_id(response)
     deadline = time.monotonic() + REPLAY_WAIT_S
-    # Without a token a read runs on the replica, which answers 404 until it has replayed the create.
-    while profile.api(get_note_event(note_id))["statusCode"] != 200:
+    # Without a token a read runs on the replica, which answers 404 until it has replayed the write.
+    while not succeeded(profile.invoke(app.read.function, app.read_event(row_id))):
         if time.monotonic() > deadline:
-            raise BenchError(f"the replica did not replay the bench's note within {REPLAY_WAIT_S:g} s")
+            raise BenchError(f"the replica did not replay the bench's row within {REPLAY_WAIT_S:g} s")
         time.sleep(0.02)
-    return note_id, read_after
-
-
-def _scheduled(profile: Profile) -> bool:
-    # Skipped when another purge run (a test on the shared stack) holds the lease: that sample does not count.
-    return not profile.scheduled(load_event("scheduled-01-purge"))["skipped"]
+    return row_id, read_after
 
 
 def orm_scenario(unit: orm.OrmUnit) -> Scenario:
@@ -202,50 +184,78 @@ def runs_per_scenario(runs: int) -> int:
     return len(DELAYS_MS) * (runs + 1)
 
 
-def scenarios(note_id: str) -> list[Scenario]:
-    """The request mix of the round-trip table, in table order."""
+def scenarios(app: BenchApp, row_id: str | None) -> list[Scenario]:
+    """The request mix of the round-trip table, in table order: what app.toml [bench] names."""
 
-    def api(event_factory: Callable[[], dict[str, Any]], status: int, what: str) -> Callable[[Profile], bool]:
-        return lambda profile: bool(_expect(profile.api(event_factory()), status, what))
+    def send(request: BenchRequest, event: Callable[[], dict[str, Any]]) -> Callable[[Profile], bool]:
+        return lambda profile: bool(expect_success(profile.invoke(request.function, event()), request.label))
 
-    get_note = api(lambda: get_note_event(note_id), 200, "GET /notes/{id}")
-    return [
-        Scenario("warm GET /notes/{id}", get_note),
-        Scenario("warm POST /notes", api(create_note_event, 201, "POST /notes")),
-        Scenario("warm GET /notes", api(lambda: load_event("api-07-list-notes"), 200, "GET /notes")),
-        Scenario("warm GET /health", api(lambda: load_event("api-01-health"), 200, "GET /health")),
-        Scenario("warm scheduled purge (1 batch)", _scheduled),
-        Scenario("first request of a new environment (GET /notes/{id})", get_note, fresh=True),
-        Scenario(f"GET /notes/{{id}} after {SHORT_IDLE_PING_SECONDS:g} s idle*", get_note, idle_s=0.15),
+    def read_row() -> dict[str, Any]:
+        assert row_id is not None
+        return app.read_event(row_id)
+
+    requests = [
+        (request, read_row if request is app.read else request.event)
+        for request in (app.read, app.write, app.listing, app.health)
+        if request is not None and (request is not app.read or row_id is not None)
     ]
+    found = [Scenario(f"warm {request.label}", send(request, event), role=request.role) for request, event in requests]
+    if app.scheduled is not None:
+        name = f"warm scheduled run ({app.scheduled.function.logical_id})"
+        found.append(Scenario(name, _run_scheduled(app, app.scheduled), role="scheduled"))
+    # A new environment's first request, and one after idling: the read when there is one, else the health check.
+    first = next(((request, event) for request, event in requests if request.role in ("read", "health")), None)
+    if first is not None:
+        request, event = first
+        action = send(request, event)
+        found.append(
+            Scenario(f"first request of a new environment ({request.label})", action, fresh=True, role="first")
+        )
+        found.append(
+            Scenario(f"{request.label} after {SHORT_IDLE_PING_SECONDS:g} s idle*", action, idle_s=0.15, role="idle")
+        )
+    return found
 
 
-REPLICA_READS = (
-    "warm GET /notes/{id} on the replica",
-    "warm GET /notes on the replica",
-    "warm GET /notes/{id} with Read-After, on the replica",
-)
-REPLICA_WRITE = "warm POST /notes with a replica (answers Read-After)"
-REPLICA_FIRST_REQUEST = "first request of a new environment, on the replica (GET /notes)"
+# Roles of the replica rows (devtools.bench.report reads them): reads it serves, a write beside it, a first request.
+REPLICA_READ = "replica read"
+REPLICA_WRITE = "replica write"
+REPLICA_FIRST_REQUEST = "replica first"
 
 
-def replica_scenarios(note_id: str, read_after: str) -> list[Scenario]:
-    """The requests a read replica changes, in table order: reads on it, a write beside it, a first read on it."""
+def replica_scenarios(app: BenchApp, row_id: str, read_after: str) -> list[Scenario]:
+    """The requests a read replica changes, in table order: reads on it (app.toml [bench] read and list, and the read
+    with the Read-After the write answered), the write beside it, a first request on it."""
+    assert app.read is not None
+    assert app.write is not None
 
-    def api(event_factory: Callable[[], dict[str, Any]], status: int, what: str) -> Callable[[Profile], bool]:
-        return lambda profile: bool(_expect(profile.api(event_factory()), status, what))
+    def send(request: BenchRequest, event: Callable[[], dict[str, Any]]) -> Callable[[Profile], bool]:
+        return lambda profile: bool(expect_success(profile.invoke(request.function, event()), request.label))
 
-    list_notes = api(lambda: load_event("api-07-list-notes"), 200, "GET /notes")
-    return [
-        Scenario(REPLICA_READS[0], api(lambda: get_note_event(note_id), 200, "GET /notes/{id}")),
-        Scenario(REPLICA_READS[1], list_notes),
+    read = send(app.read, lambda: app.read_event(row_id))
+    read_after_write = send(app.read, lambda: with_header(app.read_event(row_id), READ_AFTER_HEADER, read_after))
+    found = [Scenario(f"warm {app.read.label} on the replica", read, role=REPLICA_READ)]
+    listing = send(app.listing, app.listing.event) if app.listing is not None else None
+    if app.listing is not None and listing is not None:
+        found.append(Scenario(f"warm {app.listing.label} on the replica", listing, role=REPLICA_READ))
+    found += [
+        Scenario(f"warm {app.read.label} with Read-After, on the replica", read_after_write, role=REPLICA_READ),
         Scenario(
-            REPLICA_READS[2],
-            api(lambda: with_header(get_note_event(note_id), READ_AFTER_HEADER, read_after), 200, "GET /notes/{id}"),
+            f"warm {app.write.label} with a replica (answers Read-After)",
+            send(app.write, app.write.event),
+            role=REPLICA_WRITE,
         ),
-        Scenario(REPLICA_WRITE, api(create_note_event, 201, "POST /notes")),
-        Scenario(REPLICA_FIRST_REQUEST, list_notes, fresh=True),
     ]
+    first = app.listing or app.read
+    found.append(
+        Scenario(
+            f"first request of a new environment, on the replica ({first.label})",
+            listing or read,
+            fresh=True,
+            role=REPLICA_FIRST_REQUEST,
+        )
+    )
+    return found
 
 
 def run_replica(
@@ -253,14 +263,17 @@ def run_replica(
 ) -> list[Row]:
     """The replica scenarios for each profile; `console` reads the replica's pooled database, so its transaction
     count says which server served each row (at least 1 per read, none for the write): a row served elsewhere is an
-    error."""
+    error. Needs app.toml [bench] read and write (the rows are left out without them)."""
+    app = bench_app()
+    if app.read is None or app.write is None:
+        return []
     rows: list[Row] = []
     for profile in profiles:
         profile.activate()
-        note_id, read_after = seed_replica_note(profile)
-        for scenario in replica_scenarios(note_id, read_after):
+        row_id, read_after = write_replica_row(profile, app)
+        for scenario in replica_scenarios(app, row_id, read_after):
             row = run_scenario(proxy, pings, profile, scenario, runs, console)
-            writes = scenario.name == REPLICA_WRITE
+            writes = scenario.role == REPLICA_WRITE
             on_replica = row.transactions or (0, 0)
             if (on_replica != (0, 0)) if writes else (on_replica[0] < 1):
                 expected = "none" if writes else "at least 1 per request"
@@ -316,6 +329,7 @@ def run_scenario(
         hold_ms=held,
         transactions=_span(transactions) if transactions else None,
         round_trips_at={delay: _span(s.round_trips for s in taken) for delay, taken in samples.items()},
+        role=scenario.role,
     )
 
 
@@ -329,7 +343,7 @@ def _sample(
         if done[0]:
             return sample
         time.sleep(0.25)
-    raise BenchError(f"{scenario.name} was skipped {_SKIPPED_ATTEMPTS} times in a row (purge lease held elsewhere)")
+    raise BenchError(f"{scenario.name} was skipped {_SKIPPED_ATTEMPTS} times in a row (the job held elsewhere)")
 
 
 def _count_text(span: tuple[int, int]) -> str:
@@ -404,19 +418,21 @@ def run_all(
     pings: PingCounter,
     profiles: Sequence[Profile],
     runs: int,
-    note_ids: dict[str, str],
+    row_ids: dict[str, str],
     console: PoolerConsole | None = None,
 ) -> tuple[list[Row], list[Steps]]:
     """Every scenario for every profile (profile by profile, each its own environment), then the driver steps."""
+    app = bench_app()
     rows: list[Row] = []
     steps: list[Steps] = []
     for profile in profiles:
         profile.activate()
-        note_ids[profile.name] = seed_note(profile)
+        if app.read is not None:
+            row_ids[profile.name] = write_row(profile, app)
         item_ids = profile.orm(
             orm.OrmUnit("prepare the ORM table", lambda s: orm.prepare(s, 1 + runs_per_scenario(runs)))
         )
-        for scenario in [*scenarios(note_ids[profile.name]), *orm_scenarios(item_ids)]:
+        for scenario in [*scenarios(app, row_ids.get(profile.name)), *orm_scenarios(item_ids)]:
             rows.append(run_scenario(proxy, pings, profile, scenario, runs, console))
         profile.orm(orm.OrmUnit("drop the ORM table", orm.drop))
         steps.append(driver_steps(proxy, pings, profile))

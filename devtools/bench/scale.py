@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -24,9 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from devtools import migrate
+from devtools.bench.app import bench_app, succeeded
 from devtools.bench.pooler_stats import PoolerConsole, PoolerTotals
-from devtools.bench.profiles import CapturedLogs, lambda_context, set_database_environment, template_environment
-from devtools.bench.roundtrips import create_note_event, get_note_event
+from devtools.bench.profiles import (
+    CapturedLogs,
+    invoke_handler,
+    lambda_context,
+    set_database_environment,
+    template_environment,
+)
+from devtools.function_config import FunctionConfig
 from devtools.paths import ROOT
 from lib.dbkit import engine as lib_engine
 
@@ -34,8 +42,6 @@ ENVIRONMENT_COUNTS = (50, 200, 500)
 # One N on the direct URL is enough to show why serverless mode refuses it (each such run lasts a Lambda timeout).
 DIRECT_COUNTS = (50,)
 REQUESTS_PER_ENVIRONMENT = 3
-# The API function's timeout in template.yaml; it bounds lib.dbkit.engine's connect retries.
-REQUEST_TIMEOUT_MS = 25_000
 # No environment starts another request after this long; a request already running ends by its own deadline.
 PHASE_LIMIT_S = 15.0
 # Every environment waits here before it starts and before it shuts down, so all N hold a connection at once.
@@ -195,13 +201,14 @@ def run_load(
     target: str,
     environ: dict[str, str],
     environments: int,
-    note_id: str,
+    request: tuple[FunctionConfig, dict[str, Any]],
     logs: CapturedLogs,
     pooler_url: str | None = None,
 ) -> LoadResult:
-    """N threads, each its own engine, up to REQUESTS_PER_ENVIRONMENT sequential GET /notes/{id} requests each."""
-    from handlers.api import handler
-
+    """N threads, each its own engine, up to REQUESTS_PER_ENVIRONMENT sequential `request`s each (the app's read)."""
+    # Each request gets the function's timeout from template.yaml: it bounds lib.dbkit.engine's connect retries.
+    function, event = request
+    handler = function.import_handler()
     set_database_environment(environ)
     logs.sqlstates.clear()
     latencies: list[float] = []
@@ -219,8 +226,8 @@ def run_load(
                 break
             began = time.perf_counter()
             try:
-                response = handler(get_note_event(note_id), lambda_context(timeout_ms=REQUEST_TIMEOUT_MS))
-                kind = None if response.get("statusCode") == 200 else _error_kind(response)
+                response = handler(copy.deepcopy(event), lambda_context(function))
+                kind = None if succeeded(response) else _error_kind(response)
             except Exception as error:  # noqa: BLE001 - every failure is counted, by type.
                 kind = type(error).__name__
             with lock:
@@ -313,23 +320,20 @@ def run_scale(
         }
         with _no_metrics():
             set_database_environment(pooled)
-            from handlers.api import handler
-
-            created = handler(create_note_event(ttl_seconds=3600), lambda_context())
-            note_id = json.loads(created["body"])["id"]
+            request = bench_app().repeated_request(invoke_handler)
             lib_engine.dispose_engine()
             results = []
             # Direct first: afterwards PgBouncer keeps up to default_pool_size server connections open for a while,
             # which would take slots of max_connections away from the direct runs.
             for count in direct_counts:
-                results.append(run_load("direct URL (server mode)", direct, count, note_id, logs))
+                results.append(run_load("direct URL (server mode)", direct, count, request, logs))
             for count in counts:
                 results.append(
-                    run_load("pooler (template default)", pooled, count, note_id, logs, env["PGBOUNCER_DATABASE_URL"])
+                    run_load("pooler (template default)", pooled, count, request, logs, env["PGBOUNCER_DATABASE_URL"])
                 )
             set_database_environment({})
         for count in process_counts:
-            results.append(run_processes(pooled, note_id, count, env["PGBOUNCER_DATABASE_URL"]))
+            results.append(run_processes(pooled, request, count, env["PGBOUNCER_DATABASE_URL"]))
         return results
     finally:
         set_database_environment({})

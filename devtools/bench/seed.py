@@ -1,46 +1,24 @@
-"""The seed configuration: what a typical FastAPI + SQLAlchemy guide builds, kept as the bench's fixed baseline.
+"""The seed configuration: the engine a typical FastAPI + SQLAlchemy guide builds, kept as the bench's fixed baseline.
 
-The psycopg 3 peers run the same app on a ``postgresql+psycopg`` engine (create_psycopg_engine).
-
-QueuePool 5/10 with ``pool_pre_ping``, the stock ``postgresql+pg8000`` dialect, one Session per request through a
-FastAPI dependency, reads closed without commit, writes committed. It is built here with ``create_engine`` directly
-(not through the kit's settings/engine) so it stays the baseline whatever the template's engine becomes. The routes
-call the same lib.sample_app notes/purge data functions and return the same models as lib.sample_app.api, and the
-handler wears the same Powertools decorators as handlers.api, so the only difference measured is the connection layer.
+QueuePool 5/10 with ``pool_pre_ping`` on the stock ``postgresql+pg8000`` dialect, built with ``create_engine``
+directly (not through the kit's settings/engine) so it stays the baseline whatever the template's engine becomes.
+The psycopg 3 peers are the same on a ``postgresql+psycopg`` engine (create_psycopg_engine). The bench runs the
+app's own handlers (named in template.yaml) on these engines in place of the kit's (GuideEngines): the same routes,
+SQL and Powertools decorators as the template profiles, so the only difference measured is the connection layer,
+and the baseline is whatever app the template holds, never a copy of it.
 """
 
 from __future__ import annotations
 
 import ssl
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any
-from uuid import UUID
+from collections.abc import Callable
+from typing import Any
 
-from aws_lambda_powertools.logging import correlation_paths
-from fastapi import Depends, FastAPI, HTTPException, Request
-from mangum import Mangum
-from sqlalchemy import URL, Engine, NullPool, create_engine, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import URL, Engine, NullPool, create_engine
 
-from lib.dbkit import leases
 from lib.dbkit.dsn import DatabaseUrl
-from lib.dbkit.observability import logger, metrics
-
-from lib.sample_app import notes, purge
-from lib.sample_app.api import NoteCreate, NoteOut, NotePageOut
-from lib.sample_app.errors import NoteNotFoundError
-
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    """The guide's per-request Session dependency (closed, not committed, when the request ends)."""
-    with request.app.state.sessions() as session:
-        yield session
-
-
-db = Annotated[Session, Depends(get_session)]
+from lib.dbkit.engine import EngineHolder
+from lib.dbkit.settings import Settings
 
 
 def create_seed_engine(url: DatabaseUrl) -> Engine:
@@ -85,77 +63,35 @@ def create_psycopg_engine(url: DatabaseUrl, *, pool: str, autocommit: bool = Fal
     return create_engine(target, **options)
 
 
-def create_seed_app(engine: Engine) -> FastAPI:
-    """The guide's app: a Session per request from a dependency; the same data functions as the sample app."""
-    app = FastAPI(docs_url=None, redoc_url=None)
-    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+class GuideEngines(EngineHolder):
+    """An execution environment whose engine is a guide's (`build`), not the kit's, and which has no read replica.
 
-    @app.get("/health")
-    def health(session: db) -> dict[str, str]:
-        session.execute(text("SELECT 1"))
-        return {"status": "ok", "database": "reachable"}
+    Run the app's handler inside ``lib.dbkit.engine.execution_environment(GuideEngines(...))``: its units of work
+    then run on this engine, with none of the kit's engine events (server-side limits, idle ping, pipelining).
+    """
 
-    @app.post("/notes", status_code=201)
-    def create_note(payload: NoteCreate, session: db) -> NoteOut:
-        created = notes.create_note(
-            session,
-            title=payload.title,
-            body=payload.body,
-            ttl_seconds=payload.ttl_seconds,
-            idempotency_key=None,
-        )
-        session.commit()
-        return NoteOut.of(created.note)
+    def __init__(self, url: DatabaseUrl, build: Callable[[DatabaseUrl], Engine]) -> None:
+        super().__init__()
+        self._url = url
+        self._build = build
+        self._guide_engine: Engine | None = None
+        self._guide_settings: Settings | None = None
 
-    @app.get("/notes")
-    def list_notes(session: db, limit: int = 20) -> NotePageOut:
-        page = notes.list_notes(session, limit=limit)
-        return NotePageOut(items=[NoteOut.of(note) for note in page.notes], next_cursor=None)
+    def engine(self) -> Engine:
+        if self._guide_engine is None:
+            self._guide_engine = self._build(self._url)
+        return self._guide_engine
 
-    @app.get("/notes/{note_id}")
-    def get_note(note_id: UUID, session: db) -> NoteOut:
-        try:
-            return NoteOut.of(notes.get_note(session, note_id))
-        except NoteNotFoundError as error:
-            raise HTTPException(404, str(error)) from error
+    def engine_settings(self) -> Settings:
+        # run_in_transaction reads only the replica from these: a guide's app has none.
+        if self._guide_settings is None:
+            self._guide_settings = Settings(database=self._url)
+        return self._guide_settings
 
-    return app
+    def replica_engine(self) -> Engine | None:
+        return None
 
-
-def create_seed_handler(engine: Engine) -> Handler:
-    """Mangum around the seed app, with the same Powertools decorators as handlers.api."""
-    # lifespan="off" as in handlers.api: the comparison is about the connection layer, not Mangum's lifespan.
-    adapter = Mangum(create_seed_app(engine), lifespan="off")
-
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-    @metrics.log_metrics
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return adapter(event, context)
-
-    return handler
-
-
-def seed_purge(engine: Engine, *, batch_size: int = purge.BATCH_SIZE) -> dict[str, Any]:
-    """The scheduled purge as the guide would write it: the sample purge's statements, one Session transaction each."""
-    holder = str(uuid.uuid4())
-    lease = {"name": purge.JOB_NAME, "holder": holder}
-    with Session(engine) as session:
-        taken = leases.take_lease(session.connection(), **lease, seconds=purge.LEASE_MARGIN_SECONDS)
-        session.commit()
-    if not taken:
-        return {"purged": 0, "batches": 0, "skipped": True}
-    purged = batches = 0
-    try:
-        while True:
-            with Session(engine) as session:
-                deleted = purge.delete_expired_batch(session.connection(), batch_size=batch_size)
-                session.commit()
-            purged += deleted
-            batches += 1
-            if deleted < batch_size:
-                break
-    finally:
-        with Session(engine) as session:
-            leases.release_lease(session.connection(), **lease)
-            session.commit()
-    return {"purged": purged, "batches": batches, "skipped": False}
+    def dispose(self) -> None:
+        if self._guide_engine is not None:
+            self._guide_engine.dispose()
+        self._guide_engine = None

@@ -23,8 +23,9 @@ SAMPLE_PACKAGE = "sample_app"
 # The skeleton mirrors the project's layout, its package also spelled sample_app, so one rename serves both variants.
 SKELETON = Path("devtools/template/skeleton")
 # Where the app's name may appear: the wiring, the app, its tests and migrations, the docs and the files that name
-# it. The kit never names it (import-linter contracts); the tooling's own tests may, until they read app.toml.
-RENAME_ROOTS = ("handlers", "lib", "tests", "migrations", "docs", "bench", "devtools")
+# it. Neither the kit nor the tooling (devtools/) names it (import-linter contracts): the tooling finds the app in
+# template.yaml, events/ and app.toml.
+RENAME_ROOTS = ("handlers", "lib", "tests", "migrations", "docs", "bench")
 RENAME_FILES = ("pyproject.toml", "alembic.ini", "app.toml", "template.yaml", "README.md", "Makefile", "samconfig.toml")
 RENAME_SUFFIXES = frozenset({".py", ".md", ".toml", ".ini", ".yaml", ".yml", ".json", ".txt", ".mako", ".cfg"})
 SKIPPED_DIRS = frozenset({"__pycache__", ".venv", ".stack", ".aws-sam", ".mypy_cache", ".ruff_cache", ".pytest_cache"})

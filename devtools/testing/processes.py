@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -11,27 +12,38 @@ from typing import Any
 START_TIMEOUT = 120.0
 
 
-def _environment(environ: dict[str, str], barrier: Barrier, event: dict[str, Any], results: Any, number: int) -> None:
+def _environment(
+    environ: dict[str, str],
+    handler_name: str,
+    warm_up: dict[str, Any],
+    barrier: Barrier,
+    event: dict[str, Any],
+    results: Any,
+    number: int,
+) -> None:
     os.environ.update(environ)
-    from devtools.events import load_event
     from devtools.testing.lambda_runtime import FakeLambdaContext
-    from handlers.api import handler
 
+    module, _, attribute = handler_name.rpartition(".")
+    handler = getattr(importlib.import_module(module), attribute)
     # Warm up first (import, engine, a pooled connection), so the requests under test really overlap.
-    handler(load_event("api-01-health"), FakeLambdaContext())
+    handler(warm_up, FakeLambdaContext())
     barrier.wait(timeout=START_TIMEOUT)
     response = handler(event, FakeLambdaContext())
     results.put((number, response["statusCode"], dict(response["headers"]), json.loads(response["body"] or "null")))
 
 
-def fire_together(environ: dict[str, str], events: list[dict[str, Any]]) -> list[tuple[int, dict[str, str], Any]]:
-    """Send events[i] from process i, all released at once after each warmed up; (status, headers, body) in order."""
+def fire_together(
+    environ: dict[str, str], events: list[dict[str, Any]], *, handler: str, warm_up: dict[str, Any]
+) -> list[tuple[int, dict[str, str], Any]]:
+    """Send events[i] from process i to `handler` ("module.function", as template.yaml names it), all released at
+    once after each answered `warm_up`; (status, headers, body) in order."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(len(events))
     results = context.Queue()
     quiet = {**environ, "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     processes = [
-        context.Process(target=_environment, args=(quiet, barrier, event, results, number))
+        context.Process(target=_environment, args=(quiet, handler, warm_up, barrier, event, results, number))
         for number, event in enumerate(events)
     ]
     for process in processes:

@@ -15,7 +15,8 @@ import pytest
 
 from devtools import stack
 from devtools.bench import deployed, orm, report
-from devtools.bench.coldstart import NAIVE_BASELINE, dependencies_of
+from devtools.bench.app import BenchRequest, bench_app
+from devtools.bench.coldstart import NAIVE_BASELINE, dependencies_of, handler_modules
 from devtools.bench.environments import run_processes
 from devtools.bench.negotiation import measure_new_connections
 from devtools.bench.pooler_stats import PoolerConsole
@@ -32,18 +33,15 @@ from devtools.bench.profiles import (
 from devtools.bench.report import TEMPLATE_REPLICA
 from devtools.bench.roundtrips import (
     REPLICA_FIRST_REQUEST,
-    REPLICA_READS,
+    REPLICA_READ,
     REPLICA_WRITE,
     Sample,
-    create_note_event,
-    get_note_event,
     measure,
     orm_scenarios,
     run_replica,
-    seed_note,
+    write_row,
 )
-from devtools.events import load_event
-from devtools.function_config import function_config
+from devtools.function_config import FunctionConfig
 from devtools.proxy import Proxy
 from devtools.runtime_python import runtime_python
 from devtools.testing.database import DatabaseTarget
@@ -53,6 +51,8 @@ from lib.dbkit.dsn import parse_database_url
 from lib.dbkit.settings import DATABASE_VARIABLES
 
 pytestmark = pytest.mark.integration
+# The app's requests (app.toml [bench]), their functions and handlers from template.yaml.
+APP = bench_app()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,33 +83,44 @@ def _template(bench: Bench, pool: str = "tiny") -> TemplateProfile:
     return profile
 
 
-def _warm(bench: Bench, profile: Profile, event: dict[str, Any]) -> Sample:
-    assert profile.api(event)["statusCode"] == 200
+def _status(profile: Profile, function: FunctionConfig, event: dict[str, Any]) -> int:
+    return int(profile.invoke(function, event)["statusCode"])
+
+
+def _warm(bench: Bench, profile: Profile, function: FunctionConfig, event: dict[str, Any]) -> Sample:
+    assert 200 <= _status(profile, function, event) < 300
     response: list[int] = []
-    sample = measure(bench.proxy, bench.pings, lambda: response.append(profile.api(event)["statusCode"]))
-    assert response == [200]
+    sample = measure(bench.proxy, bench.pings, lambda: response.append(_status(profile, function, event)))
+    assert 200 <= response[0] < 300
     return sample
 
 
-def _health() -> dict[str, Any]:
-    return load_event("api-01-health")
+def _health() -> BenchRequest:
+    assert APP.health is not None, "app.toml [bench] names no health request"
+    return APP.health
+
+
+def _warm_health(bench: Bench, profile: Profile) -> Sample:
+    health = _health()
+    return _warm(bench, profile, health.function, health.event())
 
 
 def test_template_health_is_one_round_trip_on_the_warm_connection(bench: Bench) -> None:
     profile = _template(bench)
     try:
-        sample = _warm(bench, profile, _health())
+        sample = _warm_health(bench, profile)
     finally:
         profile.close()
     # Its one statement is the dialect's ping (lib.dbkit.engine.ping), counted as such; no other ping runs.
     assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 1)
 
 
-def test_template_warm_get_is_one_round_trip(bench: Bench) -> None:
+def test_template_warm_get_is_one_round_trip(bench: Bench, schema: None) -> None:
     # A single-statement unit: limits, statement and Sync in one flight, no BEGIN/COMMIT.
     profile = _template(bench)
+    assert APP.read is not None, "app.toml [bench] names no read"
     try:
-        sample = _warm(bench, profile, get_note_event(seed_note(profile)))
+        sample = _warm(bench, profile, APP.read.function, APP.read_event(write_row(profile, APP)))
     finally:
         profile.close()
     assert (sample.round_trips, sample.connections, sample.pings) == (1, 0, 0)
@@ -146,7 +157,7 @@ def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -
     bench.proxy.delay_ms = 2
     profile = _template(bench, "nullpool")
     try:
-        sample = _warm(bench, profile, _health())
+        sample = _warm_health(bench, profile)
     finally:
         profile.close()
     assert (sample.round_trips, sample.connections, sample.pings) == (6, 1, 1)
@@ -155,18 +166,24 @@ def test_nullpool_health_pays_a_connection_and_not_its_terminate(bench: Bench) -
 def test_seed_profile_pre_pings_every_checkout(bench: Bench) -> None:
     profile = SeedProfile.on("seed", bench.url)
     try:
-        sample = _warm(bench, profile, _health())
+        sample = _warm_health(bench, profile)
     finally:
         profile.close()
-    # pre-ping (BEGIN, SELECT 1) + SELECT 1 in that transaction, then pg8000's three-round-trip ROLLBACK.
-    assert (sample.round_trips, sample.connections, sample.pings) == (6, 0, 1)
+    # pre-ping at checkout (BEGIN, SELECT 1), then the health check's own ping (the dialect's, as lib.dbkit.engine.ping
+    # sends it) in that transaction, then pg8000's three-round-trip ROLLBACK when the connection goes back.
+    assert (sample.round_trips, sample.connections, sample.pings) == (6, 0, 2)
 
 
-def _warm_with_console(bench: Bench, profile: Profile, event: dict[str, Any], console: PoolerConsole) -> Sample:
-    assert profile.api(event)["statusCode"] == 200
+def _warm_with_console(bench: Bench, profile: Profile, console: PoolerConsole) -> Sample:
+    health = _health()
+    assert 200 <= _status(profile, health.function, health.event()) < 300
     statuses: list[int] = []
-    sample = measure(bench.proxy, bench.pings, lambda: statuses.append(profile.api(event)["statusCode"]), console)
-    assert statuses == [200]
+
+    def action() -> None:
+        statuses.append(_status(profile, health.function, health.event()))
+
+    sample = measure(bench.proxy, bench.pings, action, console)
+    assert 200 <= statuses[0] < 300
     return sample
 
 
@@ -177,7 +194,7 @@ def test_pooler_console_counts_one_transaction_and_its_hold_per_warm_health(
     profile = _template(bench)
     try:
         with PoolerConsole(database.pooler_url) as console:
-            sample = _warm_with_console(bench, profile, _health(), console)
+            sample = _warm_with_console(bench, profile, console)
     finally:
         profile.close()
     assert sample.transactions == 1
@@ -194,8 +211,8 @@ def test_pooler_hold_grows_with_the_round_trips_inside_the_transaction(bench: Be
     autocommit = SeedProfile.psycopg("psycopg autocommit", bench.url, pool="tiny", autocommit=True)
     try:
         with PoolerConsole(database.pooler_url) as console:
-            seed_sample = _warm_with_console(bench, seed, _health(), console)
-            autocommit_sample = _warm_with_console(bench, autocommit, _health(), console)
+            seed_sample = _warm_with_console(bench, seed, console)
+            autocommit_sample = _warm_with_console(bench, autocommit, console)
     finally:
         seed.close()
         autocommit.close()
@@ -206,31 +223,35 @@ def test_pooler_hold_grows_with_the_round_trips_inside_the_transaction(bench: Be
     assert (autocommit_sample.round_trips, autocommit_sample.transactions) == (1, 1)
 
 
-def test_psycopg_pool_of_one_runs_the_seed_app_with_begin_statement_commit(bench: Bench) -> None:
+def test_psycopg_pool_of_one_runs_the_app_with_begin_statement_commit(bench: Bench, schema: None) -> None:
     profile = SeedProfile.psycopg("psycopg pool1", bench.url, pool="tiny")
+    assert APP.read is not None, "app.toml [bench] names no read"
     try:
         profile.activate()
-        assert profile.api(create_note_event())["statusCode"] == 201
-        sample = _warm(bench, profile, _health())
+        sample = _warm(bench, profile, APP.read.function, APP.read_event(write_row(profile, APP)))
+        health = _warm_health(bench, profile)
     finally:
         profile.close()
-    # libpq: BEGIN, then SELECT 1, then the ROLLBACK that ends the Session; no pre-ping, no new connection.
+    # The app's unit of work on the psycopg engine: libpq sends BEGIN, then the SELECT, then COMMIT; no pre-ping,
+    # no new connection.
     assert (sample.round_trips, sample.connections, sample.pings) == (3, 0, 0)
+    # The health check is the dialect's ping alone, which psycopg's dialect sends in autocommit: one round trip.
+    assert (health.round_trips, health.connections, health.pings) == (1, 0, 1)
 
 
 @pytest.mark.local_stack
-def test_environment_processes_account_for_every_request_issued(database: DatabaseTarget) -> None:
+def test_environment_processes_account_for_every_request_issued(database: DatabaseTarget, schema: None) -> None:
     pooler = parse_database_url(database.pooler_url)
     environ = template_environment(database.pooler_url, f"{pooler.host}:{pooler.port}", pool="tiny")
     profile = TemplateProfile("template", environ)
     with quiet_app_logs():
         profile.activate()
         try:
-            note_id = seed_note(profile)
+            request = APP.repeated_request(profile.invoke)
         finally:
             profile.close()
             set_database_environment({})
-    result = run_processes(environ, note_id, 2, database.pooler_url, requests=5)
+    result = run_processes(environ, request, 2, database.pooler_url, requests=5)
     assert (result.issued, result.completed, result.failed, result.not_started) == (10, 10, 0, 0)
     assert result.error_kinds == {}
     assert result.pooler is not None
@@ -253,22 +274,26 @@ def test_naive_import_baseline_names_the_stack_a_typical_app_imports() -> None:
 def test_the_deployed_cold_start_runs_the_built_artifact_read_only_under_the_runtime_client(
     database: DatabaseTarget, schema: None, tmp_path: Path
 ) -> None:
-    config = function_config(deployed.FUNCTION_ID)
+    probe = APP.probe
+    assert probe is not None, "app.toml [bench] names no read and no health request"
+    config = probe.request.function
     python = runtime_python(config.runtime)
     if not python.matches:
         pytest.skip(f"the deployed cold start runs on {config.runtime}: {python.describe()}")
     built = tmp_path / "build"
-    size = deployed.build(built, config.runtime.removeprefix("python"), bytecode=True)
+    size = deployed.build(built, config.logical_id, config.runtime.removeprefix("python"), bytecode=True)
     sources = [path for path in built.rglob("*.py") if "__pycache__" not in path.parts]
     assert size.pyc_files == len(sources) > 0
     environ = {"DATABASE_URL": database.pooled_url, "DB_POOLER_HOSTS": database.pooler_hosts}
-    event = load_event(deployed.FIRST_EVENT)
+    event = probe.request.event()
     profile = {"PYTHONPROFILEIMPORTTIME": "1"}
     # Leaving the block checks that nothing was written to the read-only copy.
-    with deployed.read_only_copy(built, tmp_path / "task", python, bytecode=True) as task:
-        api, sample = deployed.cold_start(deployed.API_BYTECODE, task, config, python, event, profile, environ=environ)
+    with deployed.read_only_copy(built, tmp_path / "task", python, handler=config.handler, bytecode=True) as task:
+        api, sample = deployed.cold_start(
+            deployed.API_BYTECODE, task, config, python, event, profile, environ=environ, expected_status=probe.status
+        )
         naive, _ = deployed.cold_start(deployed.NAIVE_BYTECODE, task, config, python, event, environ=environ)
-    assert (api.status_code, naive.status_code) == (404, 200)
+    assert (api.status_code, naive.status_code) == (probe.status, 200)
     assert api.cold
     # INIT is the runtime's start and then the handler module's import, each clocked on its own.
     assert 0 < sample.startup_ms < sample.init_ms
@@ -276,20 +301,18 @@ def test_the_deployed_cold_start_runs_the_built_artifact_read_only_under_the_run
     init, marker, _ = api.logs.partition(deployed.INIT_MARKER)
     assert marker
     imported = {entry.module for entry in deployed.parse_importtime(init)}
-    assert {"sqlalchemy.orm", "handlers.api", "lib.dbkit.engine", "awslambdaric.bootstrap"} <= imported
+    assert {config.handler_module, "lib.dbkit.engine", "awslambdaric.bootstrap"} <= imported
     assert_no_secret(database.password, api.logs, naive.logs)
 
 
-def test_import_baseline_is_the_third_party_modules_our_code_imports() -> None:
-    found = dependencies_of("handlers.scheduled")
+@pytest.mark.parametrize("handler", handler_modules())
+def test_import_baseline_is_the_third_party_modules_our_code_imports(handler: str) -> None:
+    found = dependencies_of(handler)
     assert "sqlalchemy" in found
     assert "aws_lambda_powertools.metrics" in found
-    # The purge stays on Core connections: the ORM is not part of its import cost (lib/sample_app/purge.py).
-    assert "sqlalchemy.orm" not in found
     assert not [name for name in found if name.split(".")[0] in {"lib", "handlers", "json", "os"}]
-    # Imported lazily (only for a secret-store URL), so not part of the handler's import cost.
+    # Imported lazily by the kit (only for a secret-store URL), so not part of any handler's import cost.
     assert "boto3" not in found
-    assert "fastapi" not in found
 
 
 @pytest.mark.neon_standin
@@ -312,10 +335,13 @@ def test_replica_rows_are_one_round_trip_warm_six_first_and_served_by_the_replic
     profile = TemplateProfile(TEMPLATE_REPLICA, environ)
     with PoolerConsole(with_database(database.pooler_url, stack.REPLICA_DATABASE)) as console:
         # run_replica fails a read row the replica's pooled database did not count (served by the primary).
-        rows = {row.scenario: row for row in run_replica(bench.proxy, bench.pings, [profile], 1, console)}
-    assert {name: rows[name].round_trips for name in REPLICA_READS} == dict.fromkeys(REPLICA_READS, (1, 1))
-    assert {name: rows[name].transactions for name in REPLICA_READS} == dict.fromkeys(REPLICA_READS, (1, 1))
-    assert (rows[REPLICA_WRITE].round_trips, rows[REPLICA_WRITE].transactions) == ((1, 1), (0, 0))
-    first = rows[REPLICA_FIRST_REQUEST]
+        found = run_replica(bench.proxy, bench.pings, [profile], 1, console)
+    rows = {role: [row for row in found if row.role == role] for role in (REPLICA_READ, REPLICA_WRITE)}
+    # The app's read by id, its list and the read with Read-After (app.toml [bench]).
+    assert len(rows[REPLICA_READ]) == 3
+    assert [(row.round_trips, row.transactions) for row in rows[REPLICA_READ]] == [((1, 1), (1, 1))] * 3
+    (write,) = rows[REPLICA_WRITE]
+    assert (write.round_trips, write.transactions) == ((1, 1), (0, 0))
+    (first,) = [row for row in found if row.role == REPLICA_FIRST_REQUEST]
     assert (first.round_trips, first.connections, first.transactions) == ((6, 6), (1, 1), (1, 1))
-    assert [target.met for target in report.targets([], [], [], [], None, list(rows.values()))] == [True, True]
+    assert [target.met for target in report.targets([], [], [], [], None, found)] == [True, True]

@@ -16,18 +16,26 @@ from pathlib import Path
 import pytest
 
 from devtools import invoke as local_invoke
-from devtools.events import event_names
-from devtools.function_config import function_config
+from devtools.app_config import load_app_config
+from devtools.function_config import function_config, function_of_event
 from devtools.invoke import invoke
 from devtools.local_lambda import LocalLambda
 from devtools.paths import ROOT
 from devtools.sam_template import function_ids, load_template
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.secrets import assert_no_secret
-from tests.app.integration.test_api import EXPECTED_STATUS
-from tests.app.integration.test_scheduled import EXPECTED_OUTCOME
 
 FUNCTIONS = function_ids(load_template())
+APP = load_app_config()
+
+
+def _an_event(*, http: bool) -> tuple[str, Path]:
+    """A function and one of its sample events that app.toml expects an HTTP status of (http), or an error of."""
+    for name, expected in APP.events.items():
+        if (expected.status is not None) if http else (expected.raises is not None):
+            config = function_of_event(name)
+            return config.logical_id, config.event_files()[0].parent / f"{name}.json"
+    pytest.fail(f"app.toml [events] expects {'an HTTP status' if http else 'an error'} of no sample event")
 
 
 class _RedactedEnv(dict[str, str]):
@@ -69,45 +77,35 @@ def test_every_function_in_the_template_has_sample_events(function_id: str) -> N
     assert function_config(function_id).event_files(), f"no events/{function_config(function_id).event_prefix}*.json"
 
 
-def test_api_function_answers_each_event_with_its_documented_status_in_one_warm_environment(
-    runtime: LocalLambda, tmp_path: Path
+@pytest.mark.parametrize("function_id", FUNCTIONS)
+def test_each_function_answers_its_events_as_app_toml_expects_in_one_warm_environment(
+    runtime: LocalLambda, tmp_path: Path, function_id: str
 ) -> None:
-    config = function_config("ApiFunction")
-    assert {path.stem for path in config.event_files()} == set(EXPECTED_STATUS) == set(event_names("api-"))
+    config = function_config(function_id)
     key = f"invoke-{uuid.uuid4().hex}"
-    # Sorted order, as `make demo` runs them: the idempotent replay and conflict follow the first request.
+    # Sorted order, as `make demo` runs them: an idempotent replay and conflict follow the first request.
     results = []
     for event_file in config.event_files():
+        expected = APP.expected(event_file.stem)
+        assert expected is not None, f"app.toml [events] says nothing of {event_file.stem}: add what it answers"
         event = json.loads(_with_unique_idempotency_key(event_file, key, tmp_path).read_text(encoding="utf-8"))
-        result = runtime.invoke("ApiFunction", event)
-        assert result.ok, (event_file.name, result.error)
-        assert result.status_code == EXPECTED_STATUS[event_file.stem], (event_file.name, result.response)
+        result = runtime.invoke(function_id, event)
+        error_type = result.error["errorType"] if result.error else None
+        assert expected.mismatch(status=result.status_code, error_type=error_type) is None, (
+            event_file.name,
+            result.response,
+        )
+        if error_type is not None:
+            assert result.response == result.error
         results.append(result)
     assert [result.cold for result in results] == [True] + [False] * (len(results) - 1)
-    assert {result.environment_id for result in results} == {"ApiFunction-1"}
-    assert sum(result.logs.count('"message":"database engine created"') for result in results) == 1
-
-
-def test_purge_function_runs_or_rejects_each_event_as_documented(runtime: LocalLambda) -> None:
-    config = function_config("PurgeFunction")
-    assert {path.stem for path in config.event_files()} == set(EXPECTED_OUTCOME)
-    for event_file in config.event_files():
-        expected = EXPECTED_OUTCOME[event_file.stem]
-        result = runtime.invoke("PurgeFunction", json.loads(event_file.read_text(encoding="utf-8")))
-        if expected == "ran":
-            assert result.ok, (event_file.name, result.error)
-            assert isinstance(result.response, dict)
-        else:
-            assert isinstance(expected, type)
-            assert result.error is not None, event_file.name
-            assert result.error["errorType"] == expected.__name__
-            assert result.response == result.error
-    assert len(runtime.environments("PurgeFunction")) == 1
+    assert {result.environment_id for result in results} == {f"{function_id}-1"}
+    assert sum(result.logs.count('"message":"database engine created"') for result in results) <= 1
 
 
 def test_function_log_lines_are_recorded_and_carry_the_request_id_and_trace_id(database_env: dict[str, str]) -> None:
-    health = function_config("ApiFunction").event_files()[0]
-    result = invoke("ApiFunction", health, environ=database_env, parameters={"LogLevel": "DEBUG"})
+    function_id, event = _an_event(http=True)
+    result = invoke(function_id, event, environ=database_env, parameters={"LogLevel": "DEBUG"})
     records = [json.loads(line) for line in result.logs.splitlines() if line.startswith("{")]
     assert records, result.logs
     with_request = [record for record in records if "function_request_id" in record]
@@ -116,13 +114,14 @@ def test_function_log_lines_are_recorded_and_carry_the_request_id_and_trace_id(d
     # Powertools reads _X_AMZN_TRACE_ID, which the runtime client sets from the invocation's trace header.
     assert {record["xray_trace_id"] for record in with_request} == {result.trace_id.split(";")[0].removeprefix("Root=")}
     # The memory size as the runtime gives it: the variable's string.
-    assert {record["function_memory_size"] for record in with_request} == {"512"}
+    assert {record["function_memory_size"] for record in with_request} == {str(function_config(function_id).memory_mb)}
 
 
 def test_second_invocation_in_the_same_environment_is_warm(runtime: LocalLambda) -> None:
-    health = json.loads(function_config("ApiFunction").event_files()[0].read_text(encoding="utf-8"))
-    cold = runtime.invoke("ApiFunction", health)
-    warm = runtime.invoke("ApiFunction", health)
+    function_id, event_file = _an_event(http=True)
+    event = json.loads(event_file.read_text(encoding="utf-8"))
+    cold = runtime.invoke(function_id, event)
+    warm = runtime.invoke(function_id, event)
     assert warm.ok
     assert (cold.cold, warm.cold) == (True, False)
     assert warm.environment_id == cold.environment_id
@@ -176,16 +175,18 @@ def test_cli_prints_the_lambda_lines_on_stderr_and_the_response_on_stdout(
 ) -> None:
     for name, value in database_env.items():
         monkeypatch.setenv(name, value)
-    event = function_config("ApiFunction").event_files()[0]
-    assert local_invoke.main(["ApiFunction", str(event)]) == 0
+    function_id, event = _an_event(http=True)
+    assert local_invoke.main([function_id, str(event)]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out.strip().splitlines()[-1])["statusCode"] == EXPECTED_STATUS[event.stem]
+    expected = APP.expected(event.stem)
+    assert expected is not None
+    assert json.loads(out.strip().splitlines()[-1])["statusCode"] == expected.status
     lines = err.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("START RequestId: "))
     request_id = lines[start].split()[2]
     assert lines[-2] == f"END RequestId: {request_id}"
     assert lines[-1].startswith(f"REPORT RequestId: {request_id}\t")
-    assert "\tMemory Size: 512 MB\t" in lines[-1]
+    assert f"\tMemory Size: {function_config(function_id).memory_mb} MB\t" in lines[-1]
     assert "\tInit Duration: " in lines[-1]  # every `make invoke` starts a new execution environment
     assert any("local runtime API, awslambdaric " in line for line in lines[:start])
 
@@ -195,11 +196,9 @@ def test_cli_reports_a_failing_function_with_exit_status_1(
 ) -> None:
     for name, value in database_env.items():
         monkeypatch.setenv(name, value)
-    rejected = [name for name, outcome in EXPECTED_OUTCOME.items() if outcome != "ran"]
-    assert rejected, "needs a sample event the purge function rejects"
-    expected = EXPECTED_OUTCOME[rejected[0]]
-    assert isinstance(expected, type)
-    event = local_invoke.EVENTS_DIR / f"{rejected[0]}.json"
-    assert local_invoke.main(["PurgeFunction", str(event)]) == local_invoke.EXIT_FUNCTION_ERROR
+    function_id, event = _an_event(http=False)
+    assert local_invoke.main([function_id, str(event)]) == local_invoke.EXIT_FUNCTION_ERROR
     response = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert response["errorType"] == expected.__name__
+    expected = APP.expected(event.stem)
+    assert expected is not None
+    assert response["errorType"] == expected.raises

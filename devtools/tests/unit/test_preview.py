@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
@@ -16,6 +17,7 @@ from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.stub import Stubber  # type: ignore[import-untyped]
 from moto import mock_aws
 
+from devtools.app_config import SmokeStep, load_app_config
 from devtools.preview import (
     PreviewError,
     Response,
@@ -154,14 +156,49 @@ def _signature_is_valid(method: str, url: str, body: bytes | None, headers: Mapp
     return bool(expected == match.group(2))
 
 
+SMOKE_STEPS = """
+[[smoke]]
+method = "POST"
+path = "/items"
+json = { name = "smoke {run}" }
+status = 201
+save = { item = "/id" }
+
+[[smoke]]
+method = "GET"
+path = "/items/{item}"
+status = 200
+expect = { "/name" = "smoke {run}" }
+
+[[smoke]]
+method = "delete"
+path = "/items/{item}"
+status = 204
+
+[[smoke]]
+method = "GET"
+path = "/items/{item}"
+status = 404
+"""
+
+
+@pytest.fixture
+def steps(tmp_path: Path) -> tuple[SmokeStep, ...]:
+    """An app's [[smoke]] steps: create an item, read it back, delete it, see it gone."""
+    app_toml = tmp_path / "app.toml"
+    app_toml.write_text(SMOKE_STEPS, encoding="utf-8")
+    return load_app_config(app_toml).smoke
+
+
 @dataclass
 class FakeGateway:
-    """An HTTP API with Auth=iam in front of an in-memory notes app: verifies SigV4 like API Gateway does."""
+    """An HTTP API with Auth=iam in front of an in-memory items app: verifies SigV4 like API Gateway does."""
 
     open_api: bool = False
     verify: bool = True
-    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str, int]] = field(default_factory=list)
+    renames: bool = False
 
     def __call__(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> Response:
         response = self._answer(method, url.removeprefix(API_URL.rstrip("/")), body, headers, url)
@@ -173,39 +210,55 @@ class FakeGateway:
             return Response(200, b'{"status":"ok","database":"reachable"}')
         if not self.open_api and not (self.verify and _signature_is_valid(method, url, body, headers)):
             return Response(403, b'{"message":"Forbidden"}')
-        if method == "POST" and path == "/notes":
-            note = {"id": str(len(self.notes) + 1), **json.loads(body or b"{}")}
-            self.notes[note["id"]] = note
-            return Response(201, json.dumps(note).encode())
-        note_id = path.removeprefix("/notes/")
-        if method == "GET" and note_id in self.notes:
-            return Response(200, json.dumps(self.notes[note_id]).encode())
-        if method == "DELETE" and note_id in self.notes:
-            del self.notes[note_id]
+        if method == "POST" and path == "/items":
+            item = {"id": f"i-{len(self.items) + 1}", **json.loads(body or b"{}")}
+            self.items[item["id"]] = item
+            return Response(201, json.dumps(item).encode())
+        item_id = path.removeprefix("/items/")
+        if method == "GET" and item_id in self.items:
+            found = self.items[item_id]
+            return Response(200, json.dumps({**found, "name": "other"} if self.renames else found).encode())
+        if method == "DELETE" and item_id in self.items:
+            del self.items[item_id]
             return Response(204, b"")
         return Response(404, b'{"error":"not_found"}')
 
 
-def test_smoke_passes_against_an_iam_api_with_signed_requests() -> None:
+def test_smoke_runs_the_app_steps_with_signed_requests_and_the_saved_id(steps: tuple[SmokeStep, ...]) -> None:
     gateway = FakeGateway()
-    checked = smoke(API_URL, authorize=sigv4(CREDENTIALS, "eu-central-1"), send=gateway)
-    assert checked[1] == "GET /notes without credentials refused (403)"
+    checked = smoke(API_URL, authorize=sigv4(CREDENTIALS, "eu-central-1"), steps=steps, send=gateway)
+    assert checked[1] == "POST /items without credentials refused (403)"
     assert [status for *_request, status in gateway.calls] == [200, 403, 201, 200, 204, 404]
-    assert gateway.notes == {}
+    # The id the create answered went into the later paths.
+    assert [url.removeprefix(API_URL.rstrip("/")) for _, url, _ in gateway.calls[3:]] == ["/items/i-1"] * 3
+    assert gateway.items == {}
+    assert checked[-1] == "GET /items/{item} answered 404"
 
 
-def test_smoke_fails_when_the_api_answers_without_credentials() -> None:
+def test_smoke_without_steps_checks_health_only_and_says_so() -> None:
+    gateway = FakeGateway()
+    checked = smoke(API_URL, authorize=sigv4(CREDENTIALS, "eu-central-1"), steps=(), send=gateway)
+    assert checked == ["GET /health answered 200 ok", "no [[smoke]] steps in app.toml: GET /health only"]
+    assert [(method, status) for method, _url, status in gateway.calls] == [("GET", 200)]
+
+
+def test_smoke_fails_when_the_api_answers_without_credentials(steps: tuple[SmokeStep, ...]) -> None:
     with pytest.raises(PreviewError, match="the API is open"):
-        smoke(API_URL, authorize=sigv4(CREDENTIALS, "eu-central-1"), send=FakeGateway(open_api=True))
+        smoke(API_URL, authorize=sigv4(CREDENTIALS, "eu-central-1"), steps=steps, send=FakeGateway(open_api=True))
 
 
-def test_smoke_fails_when_signed_requests_are_refused() -> None:
-    with pytest.raises(PreviewError, match="POST /notes: expected 201, got 403"):
-        smoke(API_URL, authorize=bearer("not-sigv4"), send=FakeGateway())
+def test_smoke_fails_when_signed_requests_are_refused(steps: tuple[SmokeStep, ...]) -> None:
+    with pytest.raises(PreviewError, match="POST /items: expected 201, got 403"):
+        smoke(API_URL, authorize=bearer("not-sigv4"), steps=steps, send=FakeGateway())
 
 
-def test_smoke_without_auth_expects_an_open_api() -> None:
-    assert len(smoke(API_URL, authorize=None, send=FakeGateway(open_api=True))) == 4
+def test_smoke_fails_when_an_answer_differs_from_the_step_expectation(steps: tuple[SmokeStep, ...]) -> None:
+    with pytest.raises(PreviewError, match=r"GET /items/i-1: /name is 'other', expected 'smoke [0-9a-f]{12}'"):
+        smoke(API_URL, authorize=None, steps=steps, send=FakeGateway(open_api=True, renames=True))
+
+
+def test_smoke_without_auth_expects_an_open_api(steps: tuple[SmokeStep, ...]) -> None:
+    assert len(smoke(API_URL, authorize=None, steps=steps, send=FakeGateway(open_api=True))) == 5
 
 
 def test_smoke_waits_for_a_waking_database_then_gives_up() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from devtools.events import load_event, with_header, with_json_body, with_note_id, with_query
+from devtools.events import load_event, with_header, with_json_body, with_path_parameter, with_query
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.error_shape import assert_error_shape
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -168,7 +168,7 @@ def test_sql_looking_strings_are_stored_and_returned_verbatim(value: str, app: D
     status, _, created = invoke(event)
     assert status == 201
     assert (created["title"], created["body"]) == (title, value)
-    status, _, fetched = invoke(with_note_id(load_event("api-10-get-note-unknown-id"), created["id"]))
+    status, _, fetched = invoke(with_path_parameter(load_event("api-10-get-note-unknown-id"), "id", created["id"]))
     assert status == 200
     assert (fetched["title"], fetched["body"]) == (title, value)
     with direct.connect() as connection:
@@ -188,7 +188,9 @@ def test_sql_looking_cursors_and_ids_are_refused(value: str, app: DatabaseTarget
     status, _, body = invoke(with_query(load_event("api-07-list-notes"), cursor=value))
     assert status == 400
     assert body["error"]["code"] == "invalid_cursor"
-    status, _, body = invoke(with_note_id(load_event("api-10-get-note-unknown-id"), value.replace("/", "")))
+    status, _, body = invoke(
+        with_path_parameter(load_event("api-10-get-note-unknown-id"), "id", value.replace("/", ""))
+    )
     assert status in (404, 422)  # a path with a quote may not even match the route
 
 

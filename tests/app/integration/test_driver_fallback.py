@@ -31,7 +31,7 @@ def _run_handlers(release: str, database: DatabaseTarget) -> list[dict[str, Any]
     for name in ("DB_DRIVER", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER"):
         environ.pop(name, None)
     completed = subprocess.run(
-        [sys.executable, "-m", "devtools.testing.run_handlers"],
+        [sys.executable, "-m", "tests.app.integration.run_handlers"],
         cwd=ROOT,
         env=environ,
         capture_output=True,

@@ -21,9 +21,9 @@ from devtools.paths import ROOT
 from devtools.testing import figures
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.error_shape import assert_error_shape
-from devtools.testing.hostile import METHODS, SHAPES, SIZE_BUDGET, hostile_event
 from devtools.testing.lambda_runtime import FakeLambdaContext
 from handlers.api import handler
+from tests.app.integration.hostile import METHODS, SHAPES, SIZE_BUDGET, hostile_event
 
 MAX_ANSWER_BYTES = 64 * 1024
 # The function's response payload (the HTTP answer inside Lambda's JSON, escaped again) is far from Lambda's 6 MB.
@@ -92,7 +92,7 @@ def test_the_largest_event_of_each_shape_stays_well_under_the_function_memory(
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "devtools.testing.hostile", str(event_file)],
+        [sys.executable, "-m", "tests.app.integration.hostile", str(event_file)],
         cwd=ROOT,
         env=environ,
         capture_output=True,

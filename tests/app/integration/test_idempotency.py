@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from devtools.events import load_event, with_header, with_json_body, with_note_id
+from devtools.events import load_event, with_header, with_json_body, with_path_parameter
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from devtools.testing.processes import fire_together
@@ -22,6 +22,8 @@ from lib.sample_app.notes import IDEMPOTENCY_WINDOW_SECONDS
 from lib.sample_app.purge import purge_expired
 
 PROCESSES = 16
+# The API function's handler as template.yaml names it: each process imports it as a new execution environment.
+HANDLER = "handlers.api.handler"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_a_replay_after_delete_returns_the_original_answer_and_creates_nothing(d
     key, title = unique("key"), unique("deleted")
     original = invoke(create_event(key, title=title, body="b"))
     assert original[0] == 201
-    assert invoke(with_note_id(load_event("api-12-delete-note-unknown-id"), original[2]["id"]))[0] == 204
+    assert invoke(with_path_parameter(load_event("api-12-delete-note-unknown-id"), "id", original[2]["id"]))[0] == 204
     assert_replays(original, invoke(create_event(key, title=title, body="b")))
     assert titled(direct, title) == []
 
@@ -93,7 +95,7 @@ def test_a_replay_after_the_note_expired_and_was_purged_returns_the_original_ans
 def test_a_different_body_with_a_kept_key_is_409_even_after_the_note_is_gone(direct: Engine) -> None:
     key, title = unique("key"), unique("conflict")
     created = invoke(create_event(key, title=title))[2]
-    invoke(with_note_id(load_event("api-12-delete-note-unknown-id"), created["id"]))
+    invoke(with_path_parameter(load_event("api-12-delete-note-unknown-id"), "id", created["id"]))
     status, _, body = invoke(create_event(key, title=f"{title} changed"))
     assert (status, body["error"]["code"]) == (409, "idempotency_conflict")
     assert titled(direct, title) == []
@@ -147,7 +149,12 @@ def test_16_processes_same_key_same_body_store_one_note_and_all_get_it(
     database: DatabaseTarget, direct: Engine
 ) -> None:
     key, title = unique("race-key"), unique("race same")
-    answers = fire_together(_environ(database), [create_event(key, title=title, body="b")] * PROCESSES)
+    answers = fire_together(
+        _environ(database),
+        [create_event(key, title=title, body="b")] * PROCESSES,
+        handler=HANDLER,
+        warm_up=load_event("api-01-health"),
+    )
     assert [status for status, _, _ in answers] == [201] * PROCESSES
     ids = {body["id"] for _, _, body in answers}
     assert len(ids) == 1
@@ -158,7 +165,7 @@ def test_16_processes_same_key_same_body_store_one_note_and_all_get_it(
 def test_16_processes_same_key_different_bodies_one_201_the_rest_409(database: DatabaseTarget, direct: Engine) -> None:
     key, title = unique("race-key"), unique("race different")
     events = [create_event(key, title=f"{title} #{number}") for number in range(PROCESSES)]
-    answers = fire_together(_environ(database), events)
+    answers = fire_together(_environ(database), events, handler=HANDLER, warm_up=load_event("api-01-health"))
     statuses = sorted(status for status, _, _ in answers)
     assert statuses == [201] + [409] * (PROCESSES - 1)
     [winner] = [body for status, _, body in answers if status == 201]

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 
 from devtools import stack
 from devtools.demo import served_by
-from devtools.events import load_event, with_header, with_json_body, with_note_id, with_query
+from devtools.events import load_event, with_header, with_json_body, with_path_parameter, with_query
 from devtools.local_lambda import LocalLambda
 from devtools.neon_standin import StandinControl
 from devtools.proxy import Proxy
@@ -89,7 +89,7 @@ def create(title: str, *, key: str | None = None) -> Answer:
 
 
 def get(note_id: str, *, read_after: str | None = None, method: str = "GET") -> Answer:
-    event = with_note_id(load_event("api-10-get-note-unknown-id"), note_id)
+    event = with_path_parameter(load_event("api-10-get-note-unknown-id"), "id", note_id)
     event["requestContext"]["http"]["method"] = method
     return call(with_header(event, "Read-After", read_after) if read_after is not None else event)
 
@@ -100,7 +100,7 @@ def page(*, read_after: str | None = None) -> Answer:
 
 
 def delete(note_id: str) -> Answer:
-    return call(with_note_id(load_event("api-12-delete-note-unknown-id"), note_id))
+    return call(with_path_parameter(load_event("api-12-delete-note-unknown-id"), "id", note_id))
 
 
 def unique(label: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from devtools.events import load_event, with_header, with_json_body, with_note_id
+from devtools.events import load_event, with_header, with_json_body, with_path_parameter
 from devtools.proxy import Proxy
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext
@@ -40,12 +40,16 @@ def test_round_trips_of_each_route_warm_and_of_a_first_request(counted: Proxy) -
     assert flights(counted, lambda: _api(load_event("api-10-get-note-unknown-id"), 404)) == 6
     note = create()
     routes = {
-        "GET /notes/{id}": lambda: _api(with_note_id(load_event("api-10-get-note-unknown-id"), note["id"]), 200),
+        "GET /notes/{id}": lambda: _api(
+            with_path_parameter(load_event("api-10-get-note-unknown-id"), "id", note["id"]), 200
+        ),
         "GET /notes/{id} 404": lambda: _api(load_event("api-10-get-note-unknown-id"), 404),
         "POST /notes": create,
         "POST /notes with a key": lambda: create(str(uuid.uuid4())),
         "GET /notes": lambda: _api(load_event("api-07-list-notes"), 200),
         "GET /health": lambda: _api(load_event("api-01-health"), 200),
-        "DELETE /notes/{id}": lambda: _api(with_note_id(load_event("api-12-delete-note-unknown-id"), note["id"]), 204),
+        "DELETE /notes/{id}": lambda: _api(
+            with_path_parameter(load_event("api-12-delete-note-unknown-id"), "id", note["id"]), 204
+        ),
     }
     assert {route: flights(counted, action) for route, action in routes.items()} == dict.fromkeys(routes, 1)

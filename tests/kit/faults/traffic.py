@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from devtools.events import load_event, with_header, with_json_body, with_note_id
+from devtools.events import load_event, with_header, with_json_body, with_path_parameter
 from devtools.testing.lambda_runtime import FakeLambdaContext
 from handlers.api import handler
 
@@ -100,7 +100,9 @@ class Client:
 
     def read(self, note_id: str) -> Outcome:
         """GET one note; a 200 must be exactly the note written."""
-        outcome = self.invoke("GET /notes/{id}", with_note_id(load_event("api-10-get-note-unknown-id"), note_id))
+        outcome = self.invoke(
+            "GET /notes/{id}", with_path_parameter(load_event("api-10-get-note-unknown-id"), "id", note_id)
+        )
         if outcome.status == 200:
             expected = next((title for title, nid in self.acknowledged.values() if nid == note_id), None)
             if outcome.body.get("id") != note_id or outcome.body.get("title") != expected:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from devtools.events import load_event, with_header, with_json_body, with_note_id, with_query
+from devtools.events import load_event, with_header, with_json_body, with_path_parameter, with_query
 from devtools.testing import figures
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
@@ -105,7 +105,7 @@ def _requests(env: _Environment, label: str, stop_at: float) -> None:
         if note["title"] != title:
             env.wrong.append(f"create answered {note['title']!r} for {title!r}")
         env.acknowledged.append((key, title, note["id"]))
-        status, read, raw = _call(env, with_note_id(load_event("api-10-get-note-unknown-id"), note["id"]))
+        status, read, raw = _call(env, with_path_parameter(load_event("api-10-get-note-unknown-id"), "id", note["id"]))
         if status != 200:
             env.errors.append(f"get {status}: {raw[:200]}")
         elif (read["id"], read["title"], read["body"]) != (note["id"], title, body):

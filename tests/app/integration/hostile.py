@@ -1,7 +1,7 @@
 """Hostile HTTP API events of a chosen shape and size (up to Lambda's 6 MB request limit), and a memory probe.
 
-`python -m devtools.testing.hostile EVENT_FILE` (with the database environment set) invokes the API handler once with
-that event and prints, as JSON, the answer's size and the peak memory (RSS) of the process.
+`python -m tests.app.integration.hostile EVENT_FILE` (with the database environment set) invokes the API handler once
+with that event and prints, as JSON, the answer's size and the peak memory (RSS) of the process.
 """
 
 from __future__ import annotations
