@@ -13,6 +13,9 @@ from devtools import stack
 from devtools.neon_standin import StandinControl
 from devtools.testing.lambda_runtime import configure_serverless, reset_database_state
 
+# The line a read-only unit logs (at WARNING) when it runs on the primary instead.
+FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
+
 
 def configure_replica(
     monkeypatch: pytest.MonkeyPatch, *, pooled_url: str, read_url: str, pooler_hosts: str, **extra: str

@@ -29,6 +29,7 @@ from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, reset_database_state
 from devtools.testing.logs import captured_logs
 from devtools.testing.replica import (
+    FALLBACK,
     configure_replica,
     end_replica_faults,
     replay_paused,
@@ -41,7 +42,6 @@ from handlers.api import handler
 from lib.dbkit import engine as db
 from lib.dbkit.replica import parse_lsn
 
-FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
 NOT_REPLAYED = "replica has not replayed the commit the read must see"
 STOCK = os.environ.get("DB_DRIVER") == "stock"
 

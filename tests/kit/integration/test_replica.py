@@ -29,6 +29,7 @@ from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverl
 from devtools.testing.logs import JsonLines, captured_logs
 from devtools.testing.proxied import flights
 from devtools.testing.replica import (
+    FALLBACK,
     REPLAY_PAUSED,
     configure_replica,
     end_replica_faults,
@@ -47,7 +48,6 @@ from lib.dbkit.replica import commit_lsn
 from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import Settings
 
-FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
 WHO = "select pg_is_in_recovery()"
 
 
