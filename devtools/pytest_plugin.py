@@ -7,6 +7,10 @@ App tests, the kit's tiers and the tooling's own tests use the same fixtures:
 - ``serverless_for_module``: the functions configured for serverless mode on the pooled URL (``configure_serverless``
   from devtools.testing.lambda_runtime does it for one test).
 - ``api_server``: `make api`'s server on a free port; ``standin``: the local Neon stand-in's scenario controls.
+- ``direct``: a plain engine on the direct URL (server mode), to set up or look at what a test did beside the app.
+- ``replica_url``: the read replica's pooled URL (the test is skipped without one); ``standby``: a plain engine on
+  it (what the replica has replayed); ``replica_app``: the app in serverless mode with the read replica;
+  ``replica``: the stand-in's controls for the replica's endpoint alone (devtools.testing.replica has the rest).
 - ``throwaway``, ``other_throwaway``: new, empty databases on the test server for one test (migration tests;
   devtools.testing.migrations has what they run on them).
 - ``no_password_in_logs``: every log line of a test scanned for the database password (the fault and load tiers
@@ -26,14 +30,14 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devtools.testing.database import DatabaseTarget, target
-from lib.dbkit.settings import READ_URL_VARIABLES
+from lib.dbkit.settings import READ_URL_VARIABLES, Settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -177,6 +181,61 @@ def standin(database: DatabaseTarget) -> Iterator[StandinControl]:
     control.reset()
     yield control
     control.reset()
+
+
+@pytest.fixture(scope="module")
+def direct(database: DatabaseTarget) -> Iterator[Engine]:
+    from lib.dbkit.engine import build_engine
+
+    engine = build_engine(Settings.from_env({"DATABASE_URL": database.direct_url, "DB_MODE": "server"}))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def replica_url(database: DatabaseTarget) -> str:
+    if database.read_url is None:
+        pytest.skip("no read replica: the local stack has one; against Neon set TEST_DATABASE_READ_URL")
+    return database.read_url
+
+
+@pytest.fixture(scope="module")
+def standby(database: DatabaseTarget, replica_url: str) -> Iterator[Engine]:
+    """A plain engine on the replica (server mode, no routing): what the replica itself has replayed."""
+    from lib.dbkit.engine import build_engine
+
+    engine = build_engine(Settings.from_env({"DATABASE_URL": replica_url, "DB_POOLER_HOSTS": database.pooler_hosts}))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def replica_app(
+    database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., None]]:
+    """The app in serverless mode with the read replica; call it with variables to change (DB_REPLICA_MAX_LAG=…) for
+    a new execution environment."""
+    from devtools.testing.lambda_runtime import reset_database_state
+    from devtools.testing.replica import configure_replica
+
+    def configure(**extra: str) -> None:
+        configure_replica(
+            monkeypatch,
+            pooled_url=database.pooled_url,
+            read_url=replica_url,
+            pooler_hosts=database.pooler_hosts,
+            **extra,
+        )
+
+    configure()
+    yield configure
+    reset_database_state()
+
+
+@pytest.fixture
+def replica(standin: StandinControl) -> StandinControl:
+    """The stand-in's controls for the replica's endpoint alone (every endpoint reset before and after)."""
+    return standin.on("replica")
 
 
 @pytest.fixture

@@ -25,12 +25,10 @@ from devtools.bench.profiles import (
     Profile,
     SeedProfile,
     TemplateProfile,
-    counting_pings,
     quiet_app_logs,
-    set_database_environment,
     template_environment,
 )
-from devtools.bench.roundtrips import DELAYS_MS, Row, Steps, run_all, run_replica
+from devtools.bench.roundtrips import DELAYS_MS, Row, Steps, proxied_pooler, run_all, run_replica
 from devtools.bench.scale import (
     ENVIRONMENT_COUNTS,
     PHASE_LIMIT_S,
@@ -64,7 +62,7 @@ def bench_profiles(url: str, pooler_hosts: str) -> list[Profile]:
 
 def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
     state = stack.up()
-    with quiet_app_logs(), counting_pings() as pings, Proxy("localhost", state.pgbouncer_port) as proxy:
+    with proxied_pooler("localhost", state.pgbouncer_port) as (proxy, pings):
         # The host name stays localhost, so TLS still verifies it; only the port moves to the proxy, which the
         # pooler validator is told about like any pooler host.
         url = state.url(proxy.port)
@@ -72,10 +70,7 @@ def _round_trips(runs: int) -> tuple[list[Row], list[Steps]]:
         profiles = bench_profiles(url, hosts)
         # The admin console on PgBouncer's own port: its queries are not counted by the proxy.
         with PoolerConsole(state.url(state.pgbouncer_port)) as console:
-            try:
-                return run_all(proxy, pings, profiles, runs, {}, console)
-            finally:
-                set_database_environment({})
+            return run_all(proxy, pings, profiles, runs, {}, console)
 
 
 # The replica profiles' lag bound: the guard statement rides in every read's flight, as with DB_REPLICA_MAX_LAG set.
@@ -97,7 +92,7 @@ def replica_profiles(url: str, read_url: str, pooler_hosts: str) -> list[Profile
 
 def _replica_round_trips(runs: int) -> list[Row]:
     state = stack.up()
-    with quiet_app_logs(), counting_pings() as pings, Proxy("localhost", state.pgbouncer_port) as proxy:
+    with proxied_pooler("localhost", state.pgbouncer_port) as (proxy, pings):
         # Both databases through the one proxy (PgBouncer's neondb and neondb_replica, the hot standby): its
         # counts are the request's round trips whichever server they went to; the replica's pooled database on
         # the admin console says which served it.
@@ -105,10 +100,7 @@ def _replica_round_trips(runs: int) -> list[Row]:
         read_url = state.url(proxy.port, stack.REPLICA_DATABASE)
         profiles = replica_profiles(url, read_url, f"localhost:{proxy.port}")
         with PoolerConsole(state.url(state.pgbouncer_port, stack.REPLICA_DATABASE)) as console:
-            try:
-                return run_replica(proxy, pings, profiles, runs, console)
-            finally:
-                set_database_environment({})
+            return run_replica(proxy, pings, profiles, runs, console)
 
 
 def _new_connections(runs: int) -> list[NewConnection]:
@@ -121,6 +113,11 @@ def _new_connections(runs: int) -> list[NewConnection]:
 def _scale(counts: tuple[int, ...], processes: tuple[int, ...]) -> list[LoadResult]:
     with quiet_app_logs() as logs:
         return run_scale(logs, counts, process_counts=processes)
+
+
+def _round_trip_tables(rows: list[Row]) -> list[str]:
+    """The rows side by side, then in detail."""
+    return [report.side_by_side_table(rows), "", "In detail:", "", report.round_trip_table(rows)]
 
 
 def replica_section(rows: list[Row], runs: int) -> str:
@@ -137,11 +134,7 @@ def replica_section(rows: list[Row], runs: int) -> str:
             "(its answer carries the commit LSN as `Read-After`: in the commit's flight on the pipelined driver, "
             f"one more query on stock). Medians of {runs} runs per column, as above.",
             "",
-            report.side_by_side_table(rows),
-            "",
-            "In detail:",
-            "",
-            report.round_trip_table(rows),
+            *_round_trip_tables(rows),
         ]
     )
 
@@ -208,11 +201,7 @@ def _document(
         "the peers as a guide writes it, `with Session(engine) as session, session.begin(): ...`. psycopg autocommit "
         "commits each statement on its own, so its get-modify-flush is two transactions and not atomic.",
         "",
-        report.side_by_side_table(rows),
-        "",
-        "In detail:",
-        "",
-        report.round_trip_table(rows),
+        *_round_trip_tables(rows),
         "",
         "\\* idle longer than `DB_IDLE_PING_SECONDS` (set to 0.1 s for this row only; default 60 s): the template "
         "pings once before reusing the connection; the seed pings on every checkout anyway.",

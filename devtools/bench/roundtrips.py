@@ -9,7 +9,8 @@ import dataclasses
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy import event, text
 from devtools.bench import orm
 from devtools.bench.app import BenchApp, BenchError, BenchRequest, bench_app, expect_success, succeeded
 from devtools.bench.pooler_stats import PoolerConsole
-from devtools.bench.profiles import PingCounter, Profile
+from devtools.bench.profiles import PingCounter, Profile, counting_pings, quiet_app_logs, set_database_environment
 from devtools.events import with_header
 from devtools.proxy import Proxy
 from lib.dbkit.replica import READ_AFTER_HEADER
@@ -33,6 +34,17 @@ _SETTLE_TIMEOUT_S = 5.0
 _SKIPPED_ATTEMPTS = 20
 # How long the bench waits for the replica to replay the note its reads fetch (milliseconds on the local stack).
 REPLAY_WAIT_S = 10.0
+
+
+@contextmanager
+def proxied_pooler(host: str, port: int) -> Iterator[tuple[Proxy, PingCounter]]:
+    """The pooler at host:port behind a counting proxy, pings counted and the app's logs quiet; the profiles'
+    database variables cleared after."""
+    with quiet_app_logs(), counting_pings() as pings, Proxy(host, port) as proxy:
+        try:
+            yield proxy, pings
+        finally:
+            set_database_environment({})
 
 
 @dataclass(frozen=True)

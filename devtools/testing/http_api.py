@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.paths import ROOT
+from devtools.testing.processes import alive
 
 _URL = re.compile(r"^Local HTTP API .* on (http://127\.0\.0\.1:\d+)$")
 _NEW_ENVIRONMENT = re.compile(r"^\[(?P<id>[^\]]+)\] new execution environment \(pid (?P<pid>\d+)\)")
@@ -82,14 +83,6 @@ def _collect(stream: Iterator[str], into: list[str]) -> None:
         into.append(line.rstrip("\n"))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @contextmanager
 def running_api(
     environ: Mapping[str, str], *, template: Path | None = None, parameters: Sequence[str] = ()
@@ -143,5 +136,5 @@ def running_api(
             reader.join(timeout=5)
     assert process.returncode == 0, stderr[-20:]
     assert any(line.startswith("stopped; ") for line in stdout), stdout[-5:]
-    leftover = {env: pid for env, pid in server.environment_pids().items() if _alive(pid)}
+    leftover = {env: pid for env, pid in server.environment_pids().items() if alive(pid)}
     assert not leftover, f"environments still running after Ctrl-C: {leftover}"

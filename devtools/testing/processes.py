@@ -12,6 +12,15 @@ from typing import Any
 START_TIMEOUT = 120.0
 
 
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of ours: another user's would raise PermissionError)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _environment(
     environ: dict[str, str],
     handler_name: str,

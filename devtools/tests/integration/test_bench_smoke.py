@@ -25,7 +25,6 @@ from devtools.bench.profiles import (
     Profile,
     SeedProfile,
     TemplateProfile,
-    counting_pings,
     quiet_app_logs,
     set_database_environment,
     template_environment,
@@ -38,6 +37,7 @@ from devtools.bench.roundtrips import (
     Sample,
     measure,
     orm_scenarios,
+    proxied_pooler,
     run_replica,
     write_row,
 )
@@ -70,11 +70,8 @@ def bench(database: DatabaseTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     pooled = parse_database_url(database.pooler_url)
-    with quiet_app_logs(), counting_pings() as pings, Proxy(pooled.host, pooled.port) as proxy:
-        try:
-            yield Bench(proxy, pings, with_port(database.pooler_url, proxy.port), f"{pooled.host}:{proxy.port}")
-        finally:
-            set_database_environment({})
+    with proxied_pooler(pooled.host, pooled.port) as (proxy, pings):
+        yield Bench(proxy, pings, with_port(database.pooler_url, proxy.port), f"{pooled.host}:{proxy.port}")
 
 
 def _template(bench: Bench, pool: str = "tiny") -> TemplateProfile:

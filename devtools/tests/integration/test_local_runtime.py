@@ -6,7 +6,6 @@ runtime API on 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import threading
@@ -26,6 +25,7 @@ from devtools.local_lambda import (
     TooManyRequestsError,
 )
 from devtools.paths import ROOT
+from devtools.testing.processes import alive
 
 TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
@@ -135,14 +135,6 @@ def runtime(template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalLa
     monkeypatch.setenv("CALLERS_OWN_VARIABLE", "must not reach the function")
     with LocalLambda(template_path=template) as local:
         yield local
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _echo(runtime: LocalLambda, event: dict[str, Any] | None = None) -> InvokeResult:
@@ -268,7 +260,7 @@ def test_an_invocation_past_the_timeout_kills_the_environment_and_the_next_one_i
     assert timed_out.error["errorType"] == "Sandbox.Timedout"
     assert "Task timed out after 2." in timed_out.error["errorMessage"]
     assert timed_out.end_lines()[1].endswith("Status: timeout")
-    assert not _alive(warm.response["pid"])
+    assert not alive(warm.response["pid"])
     after = _echo(runtime)
     assert after.cold
     assert after.environment_id != warm.environment_id
@@ -382,6 +374,6 @@ def test_concurrent_invocations_get_their_own_environments_up_to_the_reserved_co
 def test_closing_the_local_lambda_stops_every_environment(template: Path) -> None:
     with LocalLambda(template_path=template) as runtime:
         pid = _echo(runtime).response["pid"]
-        assert _alive(pid)
-    assert not _alive(pid)
+        assert alive(pid)
+    assert not alive(pid)
     assert all(not environment.alive for environment in runtime.environments())

@@ -24,10 +24,10 @@ from devtools.testing.logs import captured_logs
 from devtools.testing.secrets import assert_no_secret
 from handlers.api import handler as api_handler
 from handlers.scheduled import handler as scheduled_handler
-from lib.dbkit.engine import build_engine
 from lib.dbkit.errors import InvalidEventError
-from lib.dbkit.settings import Settings
 
+# Every test reads or writes the notes tables (the `direct` engine included).
+pytestmark = pytest.mark.usefixtures("schema")
 SQL_LOOKING = [
     "'; DROP TABLE notes; --",
     "Robert'); DROP TABLE students;--",
@@ -40,13 +40,6 @@ SQL_LOOKING = [
     "/* comment */ -- comment",
     "🙂 ünïcödé ‮ right-to-left",
 ]
-
-
-@pytest.fixture(scope="module")
-def direct(database: DatabaseTarget, schema: None) -> Iterator[Engine]:
-    engine = build_engine(Settings.from_env({"DATABASE_URL": database.direct_url, "DB_MODE": "server"}))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -2,46 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from devtools.paths import ROOT
 from devtools.testing.database import DatabaseTarget
+from devtools.testing.subprocess_run import AS_DEPLOYED, run_module
 
-# Installed by devtools/bootstrap.sh (OTHER_PG8000).
-RELEASES = ROOT / ".venv" / "pg8000"
 WARNING = "pipelined pg8000 driver unavailable; using SQLAlchemy's stock pg8000 dialect"
 
 
 def _run_handlers(release: str, database: DatabaseTarget) -> list[dict[str, Any]]:
-    target = RELEASES / release
-    assert (target / "pg8000").is_dir(), f"run `make venv`: {target} is missing"
-    environ = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)]),
-        "DATABASE_URL": database.pooled_url,
-        "DB_POOLER_HOSTS": database.pooler_hosts,
-        "DB_MODE": "serverless",
-    }
-    for name in ("DB_DRIVER", "DATABASE_SECRET_ARN", "DATABASE_URL_PARAMETER"):
-        environ.pop(name, None)
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.app.integration.run_handlers"],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert database.password not in completed.stdout + completed.stderr
-    return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    return run_module("tests.app.integration.run_handlers", database=database, pg8000=release, env=AS_DEPLOYED)
 
 
 def _summary(lines: list[dict[str, Any]]) -> dict[str, Any]:

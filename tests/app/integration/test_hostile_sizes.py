@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +14,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devtools.events import load_event, with_query
-from devtools.paths import ROOT
 from devtools.testing import figures
 from devtools.testing.database import DatabaseTarget
 from devtools.testing.error_shape import assert_error_shape
 from devtools.testing.lambda_runtime import FakeLambdaContext
+from devtools.testing.subprocess_run import run_module
 from handlers.api import handler
 from tests.app.integration.hostile import METHODS, SHAPES, SIZE_BUDGET, hostile_event
 
@@ -83,25 +80,8 @@ def test_the_largest_event_of_each_shape_stays_well_under_the_function_memory(
 ) -> None:
     event_file = tmp_path / "event.json"
     event_file.write_text(json.dumps(hostile_event(shape, SIZE_BUDGET)), encoding="utf-8")
-    environ = {
-        **os.environ,
-        "DATABASE_URL": database.pooled_url,
-        "DB_MODE": "serverless",
-        "DB_POOLER_HOSTS": database.pooler_hosts,
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.app.integration.hostile", str(event_file)],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    measured = json.loads(result.stdout.splitlines()[-1])
+    quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    measured = run_module("tests.app.integration.hostile", str(event_file), database=database, env=quiet)[-1]
     figures.record(
         "hostile input",
         f"{shape}: {event_file.stat().st_size:,} B event → {measured['status']}, {measured['answer_bytes']:,} B "

@@ -15,22 +15,15 @@ from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from devtools.testing.processes import fire_together
 from handlers.api import handler
-from lib.dbkit.engine import build_engine
-from lib.dbkit.settings import Settings
 
 from lib.sample_app.notes import IDEMPOTENCY_WINDOW_SECONDS
 from lib.sample_app.purge import purge_expired
 
+# Every test reads or writes the notes tables (the `direct` engine included).
+pytestmark = pytest.mark.usefixtures("schema")
 PROCESSES = 16
 # The API function's handler as template.yaml names it: each process imports it as a new execution environment.
 HANDLER = "handlers.api.handler"
-
-
-@pytest.fixture(scope="module")
-def direct(database: DatabaseTarget, schema: None) -> Iterator[Engine]:
-    engine = build_engine(Settings.from_env({"DATABASE_URL": database.direct_url, "DB_MODE": "server"}))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

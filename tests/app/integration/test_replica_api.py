@@ -13,14 +13,12 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from devtools import stack
 from devtools.demo import served_by
 from devtools.events import load_event, with_header, with_json_body, with_path_parameter, with_query
 from devtools.local_lambda import LocalLambda
@@ -28,17 +26,22 @@ from devtools.neon_standin import StandinControl
 from devtools.proxy import Proxy
 from devtools.testing import figures
 from devtools.testing.database import DatabaseTarget
-from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
+from devtools.testing.lambda_runtime import FakeLambdaContext, reset_database_state
 from devtools.testing.logs import captured_logs
-from devtools.testing.replica import wait_replayed
+from devtools.testing.replica import (
+    FALLBACK,
+    configure_replica,
+    end_replica_faults,
+    replay_paused,
+    replica_faults,
+    wait_replayed,
+)
 from devtools.testing.secrets import assert_no_secret
 from devtools.testing.urls import connect_address, pooler_entry, with_port
 from handlers.api import handler
 from lib.dbkit import engine as db
 from lib.dbkit.replica import parse_lsn
-from lib.dbkit.settings import Settings
 
-FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
 NOT_REPLAYED = "replica has not replayed the commit the read must see"
 STOCK = os.environ.get("DB_DRIVER") == "stock"
 
@@ -107,64 +110,17 @@ def unique(label: str) -> str:
     return f"{label} {uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="module")
-def replica_url(database: DatabaseTarget) -> str:
-    if database.read_url is None:
-        pytest.skip("no read replica: the local stack has one; against Neon set TEST_DATABASE_READ_URL")
-    return database.read_url
-
-
-@pytest.fixture(scope="module")
-def standby(database: DatabaseTarget, replica_url: str) -> Iterator[Engine]:
-    """A plain engine on the replica (server mode, no routing): what the replica itself has replayed."""
-    engine = db.build_engine(Settings.from_env({"DATABASE_URL": replica_url, "DB_POOLER_HOSTS": database.pooler_hosts}))
-    yield engine
-    engine.dispose()
-
-
-def _configure(monkeypatch: pytest.MonkeyPatch, primary: str, replica: str, pooler_hosts: str, **extra: str) -> None:
-    configure_serverless(monkeypatch, pooled_url=primary, pooler_hosts=pooler_hosts)
-    monkeypatch.setenv("DATABASE_READ_URL", replica)
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-    reset_database_state()
-
-
 @pytest.fixture
-def app_on_replica(
-    database: DatabaseTarget, replica_url: str, schema: None, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., None]]:
-    """The app in serverless mode with the stack's read replica; call it with variables to change (new environment)."""
-
-    def configure(**extra: str) -> None:
-        _configure(monkeypatch, database.pooled_url, replica_url, database.pooler_hosts, **extra)
-
-    configure()
-    yield configure
-    reset_database_state()
-
-
-@contextmanager
-def replay_paused() -> Iterator[None]:
-    """The standby's WAL replay paused in the block (resumed after, whatever happened)."""
-    stack.set_replay_paused(True)
-    try:
-        yield
-    finally:
-        stack.set_replay_paused(False)
-
-
-@pytest.fixture
-def replica(standin: StandinControl) -> StandinControl:
-    """The stand-in's controls for the replica's endpoint alone (every endpoint reset before and after)."""
-    return standin.on("replica")
+def replica_app(replica_app: Callable[..., None], schema: None) -> Callable[..., None]:
+    """The plugin's replica_app, on the migrated schema."""
+    return replica_app
 
 
 # --- which server serves each route -------------------------------------------------------------------------------
 
 
 def test_reads_run_on_the_replica_and_writes_and_idempotency_keys_on_the_primary(
-    app_on_replica: Callable[..., None], standby: Engine, database: DatabaseTarget
+    replica_app: Callable[..., None], standby: Engine, database: DatabaseTarget
 ) -> None:
     created = create(unique("replica routes"))
     assert (created.status, created.server) == (201, "primary")
@@ -227,7 +183,7 @@ def test_make_demo_and_make_api_give_the_api_the_replica_and_say_who_served(
     assert_no_secret(database.password, listed.logs, created.logs)
 
 
-def test_a_malformed_read_after_is_400_before_either_database_is_used(app_on_replica: Callable[..., None]) -> None:
+def test_a_malformed_read_after_is_400_before_either_database_is_used(replica_app: Callable[..., None]) -> None:
     answers = [
         call(load_event("api-19-list-notes-malformed-read-after")),
         page(read_after="0/1; select 1"),
@@ -246,7 +202,7 @@ def test_a_malformed_read_after_is_400_before_either_database_is_used(app_on_rep
 
 @pytest.mark.local_stack
 def test_a_client_sees_its_own_writes_with_read_after_while_the_replica_lags(
-    app_on_replica: Callable[..., None], standby: Engine
+    replica_app: Callable[..., None], standby: Engine
 ) -> None:
     with replay_paused():
         created = create(unique("read your writes"))
@@ -279,9 +235,9 @@ def test_a_client_sees_its_own_writes_with_read_after_while_the_replica_lags(
 
 @pytest.mark.local_stack
 def test_get_by_id_runs_on_the_primary_once_the_replica_lags_past_the_bound(
-    app_on_replica: Callable[..., None], standby: Engine
+    replica_app: Callable[..., None], standby: Engine
 ) -> None:
-    app_on_replica(DB_REPLICA_MAX_LAG="2")
+    replica_app(DB_REPLICA_MAX_LAG="2")
     # A commit replayed just now: the bound counts from the last one the replica replayed.
     wait_replayed(standby, create(unique("lag start")).read_after)
     with replay_paused():
@@ -299,39 +255,14 @@ def test_get_by_id_runs_on_the_primary_once_the_replica_lags_past_the_bound(
 
 @pytest.mark.neon_standin
 def test_no_request_fails_while_the_replica_fails(
-    app_on_replica: Callable[..., None], replica: StandinControl, database: DatabaseTarget
+    replica_app: Callable[..., None], replica: StandinControl, database: DatabaseTarget
 ) -> None:
-    app_on_replica(DB_REPLICA_MAX_LAG="0.5", DB_REPLICA_CONNECT_BUDGET="0.5")
-
-    def refuse(kind: str) -> Callable[[], None]:
-        def inject() -> None:
-            # The open session goes too (a refusal only meets new connections): the compute stopped.
-            replica.refuse(kind, times=None)
-            replica.suspend()
-
-        return inject
-
-    def slow_wake() -> None:
-        replica.configure(wake_delay=1.5)
-        replica.suspend()
-
-    scenarios: dict[str, Callable[[], None]] = {
-        "endpoint disabled": refuse("endpoint_disabled"),
-        "quota exceeded": refuse("quota_exceeded"),
-        "compute unreachable": refuse("compute_unreachable"),
-        "too many connections": refuse("too_many_connections"),
-        "suspended, slow wake": slow_wake,
-    }
-    if database.local_stack:
-
-        def lagging() -> None:
-            stack.set_replay_paused(True)
-
-        scenarios["replay paused (lag bound 0.5 s)"] = lagging
+    replica_app(DB_REPLICA_MAX_LAG="0.5", DB_REPLICA_CONNECT_BUDGET="0.5")
+    scenarios = replica_faults(replica, local_stack=database.local_stack)
     failed: list[str] = []
     lines: list[str] = []
     for name, inject in scenarios.items():
-        app_on_replica(DB_REPLICA_MAX_LAG="0.5", DB_REPLICA_CONNECT_BUDGET="0.5")
+        replica_app(DB_REPLICA_MAX_LAG="0.5", DB_REPLICA_CONNECT_BUDGET="0.5")
         assert page().server == "replica"  # a warm replica connection when the fault starts
         inject()
         served = {"replica": 0, "primary": 0}
@@ -355,9 +286,7 @@ def test_no_request_fails_while_the_replica_fails(
                     failed.append(f"{name}: the list after a write did not show it")
                 time.sleep(0.05)
         finally:
-            replica.reset()
-            if database.local_stack:
-                stack.set_replay_paused(False)
+            end_replica_faults(replica, local_stack=database.local_stack)
         figures.record(
             "read replica (sample API)",
             f"{name}: {sum(served.values())} reads ({served['primary']} on the primary, {served['replica']} on the "
@@ -408,7 +337,7 @@ def counted(
         hosts = f"{pooler_entry(database.pooled_url, primary.port)},{pooler_entry(replica_url, on_replica.port)}"
 
         def new_environment(with_replica: bool) -> None:
-            _configure(monkeypatch, primary_url, read_url, hosts)
+            configure_replica(monkeypatch, pooled_url=primary_url, read_url=read_url, pooler_hosts=hosts)
             if not with_replica:
                 monkeypatch.delenv("DATABASE_READ_URL")
                 reset_database_state()

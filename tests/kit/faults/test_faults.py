@@ -20,7 +20,6 @@ from devtools.testing.logs import JsonLines, captured_logs
 from devtools.testing.secrets import assert_no_secret
 from devtools.testing.urls import connect_address, pooler_entry, with_port
 from lib.dbkit import pg_pipeline
-from lib.dbkit.engine import build_engine
 from lib.dbkit.settings import Settings
 from tests.kit.faults.traffic import Client, Outcome, rows_by_key, run_with_fault
 
@@ -49,13 +48,6 @@ class Result:
     client: Client
     totals: PoolTotals
     recovery: list[Outcome]
-
-
-@pytest.fixture(scope="module")
-def direct(database: DatabaseTarget) -> Iterator[Engine]:
-    engine = build_engine(Settings.from_env({"DATABASE_URL": database.direct_url, "DB_MODE": "server"}))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

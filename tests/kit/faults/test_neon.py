@@ -24,8 +24,6 @@ from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverl
 from devtools.testing.logs import JsonLines, captured_logs
 from devtools.testing.secrets import assert_no_secret, secrets_manager
 from handlers.api import handler
-from lib.dbkit.engine import build_engine
-from lib.dbkit.settings import Settings
 from tests.kit.faults.traffic import Client, rows_by_key
 
 pytestmark = pytest.mark.neon_standin
@@ -46,13 +44,6 @@ class Answer:
 
     def messages(self, text: str) -> list[dict[str, Any]]:
         return [line for line in self.logs.records if line.get("message") == text]
-
-
-@pytest.fixture(scope="module")
-def direct(database: DatabaseTarget) -> Iterator[Engine]:
-    engine = build_engine(Settings.from_env({"DATABASE_URL": database.direct_url, "DB_MODE": "server"}))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from devtools.paths import ROOT
 from devtools.testing.database import DatabaseTarget
 from lib.dbkit.dsn import parse_database_url
@@ -114,14 +112,12 @@ def test_url_given_as_argument(database: DatabaseTarget) -> None:
     assert lines["source"] == "DATABASE_URL"
 
 
-def test_the_read_replica_is_probed_and_says_it_is_in_recovery(database: DatabaseTarget) -> None:
-    if database.read_url is None:
-        pytest.skip("no read replica: the local stack has one; against Neon set TEST_DATABASE_READ_URL")
+def test_the_read_replica_is_probed_and_says_it_is_in_recovery(database: DatabaseTarget, replica_url: str) -> None:
     status, lines = _doctor(
         "--mode",
         "serverless",
         url=database.pooled_url,
-        read_url=database.read_url,
+        read_url=replica_url,
         pooler_hosts=database.pooler_hosts,
         password=database.password,
     )
@@ -134,13 +130,11 @@ def test_the_read_replica_is_probed_and_says_it_is_in_recovery(database: Databas
     assert lines["verdict"] == "accepted"
 
 
-def test_primary_and_replica_swapped_are_each_warned(database: DatabaseTarget) -> None:
-    if database.read_url is None:
-        pytest.skip("no read replica: the local stack has one; against Neon set TEST_DATABASE_READ_URL")
+def test_primary_and_replica_swapped_are_each_warned(database: DatabaseTarget, replica_url: str) -> None:
     status, lines = _doctor(
         "--mode",
         "serverless",
-        url=database.read_url,
+        url=replica_url,
         read_url=database.pooled_url,
         pooler_hosts=database.pooler_hosts,
         password=database.password,

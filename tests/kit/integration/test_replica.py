@@ -28,7 +28,15 @@ from devtools.testing.database import DatabaseTarget
 from devtools.testing.lambda_runtime import FakeLambdaContext, configure_serverless, reset_database_state
 from devtools.testing.logs import JsonLines, captured_logs
 from devtools.testing.proxied import flights
-from devtools.testing.replica import wait_replayed
+from devtools.testing.replica import (
+    FALLBACK,
+    REPLAY_PAUSED,
+    configure_replica,
+    end_replica_faults,
+    replay_paused,
+    replica_faults,
+    wait_replayed,
+)
 from devtools.testing.secrets import assert_no_secret
 from devtools.testing.urls import connect_address, pooler_entry, with_port
 from lib.dbkit import engine as db
@@ -40,7 +48,6 @@ from lib.dbkit.replica import commit_lsn
 from lib.dbkit.session import run_in_session
 from lib.dbkit.settings import Settings
 
-FALLBACK = "read-only unit runs on the primary: the replica cannot serve it"
 WHO = "select pg_is_in_recovery()"
 
 
@@ -130,22 +137,6 @@ def _write_probe(how: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def replica_url(database: DatabaseTarget) -> str:
-    if database.read_url is None:
-        pytest.skip("no read replica: the local stack has one; against Neon set TEST_DATABASE_READ_URL")
-    return database.read_url
-
-
-@pytest.fixture(scope="module")
-def standby(database: DatabaseTarget, replica_url: str) -> Iterator[Engine]:
-    """A plain engine on the replica (server mode, no routing): what the replica itself has replayed."""
-    settings = Settings.from_env({"DATABASE_URL": replica_url, "DB_POOLER_HOSTS": database.pooler_hosts})
-    engine = db.build_engine(settings)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
 def probe_table(database: DatabaseTarget, standby: Engine) -> None:
     """The probe table on the primary, replayed on the standby before any test reads it."""
     direct = db.build_engine(Settings.from_env({"DATABASE_URL": database.direct_url}))
@@ -160,32 +151,10 @@ def probe_table(database: DatabaseTarget, standby: Engine) -> None:
     wait_replayed(standby, lsn)
 
 
-def _configure(monkeypatch: pytest.MonkeyPatch, database: DatabaseTarget, read_url: str, **extra: str) -> None:
-    configure_serverless(monkeypatch, pooled_url=database.pooled_url, pooler_hosts=database.pooler_hosts)
-    monkeypatch.setenv("DATABASE_READ_URL", read_url)
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-    reset_database_state()
-
-
 @pytest.fixture
-def replica_app(
-    database: DatabaseTarget, replica_url: str, monkeypatch: pytest.MonkeyPatch, probe_table: None
-) -> Iterator[Callable[..., None]]:
-    """The app in serverless mode with the read replica; call it with variables to change (DB_REPLICA_MAX_LAG=…)."""
-
-    def configure(**extra: str) -> None:
-        _configure(monkeypatch, database, replica_url, **extra)
-
-    configure()
-    yield configure
-    reset_database_state()
-
-
-@pytest.fixture
-def replica(standin: StandinControl) -> StandinControl:
-    """The stand-in's controls for the replica's endpoint alone (every endpoint reset before and after)."""
-    return standin.on("replica")
+def replica_app(replica_app: Callable[..., None], probe_table: None) -> Callable[..., None]:
+    """The plugin's replica_app, with the probe table there."""
+    return replica_app
 
 
 @pytest.fixture
@@ -193,11 +162,8 @@ def paused_replay(replica_app: Callable[..., None], database: DatabaseTarget) ->
     """The standby's WAL replay paused for the test (resumed after, whatever happened)."""
     if not database.local_stack:
         pytest.skip("pauses the local stack's standby")
-    stack.set_replay_paused(True)
-    try:
+    with replay_paused():
         yield
-    finally:
-        stack.set_replay_paused(False)
 
 
 # --- where units run --------------------------------------------------------------------------------------------
@@ -435,30 +401,7 @@ def test_no_request_fails_because_the_replica_is_away(
     replica_app: Callable[..., None], replica: StandinControl, database: DatabaseTarget, standby: Engine
 ) -> None:
     replica_app(DB_REPLICA_MAX_LAG="0.5", DB_REPLICA_CONNECT_BUDGET="0.5")
-
-    def refuse(kind: str) -> Callable[[], None]:
-        def inject() -> None:
-            # The open session goes too (a refusal only meets new connections): the compute stopped.
-            replica.refuse(kind, times=None)
-            replica.suspend()
-
-        return inject
-
-    def slow_wake() -> None:
-        replica.configure(wake_delay=1.5)
-        replica.suspend()
-
-    def lagging() -> None:
-        if database.local_stack:
-            stack.set_replay_paused(True)
-
-    scenarios: dict[str, Callable[[], None]] = {
-        "endpoint disabled": refuse("endpoint_disabled"),
-        "compute unreachable": refuse("compute_unreachable"),
-        "too many connections": refuse("too_many_connections"),
-        "suspended, slow wake": slow_wake,
-        "replay paused (lag bound 0.5 s)": lagging,
-    }
+    scenarios = replica_faults(replica, local_stack=database.local_stack)
     failed: list[str] = []
     lines: list[str] = []
     for name, inject in scenarios.items():
@@ -482,15 +425,13 @@ def test_no_request_fails_because_the_replica_is_away(
                 lines.extend(run.logs.lines)
                 time.sleep(0.1)
         finally:
-            replica.reset()
-            if database.local_stack:
-                stack.set_replay_paused(False)
+            end_replica_faults(replica, local_stack=database.local_stack)
         figures.record(
             "read replica",
             f"{name}: {served[False] + served[True]} read-only units ({served[False]} on the primary, {served[True]} "
             f"on the replica) and {writes} writes in 12 invocations, {len(failed)} failed so far",
         )
-        if name != "replay paused (lag bound 0.5 s)":
+        if name != REPLAY_PAUSED:
             assert served[True] == 0, f"{name}: the replica served reads while it was away"
     assert failed == []
     assert_no_secret(database.password, *lines)
@@ -503,7 +444,10 @@ def replica_behind_proxy(
     """The app with its read replica reached through devtools/proxy.py (round trips counted, faults on demand)."""
     host, port = connect_address(replica_url)
     with Proxy(host, port) as proxy:
-        _configure(monkeypatch, database, with_port(replica_url, proxy.port), **extra)
+        read_url = with_port(replica_url, proxy.port)
+        configure_replica(
+            monkeypatch, pooled_url=database.pooled_url, read_url=read_url, pooler_hosts=database.pooler_hosts, **extra
+        )
         monkeypatch.setenv("DB_POOLER_HOSTS", f"{database.pooler_hosts},{pooler_entry(replica_url, proxy.port)}")
         reset_database_state()
         try:
