@@ -226,8 +226,9 @@ def check_update(
 ) -> Path:
     """Generate at `base`, edit as an adopter, update to `target`, check; returns the updated project.
 
-    With `adopt`, the edits are README's scenario (AdopterScenario), and the updated project must equal a fresh copy
-    of `target` with the same scenario applied, byte for byte.
+    With `adopt`, the edits are README's scenario (AdopterScenario), and the updated project must equal, byte for
+    byte, git's three-way merge of the adopter's version (a fresh copy of `base` with the scenario) and a fresh copy of
+    `target`, from a fresh copy of `base`: the template's changes and the adopter's, both kept, as in one merge.
     """
     project, fresh = workdir / "project", workdir / "fresh"
     edits = AdopterEdits(variant.app_package)
@@ -243,12 +244,30 @@ def check_update(
     copier.run_copy(str(template), fresh, data=variant.data(), vcs_ref=target, defaults=True, unsafe=True, quiet=True)
     check_generated(project, variant)
     if adopt:
-        git(fresh, "init", "--quiet")
-        scenario.apply(fresh)
-        check_same(project, fresh)
+        check_same(project, merged(template, base, fresh, scenario, workdir / "merged", variant))
     else:
         check_updated(project, fresh, edits)
     return project
+
+
+def merged(template: Path, base: str, fresh: Path, scenario: AdopterScenario, out: Path, variant: Variant) -> Path:
+    """`out`: a fresh copy of `base`, the scenario on a branch, a fresh copy of the new version (`fresh`) merged in."""
+    copier.run_copy(str(template), out, data=variant.data(), vcs_ref=base, defaults=True, unsafe=True, quiet=True)
+    git(out, "init", "--quiet", "--initial-branch=adopter")
+    git(out, "add", "--all")
+    git(out, "commit", "--quiet", "--message", "base")
+    git(out, "branch", "template")
+    scenario.apply(out)
+    git(out, "add", "--all")
+    git(out, "commit", "--quiet", "--message", "the adopter's edits")
+    git(out, "switch", "--quiet", "template")
+    subprocess.run(["git", "rm", "-r", "--quiet", "."], cwd=out, check=True)
+    subprocess.run(["cp", "-a", *[str(path) for path in fresh.iterdir() if path.name != ".git"], str(out)], check=True)
+    git(out, "add", "--all")
+    git(out, "commit", "--quiet", "--allow-empty", "--message", "the new version")
+    git(out, "switch", "--quiet", "adopter")
+    git(out, "merge", "--quiet", "--no-edit", "template")  # a conflict here: the check's own edits overlap
+    return out
 
 
 def check_same(project: Path, expected: Path) -> None:

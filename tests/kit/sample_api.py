@@ -12,7 +12,7 @@ NOTES_EVENTS = ("api-01-health", "api-02-create-note", "api-07-list-notes", "api
 
 
 def require_notes_api(tier: str) -> None:
-    """Fail the test, naming the fix, in a project without the sample's events (the empty app, or the sample replaced)."""
+    """Fail the test, naming the fix, in a project without the sample's events (the empty app, another app)."""
     missing = [name for name in NOTES_EVENTS if not (EVENTS_DIR / f"{name}.json").is_file()]
     if missing:
         pytest.fail(
