@@ -96,7 +96,7 @@ test: $(if $(GENERATED),test-fast,test-all)  ## everything CI runs (in a generat
 test-all: venv  ## the full suite: install, start the stack, lint, types, all tests, SAM checks
 	@$(PYTHON) -m devtools.stack run -- $(MAKE) --no-print-directory check sam-check
 
-test-fast: venv  ## the fast loop: ruff, import contracts, mypy, the app's tests, the kit's unit tier, a smoke run on the local stack
+test-fast: venv sam-venv  ## the fast loop: ruff, import contracts, mypy, the app's tests, the kit's unit tier, a smoke run on the local stack
 	@$(PYTHON) -m devtools.stack run -- $(MAKE) --no-print-directory check-fast
 
 check-fast: lint-python types pytest-fast smoke

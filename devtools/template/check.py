@@ -4,8 +4,9 @@ Used by devtools/tests/unit/test_copier.py and by .github/workflows/template.yml
 `make test`). The check after the update is the strong one: every file equals what a fresh `copier copy` of the new
 version renders with the same answers, except the adopter's own files and edits, which are still there.
 
-    python -m devtools.template.check copy --template . --ref HEAD --out /tmp/p [--skeleton]
-    python -m devtools.template.check update --template . --from v0.1.0 --to HEAD --out /tmp/p [--skeleton]
+    python -m devtools.template.check copy --template . --ref HEAD --out /tmp/p [--skeleton | --adopt]
+    python -m devtools.template.check update --template . --from v0.1.0 --to HEAD --out /tmp/p [--skeleton | --adopt]
+    python -m devtools.template.check adopt --out /tmp/p   # README "Make it yours" applied to a generated project
     python -m devtools.template.check base-ref --template .   # the newest tag before HEAD, else the first version
 """
 
@@ -49,6 +50,11 @@ GIT_IDENTITY = (
     "-c",
     "commit.gpgsign=false",
 )
+
+
+# README "Make it yours" followed literally on the sample (tags on a note: model, revision, data functions, routes,
+# HttpApi events, an event file, app.toml, a test), as a patch on the sample with the placeholder package name.
+ADOPTER_PATCH = Path(__file__).parent / "adopter" / "tags.patch"
 
 
 class CheckError(AssertionError):
@@ -114,6 +120,37 @@ class AdopterEdits:
         (project / self.new_module).write_text(self.new_module_text, encoding="utf-8")
         with (project / self.edited_module).open("a", encoding="utf-8") as edited:
             edited.write(self.appended_text)
+
+
+@dataclass(frozen=True)
+class AdopterScenario:
+    """README "Make it yours" as an adopter follows it: ADOPTER_PATCH, with the app's package name, one commit."""
+
+    package: str
+
+    @property
+    def patch(self) -> str:
+        return ADOPTER_PATCH.read_text(encoding="utf-8").replace(SAMPLE_PACKAGE, self.package)
+
+    @property
+    def touched(self) -> list[str]:
+        return re.findall(r"^diff --git a/(\S+) ", self.patch, flags=re.MULTILINE)
+
+    def apply(self, project: Path) -> None:
+        """Apply the patch (CheckError naming the file when the template moved under it); commit nothing."""
+        done = subprocess.run(
+            ["git", "apply", "--whitespace=nowarn", "-"],
+            cwd=project,
+            input=self.patch,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            raise CheckError(
+                f"README's 'Make it yours' scenario ({ADOPTER_PATCH.name}) no longer applies: {done.stderr.strip()}; "
+                "redo its steps on a generated project and save the diff (docs/template.md)"
+            )
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -184,19 +221,84 @@ def check_updated(project: Path, fresh: Path, edits: AdopterEdits) -> None:
         raise CheckError("\n".join(problems))
 
 
-def check_update(template: Path, base: str, target: str, workdir: Path, variant: Variant) -> Path:
-    """Generate at `base`, edit as an adopter, update to `target`, check; returns the updated project."""
+def check_update(
+    template: Path, base: str, target: str, workdir: Path, variant: Variant, *, adopt: bool = False
+) -> Path:
+    """Generate at `base`, edit as an adopter, update to `target`, check; returns the updated project.
+
+    With `adopt`, the edits are README's scenario (AdopterScenario), and the updated project must equal, byte for
+    byte, git's three-way merge of the adopter's version (a fresh copy of `base` with the scenario) and a fresh copy of
+    `target`, from a fresh copy of `base`: the template's changes and the adopter's, both kept, as in one merge.
+    """
     project, fresh = workdir / "project", workdir / "fresh"
     edits = AdopterEdits(variant.app_package)
+    scenario = AdopterScenario(variant.app_package)
     generate(template, base, project, variant)
-    edits.apply(project)
+    if adopt:
+        scenario.apply(project)
+    else:
+        edits.apply(project)
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "--message", "the adopter's edits")
     update(project, target)
     copier.run_copy(str(template), fresh, data=variant.data(), vcs_ref=target, defaults=True, unsafe=True, quiet=True)
     check_generated(project, variant)
-    check_updated(project, fresh, edits)
+    if adopt:
+        check_same(project, merged(template, base, fresh, scenario, workdir / "merged", variant))
+    else:
+        check_updated(project, fresh, edits)
     return project
+
+
+def merged(template: Path, base: str, fresh: Path, scenario: AdopterScenario, out: Path, variant: Variant) -> Path:
+    """`out`: a fresh copy of `base`, the scenario on a branch, a fresh copy of the new version (`fresh`) merged in."""
+    copier.run_copy(str(template), out, data=variant.data(), vcs_ref=base, defaults=True, unsafe=True, quiet=True)
+    git(out, "init", "--quiet", "--initial-branch=adopter")
+    git(out, "add", "--all")
+    git(out, "commit", "--quiet", "--message", "base")
+    git(out, "branch", "template")
+    scenario.apply(out)
+    git(out, "add", "--all")
+    git(out, "commit", "--quiet", "--message", "the adopter's edits")
+    git(out, "switch", "--quiet", "template")
+    subprocess.run(["git", "rm", "-r", "--quiet", "."], cwd=out, check=True)
+    subprocess.run(["cp", "-a", *[str(path) for path in fresh.iterdir() if path.name != ".git"], str(out)], check=True)
+    git(out, "add", "--all")
+    git(out, "commit", "--quiet", "--allow-empty", "--message", "the new version")
+    git(out, "switch", "--quiet", "adopter")
+    git(out, "merge", "--quiet", "--no-edit", "template")  # a conflict here: the check's own edits overlap
+    return out
+
+
+def check_same(project: Path, expected: Path) -> None:
+    """Both trees hold the same files with the same bytes; no rejected hunk, no conflict marker."""
+    ours, theirs = set(_tree(project)), set(_tree(expected))
+    problems = [f"{path}: expected, missing from the updated project" for path in sorted(theirs - ours)]
+    problems += [f"{path}: in the updated project, not expected" for path in sorted(ours - theirs)]
+    problems += [
+        f"{path}: differs from the expected file"
+        for path in sorted(ours & theirs)
+        if not filecmp.cmp(project / path, expected / path, shallow=False)
+    ]
+    problems += [f"{path}:{line}: a conflict marker" for path, line in _mentions(project, r"^(<<<<<<<|>>>>>>>) ")]
+    if problems:
+        raise CheckError("\n".join(problems))
+
+
+def adopt(project: Path, package: str | None = None) -> list[str]:
+    """Apply README's 'Make it yours' scenario to a generated sample project and commit it; the files it touched."""
+    if package is None:
+        answers = (project / ANSWERS_FILE).read_text(encoding="utf-8")
+        found = re.search(r"^app_package: *(\S+)$", answers, flags=re.MULTILINE)
+        if found is None:
+            raise CheckError(f"{project / ANSWERS_FILE} names no app_package: pass --package")
+        package = found.group(1)
+    scenario = AdopterScenario(package)
+    scenario.apply(project)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "--message", "README 'Make it yours': tags on a note")
+    print(f"[template] 'Make it yours' applied to {project}: {', '.join(scenario.touched)}")
+    return scenario.touched
 
 
 def base_ref(template: Path) -> tuple[str, str]:
@@ -241,13 +343,17 @@ def _mentions(project: Path, pattern: str | re.Pattern[str], *roots: str) -> Ite
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["copy", "update", "base-ref"])
+    parser.add_argument("command", choices=["copy", "update", "adopt", "base-ref"])
     parser.add_argument("--template", type=Path, default=Path.cwd(), help="the template repository (default: here)")
     parser.add_argument("--ref", "--to", dest="ref", default="HEAD", help="the version to generate or update to")
     parser.add_argument("--from", dest="base", help="update: the version to generate first (default: base-ref)")
     parser.add_argument("--out", type=Path, help="the project's directory (must not exist)")
     parser.add_argument("--skeleton", action="store_true", help="the empty app instead of the sample")
+    parser.add_argument("--adopt", action="store_true", help="copy/update: README's 'Make it yours' on the sample")
+    parser.add_argument("--package", help="adopt: the project's app package (default: its .copier-answers.yml)")
     args = parser.parse_args(argv)
+    if args.adopt and args.skeleton:
+        parser.error("--adopt follows 'Make it yours' on the sample: not with --skeleton")
     variant = SKELETON if args.skeleton else SAMPLE
     template = args.template.resolve()
     try:
@@ -258,18 +364,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.out is None:
             parser.error("--out is required")
-        if args.command == "copy":
+        if args.command == "adopt":
+            adopt(args.out, args.package)
+        elif args.command == "copy":
             generate(template, args.ref, args.out, variant)
             check_generated(args.out, variant)
+            if args.adopt:
+                adopt(args.out, variant.app_package)
         else:
             base = args.base or base_ref(template)[0]
             with tempfile.TemporaryDirectory() as scratch:
-                project = check_update(template, base, args.ref, Path(scratch), variant)
+                project = check_update(template, base, args.ref, Path(scratch), variant, adopt=args.adopt)
                 subprocess.run(["cp", "-a", str(project), str(args.out)], check=True)
     except CheckError as error:
         print(f"[template] {args.command} check failed:\n{error}", file=sys.stderr)
         return 1
-    print(f"[template] {args.command} of the {'skeleton' if args.skeleton else 'sample'} variant checked: {args.out}")
+    what = "skeleton" if args.skeleton else "sample + 'Make it yours'" if args.adopt else "sample"
+    print(f"[template] {args.command} of the {what} variant checked: {args.out}")
     return 0
 
 

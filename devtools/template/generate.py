@@ -22,6 +22,9 @@ from pathlib import Path
 SAMPLE_PACKAGE = "sample_app"
 # The skeleton mirrors the project's layout, its package also spelled sample_app, so one rename serves both variants.
 SKELETON = Path("devtools/template/skeleton")
+# The sample's routes in template.yaml (HttpApi events of ApiFunction): the empty app has none of them. Health and the
+# $default catch-all stay, the kit answers both.
+SAMPLE_ROUTE_EVENTS = ("CreateNote", "ListNotes", "GetNote", "DeleteNote")
 # Where the app's name may appear: the wiring, the app, its tests and migrations, the docs and the files that name
 # it. Neither the kit nor the tooling (devtools/) names it (import-linter contracts): the tooling finds the app in
 # template.yaml, events/ and app.toml.
@@ -73,6 +76,7 @@ def generate(project: Path, template: Path, answers: Answers) -> None:
     answers.check()
     if not answers.sample:
         install_skeleton(project, template / SKELETON)
+        remove_events(project / "template.yaml", SAMPLE_ROUTE_EVENTS)
     rename_package(project, answers.app_package)
     set_parameter_default(project / "template.yaml", "Auth", answers.auth)
     set_parameter_default(project / "template.yaml", "Architecture", answers.architecture)
@@ -92,6 +96,28 @@ def install_skeleton(project: Path, skeleton: Path) -> None:
             target = project / source.relative_to(skeleton)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+
+
+def remove_events(template_yaml: Path, names: Sequence[str]) -> None:
+    """Remove these events (a `Name:` line and the lines indented under it) from a function's Events in template.yaml.
+
+    The file is the one Copier just rendered, so this is update-safe; an event already gone is left gone.
+    """
+    lines = template_yaml.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept: list[str] = []
+    removing_indent: int | None = None
+    for line in lines:
+        indent = len(line) - len(line.lstrip(" "))
+        if removing_indent is not None:
+            if line.strip() and indent <= removing_indent:
+                removing_indent = None
+            else:
+                continue
+        if line.strip().removesuffix(":") in names and line.rstrip().endswith(":"):
+            removing_indent = indent
+            continue
+        kept.append(line)
+    template_yaml.write_text("".join(kept), encoding="utf-8")
 
 
 def rename_package(project: Path, package: str) -> None:

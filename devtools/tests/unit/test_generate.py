@@ -122,6 +122,41 @@ def test_the_skeleton_variant_brings_the_empty_apps_files(project: Path, tmp_pat
     assert (project / "events/api-01-health.json").read_text() == "{}\n"
 
 
+ROUTES_YAML = """Resources:
+  ApiFunction:
+    Properties:
+      Events:
+        Health:
+          Type: HttpApi
+          Properties:
+            Path: /health
+
+        CreateNote:
+          Type: HttpApi
+          Properties: { ApiId: !Ref HttpApi, Method: POST, Path: /notes }
+        GetNote:
+          Type: HttpApi
+          Properties: { ApiId: !Ref HttpApi, Method: GET, Path: "/notes/{id}" }
+        # the catch-all
+        Default:
+          Type: HttpApi
+  HttpApi:
+    Type: AWS::Serverless::HttpApi
+"""
+
+
+def test_the_skeleton_variant_drops_the_samples_routes_and_keeps_the_others(tmp_path: Path) -> None:
+    template_yaml = tmp_path / "template.yaml"
+    template_yaml.write_text(ROUTES_YAML, encoding="utf-8")
+    generate.remove_events(template_yaml, generate.SAMPLE_ROUTE_EVENTS)
+    expected = ROUTES_YAML.replace(
+        ROUTES_YAML[ROUTES_YAML.index("        CreateNote:") : ROUTES_YAML.index("        #")], ""
+    )
+    assert template_yaml.read_text(encoding="utf-8") == expected
+    generate.remove_events(template_yaml, generate.SAMPLE_ROUTE_EVENTS)  # a second run changes nothing
+    assert template_yaml.read_text(encoding="utf-8") == expected
+
+
 def test_a_missing_skeleton_is_an_error_naming_the_option(project: Path, tmp_path: Path) -> None:
     with pytest.raises(GenerationError, match="--template"):
         generate.generate(project, tmp_path / "nowhere", answers(sample=False))

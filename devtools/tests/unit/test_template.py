@@ -18,6 +18,8 @@ from devtools.template.check import (
     SAMPLE,
     SKELETON,
     AdopterEdits,
+    AdopterScenario,
+    adopt,
     check_generated,
     check_update,
     generate,
@@ -56,6 +58,28 @@ def test_copier_copy_of_the_empty_app_names_it_as_asked_and_leaves_no_sample(tem
     generate(template, "HEAD", project, SKELETON)
     check_generated(project, SKELETON)
     check_valid(project)
+
+
+def test_readme_make_it_yours_applies_to_a_generated_sample_and_leaves_it_lint_clean(
+    template: Path, tmp_path: Path
+) -> None:
+    # The scenario's make test runs in .github/workflows/template.yml; here: it applies, and ruff passes on the result
+    # (a package name of another length can reflow lines, which ruff format --check would show).
+    project = tmp_path / "project"
+    generate(template, "HEAD", project, SAMPLE)
+    touched = adopt(project)
+    assert touched == AdopterScenario(SAMPLE.app_package).touched
+    assert f"lib/{SAMPLE.app_package}/tags.py" in touched
+    assert git(project, "status", "--porcelain") == ""
+    check_generated(project, SAMPLE)
+    check_valid(project)
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--no-cache", "--check", "--quiet", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
 def test_copier_update_brings_a_template_change_and_keeps_the_adopters_edits(template: Path, tmp_path: Path) -> None:
